@@ -1,0 +1,1 @@
+"""Entry scripts of the textcondense pipeline (each exposes `main(argv=None)`)."""

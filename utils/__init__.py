@@ -1,0 +1,1 @@
+"""Shared building blocks: configs, data, model, distributed helpers, experts, I/O."""

@@ -1,0 +1,209 @@
+"""The configuration schema: one dataclass per YAML section, every field documented.
+
+`utils.config` loads YAML files into these classes, checks types, and calls each section's
+`check()` for values that are well-typed but impossible. `docs/config.md` is generated from the
+`help` metadata here (`python -m utils.config_doc`), so the help text is the reference.
+
+Fields marked `path=True` are file-system paths: a relative path written in a YAML file (or left at
+its default) is resolved against the project root, so commands behave the same from the repository
+root and from inside `condense/`; a relative path given on the command line is resolved against the
+current directory, as any CLI user expects.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List, Literal, Optional
+
+
+def _f(default, help: str, path: bool = False, **kw):
+    """A dataclass field carrying its help text (and whether it is a path)."""
+    meta = {"help": help, "path": path}
+    if isinstance(default, list):
+        return field(default_factory=lambda d=default: list(d), metadata=meta, **kw)
+    return field(default=default, metadata=meta, **kw)
+
+
+@dataclass
+class DatasetConfig:
+    name: str = _f("bbc", "Dataset: 'bbc' (packaged BBC News, the offline default), 'sst2' or 'trec' "
+                   "(the harvardnlp text formats; set data_dir), a local file or folder "
+                   "(csv/tsv/jsonl/parquet), or a Hugging Face hub name such as 'ag_news'.")
+    format: Literal["auto", "bbc", "sst", "trec", "table", "hub"] = _f(
+        "auto", "How to read `name`/`data_dir`: 'auto' guesses from the name and files.")
+    data_dir: Optional[str] = _f(None, "Folder (or file) holding the data for local formats; "
+                                 "for sst/trec a folder with train.txt and test.txt.", path=True)
+    nclass: int = _f(5, "Number of classes; must agree with the data.")
+    max_length: int = _f(64, "Tokens per sequence (truncation and padding length).")
+    batch_real: int = _f(32, "Real samples per class drawn at each condensation iteration.")
+    is_multilabel: bool = _f(False, "Labels are sets of classes (label vectors); losses use BCE.")
+    text_column: str = _f("text", "Text column for table/hub data.")
+    label_column: str = _f("label", "Label column for table/hub data (an int, a class name, or a "
+                           "list of them for multi-label data).")
+    test_size: float = _f(0.2, "Fraction of each class held out as test split when the source "
+                          "has no test split (fixed, stratified, seeded by split_seed).")
+    split_seed: int = _f(0, "Seed of the train/test split for sources without one.")
+    max_train_per_class: Optional[int] = _f(None, "Keep at most this many training samples per "
+                                            "class (first ones after a seeded shuffle); for smoke runs.")
+    max_test_per_class: Optional[int] = _f(None, "Keep at most this many test samples per class.")
+    cache_dir: str = _f(".cache/tokenized", "Where tokenised datasets are cached.", path=True)
+
+    def check(self):
+        if self.nclass < 2:
+            yield "nclass", "must be >= 2"
+        if not 8 <= self.max_length <= 512:
+            yield "max_length", "must be between 8 and 512 (BERT position limit)"
+        if self.batch_real < 1:
+            yield "batch_real", "must be >= 1"
+        if not 0.0 < self.test_size < 1.0:
+            yield "test_size", "must be in (0, 1)"
+        for key in ("max_train_per_class", "max_test_per_class"):
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                yield key, "must be >= 1 or null"
+
+
+@dataclass
+class NetworkConfig:
+    model_path: str = _f("all-MiniLM-L6-v2", "Encoder: 'all-MiniLM-L6-v2' (the packaged offline "
+                         "model), a local folder with a BERT config and weights, a hub name, or "
+                         "'random' for a small randomly initialised BERT (tests).", path=True)
+    net_type: Literal["bert"] = _f("bert", "Encoder family. Only BERT encoders are supported.")
+    layer_index: List[int] = _f([-1], "Hidden layers whose [CLS] feature is matched (0 = "
+                                "embeddings, -1 = last). Several layers are matched and summed.")
+    dropout: float = _f(0.1, "Dropout before the classification head.")
+    random_layers: int = _f(2, "Layers of the 'random' test model.")
+    random_hidden: int = _f(32, "Hidden size of the 'random' test model.")
+    random_heads: int = _f(2, "Attention heads of the 'random' test model.")
+    random_intermediate: int = _f(64, "Feed-forward size of the 'random' test model.")
+    tokenizer_path: Optional[str] = _f(None, "Tokenizer to use when model_path has none ('random' "
+                                       "uses the packaged MiniLM tokenizer by default).", path=True)
+
+    def check(self):
+        if not self.layer_index:
+            yield "layer_index", "needs at least one layer"
+        if not 0.0 <= self.dropout < 1.0:
+            yield "dropout", "must be in [0, 1)"
+        for key in ("random_layers", "random_hidden", "random_heads", "random_intermediate"):
+            if getattr(self, key) < 1:
+                yield key, "must be >= 1"
+        if self.random_hidden % self.random_heads:
+            yield "random_hidden", "must be divisible by random_heads"
+
+
+@dataclass
+class PretrainConfig:
+    num_premodel: int = _f(3, "Number of expert classifiers (one seed each).")
+    epochs: int = _f(2, "Fine-tuning epochs per expert; weights are kept after every epoch.")
+    lr: float = _f(5e-5, "AdamW learning rate.")
+    batch_size: int = _f(32, "Training batch size.")
+    eval_batch_size: int = _f(128, "Batch size for test-accuracy evaluation.")
+    weight_decay: float = _f(0.01, "AdamW weight decay.")
+    warmup_ratio: float = _f(0.1, "Fraction of steps with linear warm-up (then linear decay).")
+    seed: int = _f(0, "Expert i is trained with seed `seed + i`.")
+    expert_dir: str = _f("pretrained_models", "Root folder of expert checkpoints.", path=True)
+
+    def check(self):
+        for key in ("num_premodel", "epochs", "batch_size", "eval_batch_size"):
+            if getattr(self, key) < 1:
+                yield key, "must be >= 1"
+        if self.lr <= 0:
+            yield "lr", "must be > 0"
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            yield "warmup_ratio", "must be in [0, 1)"
+
+
+@dataclass
+class OptimizationConfig:
+    optimizer: Literal["sgd", "adam", "adamw"] = _f("adam", "Optimiser of the synthetic embeddings.")
+    lr_img: float = _f(0.1, "Learning rate of the synthetic embeddings (SGD); Adam/AdamW use "
+                       "lr_img * lr_scale_adam.")
+    mom_img: float = _f(0.5, "SGD momentum.")
+    lr_scale_adam: float = _f(0.1, "Multiplier of lr_img for Adam/AdamW.")
+    weight_decay: float = _f(0.0, "Weight decay of the synthetic embeddings.")
+    scheduler: Literal["plateau", "none"] = _f("plateau", "Learning-rate schedule: reduce on a "
+                                               "plateau of the total loss, or none.")
+    plateau_patience: int = _f(50, "Iterations without improvement before the rate is reduced.")
+    plateau_factor: float = _f(0.5, "Factor of each reduction.")
+    min_lr: float = _f(1e-5, "Lower bound of the learning rate.")
+    sampling_lr: float = _f(1e-3, "Adam learning rate of the sampling network (gradient ascent).")
+    sampling_step_every: int = _f(1, "Update the sampling network every N iterations.")
+
+    def check(self):
+        if self.lr_img <= 0:
+            yield "lr_img", "must be > 0"
+        if not 0.0 < self.plateau_factor < 1.0:
+            yield "plateau_factor", "must be in (0, 1)"
+        if self.sampling_step_every < 1:
+            yield "sampling_step_every", "must be >= 1"
+
+
+@dataclass
+class CondenseConfig:
+    method: Literal["ncfm", "trajectory"] = _f("ncfm", "Condensation objective.")
+    ipc: int = _f(10, "Synthetic sequences per class.")
+    niter: int = _f(500, "Optimisation iterations.")
+    init: Literal["random", "noise", "mix", "load"] = _f(
+        "random", "Initialisation: 'random' real samples of the class, 'noise' Gaussian matched "
+        "to the embedding statistics, 'mix' each sequence packed with `factor` real snippets, "
+        "'load' a saved synthetic set (load_path).")
+    factor: int = _f(1, "Real snippets packed into one synthetic sequence (init 'mix').")
+    decode_type: Literal["single", "multi"] = _f(
+        "single", "'multi' decodes each packed sequence into `factor` training examples (one per "
+        "snippet); 'single' uses the whole sequence as one example.")
+    load_path: Optional[str] = _f(None, "Saved synthetic set (syn_data_<iter>.pth) for init 'load'.",
+                                  path=True)
+    sampling_net: bool = _f(False, "Learn the CF frequencies adversarially (min-max).")
+    num_freqs: int = _f(512, "Frequencies at which characteristic functions are compared.")
+    freq_scale: float = _f(1.0, "Standard deviation of the Gaussian frequencies.")
+    alpha_for_loss: float = _f(0.5, "Weight of the CF amplitude term.")
+    beta_for_loss: float = _f(0.5, "Weight of the CF phase term.")
+    loss_scale: float = _f(100.0, "Multiplier of the matching loss (the research code's "
+                           "hard-coded constant).")
+    dis_metrics: Literal["NCFM", "MMD"] = _f("NCFM", "Distribution metric for feature matching.")
+    iter_calib: int = _f(1, "Calibration steps per iteration (0 disables calibration).")
+    calib_weight: float = _f(1.0, "Weight of the calibration loss (cross-entropy of the final "
+                             "expert on the synthetic data; BCE for multi-label).")
+    interp_range: List[float] = _f([0.0, 1.0], "Range of the interpolation factor between an "
+                                   "expert's initial and final weights (model_interval).")
+    save_every: int = _f(100, "Save the synthetic set and a resumable checkpoint every N "
+                         "iterations (and at the end).")
+    log_every: int = _f(10, "Log losses every N iterations.")
+    debug_classes: int = _f(2, "--debug: condense only this many classes.")
+    debug_niter: int = _f(6, "--debug: number of iterations.")
+
+    def check(self):
+        for key in ("ipc", "niter", "factor", "num_freqs", "save_every", "log_every",
+                    "debug_classes", "debug_niter"):
+            if getattr(self, key) < 1:
+                yield key, "must be >= 1"
+        if self.iter_calib < 0:
+            yield "iter_calib", "must be >= 0"
+        if len(self.interp_range) != 2 or not 0.0 <= self.interp_range[0] <= self.interp_range[1] <= 1.0:
+            yield "interp_range", "must be [low, high] with 0 <= low <= high <= 1"
+        if self.init == "load" and not self.load_path:
+            yield "load_path", "init 'load' needs load_path (--load_path FILE)"
+        if self.decode_type == "multi" and self.factor < 2:
+            yield "decode_type", "'multi' needs factor >= 2"
+
+
+@dataclass
+class RunConfig:
+    seed: int = _f(0, "Seed of python, numpy and torch (and of the condensation's sampling).")
+    output_dir: Optional[str] = _f(None, "Output folder; default results/<stage>/<dataset>/ipc<ipc>/"
+                                   "<run_name>.", path=True)
+    run_name: str = _f("default", "Name of the run folder under the default output_dir.")
+    debug: bool = _f(False, "Few classes, few iterations, frequent logs.")
+    tf32: bool = _f(True, "Allow TF32 matmuls (CUDA only; ignored on CPU).")
+    gpu: Optional[str] = _f(None, "Visible CUDA devices, e.g. '0,1' (harmless on CPU).")
+    log_level: Literal["debug", "info", "warning"] = _f("info", "Log level of rank 0 (other ranks "
+                                                        "log warnings only).")
+
+
+@dataclass
+class Config:
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    optimization: OptimizationConfig = field(default_factory=OptimizationConfig)
+    condense: CondenseConfig = field(default_factory=CondenseConfig)
+    run: RunConfig = field(default_factory=RunConfig)

