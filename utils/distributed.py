@@ -144,3 +144,12 @@ def set_rng_state(state: dict) -> None:
     npst = state["numpy"]
     np.random.set_state((npst[0], npst[1].numpy().astype(np.uint32), npst[2], npst[3], npst[4]))
     torch.set_rng_state(state["torch"])
+
+
+def derive_seed(*parts) -> int:
+    """A 63-bit seed from a tuple (e.g. run seed, purpose, iteration, class); the same on every
+    rank and for every world size, so sampling never depends on how classes are distributed."""
+    import hashlib
+
+    digest = hashlib.sha256(repr(parts).encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2 ** 63 - 1)

@@ -1,0 +1,58 @@
+"""What a person looks at after a run: the loss curve and a text preview of the synthetic data."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from utils.io import atomic_write_text
+
+
+def plot_loss_curve(history: List[dict], path: Path) -> None:
+    """Matching and calibration loss per iteration (one panel each), written atomically."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not history:
+        return
+    its = [h["iteration"] for h in history]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for ax, key, title in ((axes[0], "match_loss", "matching loss (sum over classes)"),
+                           (axes[1], "calib_loss", "calibration loss (sum over classes)")):
+        ax.plot(its, [h[key] for h in history], lw=1)
+        ax.set_title(title)
+        ax.set_xlabel("iteration")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+@torch.no_grad()
+def nearest_tokens(embeds: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """Index of the vocabulary embedding nearest (cosine) to each position.
+
+    embeds  # [N, L, H]   table  # [V, H]   ->  [N, L]
+    """
+    e = F.normalize(embeds.float(), dim=-1)
+    t = F.normalize(table.float(), dim=-1)
+    return torch.stack([(x @ t.T).argmax(-1) for x in e])
+
+
+def write_preview(saved: dict, tokenizer, table: torch.Tensor, class_names: Sequence[str],
+                  path: Path) -> None:
+    """One line per synthetic sequence: its class and the nearest tokens of its unmasked positions."""
+    ids = nearest_tokens(saved["inputs_embeds"], table.cpu())
+    lines = ["# nearest vocabulary tokens of each synthetic sequence (positions with mask = 1)"]
+    for n in range(ids.shape[0]):
+        keep = saved["attention_mask"][n].bool()
+        text = tokenizer.decode(ids[n][keep].tolist(), skip_special_tokens=False)
+        lines.append(f"[{class_names[int(saved['class_of'][n])]}] {text}")
+    atomic_write_text(path, "\n".join(lines) + "\n")
