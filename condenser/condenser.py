@@ -103,6 +103,34 @@ class Condenser:
         gen = torch.Generator().manual_seed(derive_seed(self.cfg.run.seed, "real", it, c))
         return pool[torch.randperm(len(pool), generator=gen)[:self.cfg.dataset.batch_real]]
 
+    def _match(self, model, it: int, t: Optional[torch.Tensor], backward: bool) -> float:
+        """Matching loss of this rank's classes, summed; with `backward`, gradients flow into the
+        synthetic embeddings (and t) one class at a time to bound memory."""
+        c, dev, layers = self.cfg.condense, self.env.device, self.cfg.network.layer_index
+        total = 0.0
+        for cls in self.my_classes:
+            idx = self._real_batch(it, cls)
+            with torch.no_grad():
+                feat_real = cls_features(model, layers, input_ids=self.train.input_ids[idx].to(dev),
+                                         attention_mask=self.train.attention_mask[idx].to(dev))
+            with torch.set_grad_enabled(backward):
+                embeds, mask, _ = decode(self.shard.data[cls], c.factor, c.decode_type)
+                feat_syn = cls_features(model, layers, inputs_embeds=embeds, attention_mask=mask)
+                loss = match_loss(feat_real, feat_syn, t, c)             # scalar
+            if backward:
+                loss.backward()
+            total += loss.item()
+        return total
+
+    @torch.no_grad()
+    def match_loss_at(self, it: int) -> float:
+        """The matching loss iteration `it` would see (same expert, frequencies and real batches),
+        summed over all ranks, without changing anything. Used by tests and diagnostics."""
+        choice = choose_expert(self.cfg.run.seed, it, self.pool.num, self.cfg.condense.interp_range)
+        t, _ = self._frequencies(it)
+        local = self._match(self.pool.load_interval(choice), it, t, backward=False)
+        return all_reduce_sum(torch.tensor([local], dtype=torch.float64, device=self.env.device)).item()
+
     def step(self) -> dict:
         """One iteration; returns metrics summed over all ranks."""
         cfg, c, dev = self.cfg, self.cfg.condense, self.env.device
@@ -111,20 +139,9 @@ class Condenser:
         choice = choose_expert(cfg.run.seed, it, self.pool.num, c.interp_range)
         model = self.pool.load_interval(choice)
         t, t_net = self._frequencies(it)
-        layers = cfg.network.layer_index
 
         self.optimizer.zero_grad(set_to_none=True)
-        match_sum = 0.0
-        for cls in self.my_classes:
-            idx = self._real_batch(it, cls)
-            with torch.no_grad():
-                feat_real = cls_features(model, layers, input_ids=self.train.input_ids[idx].to(dev),
-                                         attention_mask=self.train.attention_mask[idx].to(dev))
-            embeds, mask, _ = decode(self.shard.data[cls], c.factor, c.decode_type)
-            feat_syn = cls_features(model, layers, inputs_embeds=embeds, attention_mask=mask)
-            loss = match_loss(feat_real, feat_syn, t, c)                 # scalar
-            loss.backward()
-            match_sum += loss.item()
+        match_sum = self._match(model, it, t, backward=True)
 
         if t_net is not None and it % cfg.optimization.sampling_step_every == 0:
             grad = t.grad if t.grad is not None else torch.zeros_like(t)

@@ -137,8 +137,10 @@ def read_table(path: Path, text_column: str, label_column: str) -> tuple[list[st
 def encode_labels(raw: Sequence, class_names: Optional[List[str]] = None
                   ) -> tuple[list[Label], list[str], bool]:
     """Map raw labels (ints, names, or lists of them) to indices; return labels, names, multilabel."""
-    multilabel = any(not isinstance(r, str) and np.ndim(r) > 0 for r in raw)
-    flat = [x for r in raw for x in (list(r) if multilabel else [r])]
+    multilabel = any(_is_label_list(r) for r in raw)
+    # In multi-label data a lone class (a name or an index, not in a list) is a one-class set.
+    as_set = (lambda r: list(r) if _is_label_list(r) else [r]) if multilabel else (lambda r: [r])
+    flat = [x for r in raw for x in as_set(r)]
     if class_names is None:
         if all(_is_int_like(x) for x in flat):
             class_names = [str(i) for i in range(int(max(flat)) + 1 if flat else 0)]
@@ -153,8 +155,12 @@ def encode_labels(raw: Sequence, class_names: Optional[List[str]] = None
             return index[x]
         return int(x)
 
-    labels = [sorted({one(x) for x in r}) if multilabel else one(r) for r in raw]
+    labels = [sorted({one(x) for x in as_set(r)}) if multilabel else one(r) for r in raw]
     return labels, class_names, multilabel
+
+
+def _is_label_list(r) -> bool:
+    return not isinstance(r, str) and np.ndim(r) > 0
 
 
 def _is_int_like(x) -> bool:
@@ -162,7 +168,10 @@ def _is_int_like(x) -> bool:
 
 
 def first_label(label: Label) -> int:
-    return label[0] if isinstance(label, list) else label
+    """The stratum of a label: the class, or a multi-label sample's first class (-1: none)."""
+    if isinstance(label, list):
+        return label[0] if label else -1
+    return label
 
 
 def stratified_split(n_items: int, labels: Sequence[Label], test_size: float, seed: int

@@ -1,0 +1,115 @@
+"""Config loading: schema errors name key and file, precedence CLI > YAML > defaults, --set."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from utils.config import (PROJECT_ROOT, ConfigError, config_from_args, load_config, make_parser,
+                          save_config)
+from utils.config_schema import Config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write(path: Path, text: str) -> str:
+    path.write_text(text)
+    return str(path)
+
+
+def parse(argv):
+    return config_from_args(make_parser("test").parse_args(argv))
+
+
+def test_every_shipped_config_is_valid():
+    files = sorted((ROOT / "config").rglob("*.yaml"))
+    assert len(files) >= 15 + 1
+    for f in files:
+        cfg = load_config(str(f))
+        assert isinstance(cfg, Config)
+    ipc10 = load_config(str(ROOT / "config/ipc10/bbc.yaml"))
+    assert ipc10.condense.ipc == 10 and ipc10.dataset.name == "bbc" and ipc10.dataset.nclass == 5
+    assert load_config(str(ROOT / "config/ipc50/trec.yaml")).dataset.nclass == 6
+
+
+def test_unknown_key_names_key_and_file(tmp_path):
+    path = write(tmp_path / "bad.yaml", "condense:\n  ipcc: 3\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    msg = str(err.value)
+    assert "bad.yaml" in msg and "condense.ipcc" in msg and "ipc" in msg
+
+
+def test_unknown_section(tmp_path):
+    path = write(tmp_path / "bad.yaml", "condence:\n  ipc: 3\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml.*unknown section 'condence'"):
+        load_config(path)
+
+
+def test_wrong_type_names_key_file_and_type(tmp_path):
+    path = write(tmp_path / "bad.yaml", "condense:\n  ipc: ten\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: condense.ipc: expected int, got 'ten'"):
+        load_config(path)
+    path = write(tmp_path / "bad2.yaml", "condense:\n  init: zeros\n")
+    with pytest.raises(ConfigError, match=r"condense.init: expected one of 'random'"):
+        load_config(path)
+
+
+def test_impossible_value(tmp_path):
+    path = write(tmp_path / "bad.yaml", "condense:\n  ipc: 0\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: condense.ipc = 0: must be >= 1"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="load_path"):
+        parse(["--init", "load"])
+
+
+def test_base_chain_provenance(tmp_path):
+    write(tmp_path / "base.yaml", "dataset:\n  nclass: 1\n")
+    child = write(tmp_path / "child.yaml", "base: base.yaml\ncondense:\n  ipc: 3\n")
+    with pytest.raises(ConfigError, match=r"base.yaml: dataset.nclass = 1"):
+        load_config(child)  # the error names the file that set the bad value, not the child
+
+
+def test_precedence_cli_over_yaml_over_defaults(tmp_path):
+    path = write(tmp_path / "c.yaml", "condense:\n  ipc: 7\n  niter: 11\n")
+    cfg = parse(["--config_path", path])
+    assert (cfg.condense.ipc, cfg.condense.niter) == (7, 11)
+    assert cfg.condense.num_freqs == Config().condense.num_freqs          # default kept
+    cfg = parse(["--config_path", path, "--ipc", "3", "--set", "condense.niter=5",
+                 "--set", "network.layer_index=[-1, -2]", "--sampling_net", "--no-tf32"])
+    assert (cfg.condense.ipc, cfg.condense.niter) == (3, 5)
+    assert cfg.network.layer_index == [-1, -2]
+    assert cfg.condense.sampling_net is True and cfg.run.tf32 is False
+    # an explicit flag beats --set for the same key
+    cfg = parse(["--config_path", path, "--set", "condense.ipc=4", "--ipc", "2"])
+    assert cfg.condense.ipc == 2
+
+
+def test_set_errors():
+    with pytest.raises(ConfigError, match="section.key=value"):
+        parse(["--set", "niter5"])
+    with pytest.raises(ConfigError, match=r"command line: unknown key 'condense.nitre'"):
+        parse(["--set", "condense.nitre=5"])
+    with pytest.raises(ConfigError, match=r"command line: condense.niter: expected int"):
+        parse(["--set", "condense.niter=many"])
+
+
+def test_paths_from_yaml_resolve_against_project_root(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(str(ROOT / "config/ipc1/bbc.yaml"))
+    assert cfg.pretrain.expert_dir == str(PROJECT_ROOT / "pretrained_models")
+    # the same command from inside condense/ with ../config paths gives the same config
+    monkeypatch.chdir(ROOT / "condense")
+    assert load_config("../config/ipc1/bbc.yaml") == cfg
+    # a relative path on the command line is relative to the current directory
+    cfg = parse(["--config_path", "../config/ipc1/bbc.yaml", "--output_dir", "out"])
+    assert cfg.run.output_dir == str(ROOT / "condense" / "out")
+
+
+def test_save_config_roundtrip(tmp_path):
+    cfg = parse(["--config_path", str(ROOT / "config/smoke.yaml"), "--ipc", "3"])
+    save_config(cfg, tmp_path / "args.log", {"stage": "test"})
+    saved = yaml.safe_load((tmp_path / "args.log").read_text())
+    assert saved["config"]["condense"]["ipc"] == 3 and saved["stage"] == "test"
+    assert saved["config"]["network"]["model_path"] == "random"
