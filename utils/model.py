@@ -178,5 +178,6 @@ def model_tag(net: NetworkConfig) -> str:
     if net.model_path == "random":
         return f"random-L{net.random_layers}-H{net.random_hidden}"
     name = net.model_path.rstrip("/")
-    name = Path(name).name if os.path.sep in name or Path(name).exists() else name
-    return name.replace("/", "--")
+    if Path(name).exists():                       # a local folder: its base name
+        return Path(name).name
+    return name.replace("/", "--")                # a hub name: owner--name
