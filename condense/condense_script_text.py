@@ -24,7 +24,8 @@ from condenser.report import plot_loss_curve, write_preview
 from condenser.synthetic import SyntheticDataError, assemble, load_synthetic
 from utils.config import config_to_dict
 from utils.config_schema import Config
-from utils.distributed import all_gather_objects, barrier, broadcast_object, cleanup_distributed
+from utils.distributed import (all_gather_objects, barrier, broadcast_object, cleanup_distributed,
+                               peak_memory_mb)
 from utils.experts import ExpertError, missing_experts, train_experts
 from utils.io import atomic_torch_save, atomic_write_json
 from utils.logging_utils import progress
@@ -92,6 +93,26 @@ def save(condenser: Condenser, cfg: Config, run, data: Data) -> None:
     barrier()
 
 
+def write_summary(condenser: Condenser, run, seconds: float, iterations: int) -> None:
+    """Collective: per-rank peak memory and timing, written by rank 0 to run_summary.json."""
+    per_rank = all_gather_objects({"rank": run.env.rank, "classes": condenser.my_classes,
+                                   **peak_memory_mb(run.env.device)})
+    times = [h["seconds"] for h in condenser.history[-iterations:]] if iterations else []
+    summary = {"world_size": run.env.world_size, "device": str(run.env.device),
+               "iterations_run": iterations, "wall_seconds": round(seconds, 2),
+               "mean_iteration_seconds": round(sum(times) / len(times), 4) if times else None,
+               "final_iteration": condenser.iteration, "ranks": per_rank,
+               "synthetic_set": str(run.out_dir / "distilled_data" /
+                                    f"syn_data_{condenser.iteration}.pth")}
+    if run.env.is_main:
+        atomic_write_json(run.out_dir / "run_summary.json", summary)
+        for r in per_rank:
+            logger.info("rank %d: classes %s, peak memory %.0f MiB", r["rank"], r["classes"],
+                        r["peak_rss_mb"])
+        logger.info("done: %d iterations in %.1fs; synthetic set: %s", iterations, seconds,
+                    summary["synthetic_set"])
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     run = start_run(argv, __doc__.splitlines()[0], "condense", adjust=apply_debug)
     cfg, env = run.cfg, run.env
@@ -111,7 +132,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     "%d iterations (from %d), metric %s, sampling net %s, calibration %d x %g, "
                     "%d experts", c.method, len(classes), c.ipc, c.init, c.niter, condenser.iteration,
                     c.dis_metrics, c.sampling_net, c.iter_calib, c.calib_weight, pool.num)
-        start = time.time()
+        start, first_it = time.time(), condenser.iteration
         bar = progress(range(condenser.iteration, c.niter), enabled=env.is_main, desc="condense")
         for _ in bar:
             rec = condenser.step()
@@ -123,8 +144,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                             rec["expert"], rec["lam"], rec["seconds"])
             if it % c.save_every == 0 or it == c.niter:
                 save(condenser, cfg, run, data)
-        logger.info("done in %.1fs: %s", time.time() - start,
-                    run.out_dir / "distilled_data" / f"syn_data_{c.niter}.pth")
+        write_summary(condenser, run, time.time() - start, condenser.iteration - first_it)
     except (ValueError, ExpertError, ModelError, SyntheticDataError) as exc:
         logger.error("%s", exc)
         return 2

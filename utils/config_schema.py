@@ -187,6 +187,15 @@ class CondenseConfig:
 
 
 @dataclass
+class EvaluateConfig:
+    num_eval: int = _f(5, "Fresh classifiers trained per method (different seeds).")
+
+    def check(self):
+        if self.num_eval < 1:
+            yield "num_eval", "must be >= 1"
+
+
+@dataclass
 class RunConfig:
     seed: int = _f(0, "Seed of python, numpy and torch (and of the condensation's sampling).")
     output_dir: Optional[str] = _f(None, "Output folder; default results/<stage>/<dataset>/ipc<ipc>/"
@@ -206,4 +215,5 @@ class Config:
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     optimization: OptimizationConfig = field(default_factory=OptimizationConfig)
     condense: CondenseConfig = field(default_factory=CondenseConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     run: RunConfig = field(default_factory=RunConfig)

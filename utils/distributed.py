@@ -153,3 +153,13 @@ def derive_seed(*parts) -> int:
 
     digest = hashlib.sha256(repr(parts).encode()).digest()
     return int.from_bytes(digest[:8], "little") & (2 ** 63 - 1)
+
+
+def peak_memory_mb(device: torch.device) -> dict:
+    """This process's peak resident memory (and peak CUDA allocation on GPU), in MiB."""
+    import resource
+
+    out = {"peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+    if device.type == "cuda":
+        out["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated(device) / 2 ** 20, 1)
+    return out

