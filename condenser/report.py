@@ -22,7 +22,14 @@ def plot_loss_curve(history: List[dict], path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     for ax, key, title in ((axes[0], "match_loss", "matching loss (sum over classes)"),
                            (axes[1], "calib_loss", "calibration loss (sum over classes)")):
-        ax.plot(its, [h[key] for h in history], lw=1)
+        values = [h[key] for h in history]
+        ax.plot(its, values, lw=0.8, alpha=0.45, label="per iteration")
+        window = max(1, len(values) // 20)
+        if window > 1:                 # the expert and lam change every step: show the trend too
+            smooth = [sum(values[max(0, i - window + 1):i + 1]) / len(values[max(0, i - window + 1):i + 1])
+                      for i in range(len(values))]
+            ax.plot(its, smooth, lw=2, label=f"moving average ({window})")
+            ax.legend(fontsize=8)
         ax.set_title(title)
         ax.set_xlabel("iteration")
         ax.grid(alpha=0.3)

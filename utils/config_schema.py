@@ -170,6 +170,9 @@ class CondenseConfig:
     log_every: int = _f(10, "Log losses every N iterations.")
     debug_classes: int = _f(2, "--debug: condense only this many classes.")
     debug_niter: int = _f(6, "--debug: number of iterations.")
+    eval_it: List[int] = _f([], "Iterations after which the synthetic set is evaluated (the "
+                            "`evaluate` protocol) during condensation; results are logged and "
+                            "appended to <output_dir>/eval_curve.json.")
 
     def check(self):
         for key in ("ipc", "niter", "factor", "num_freqs", "save_every", "log_every",
@@ -189,10 +192,52 @@ class CondenseConfig:
 @dataclass
 class EvaluateConfig:
     num_eval: int = _f(5, "Fresh classifiers trained per method (different seeds).")
+    steps: int = _f(100, "Training steps of each evaluation classifier on a condensed or selected "
+                    "set (batches drawn by cycling over seeded shuffles of the set).")
+    batch_size: int = _f(16, "Training batch size of the evaluation classifiers (capped at the set "
+                         "size).")
+    lr: float = _f(1e-4, "AdamW learning rate of the evaluation classifiers (constant; gradients "
+                   "clipped to norm 1).")
+    weight_decay: float = _f(0.01, "AdamW weight decay of the evaluation classifiers.")
+    eval_every: int = _f(25, "Evaluate on the test split every N steps (and at the last step): the "
+                         "accuracy-vs-step curve.")
+    full_steps: int = _f(300, "Training steps of the 'full' baseline (all training data), used "
+                         "instead of `steps`; same optimiser, batch size and evaluation.")
+    select_by: Literal["last", "val"] = _f(
+        "last", "Which step's model is reported: 'last' the final step; 'val' the evaluated step "
+        "with the best accuracy on a validation part of the training split (never the test set).")
+    val_fraction: float = _f(0.1, "select_by 'val': fraction of each training class held out as "
+                             "validation (stratified, seeded by run.seed); these samples are also "
+                             "excluded from the baselines' selection pools.")
+    eval_model_path: Optional[str] = _f(
+        None, "Encoder of the evaluation classifiers (cross-architecture check): a local model "
+        "folder, an alias such as 'all-MiniLM-L6-v2', or 'random' (the small test BERT). It must "
+        "have the synthetic set's hidden size. Null: network.model_path.")
+    projection: Literal["pca", "tsne"] = _f("pca", "2-D projection of the expert features in "
+                                            "eval/projection.png.")
+    results_table: str = _f("results/results.md", "Markdown table to which every evaluation "
+                            "appends one row per method (created with a header if missing).",
+                            path=True)
+    feature_expert: int = _f(0, "Expert whose final weights give the [CLS] features for herding, "
+                             "k-center and the projection plot.")
+    eval_batch_size: int = _f(128, "Batch size for test/validation evaluation and feature "
+                              "extraction.")
 
     def check(self):
-        if self.num_eval < 1:
-            yield "num_eval", "must be >= 1"
+        for key in ("num_eval", "steps", "batch_size", "eval_every", "full_steps",
+                    "eval_batch_size"):
+            if getattr(self, key) < 1:
+                yield key, "must be >= 1"
+        if self.lr <= 0:
+            yield "lr", "must be > 0"
+        if self.weight_decay < 0:
+            yield "weight_decay", "must be >= 0"
+        if not 0.0 < self.val_fraction < 1.0:
+            yield "val_fraction", "must be in (0, 1)"
+        if self.feature_expert < 0:
+            yield "feature_expert", "must be >= 0"
+        if self.eval_model_path is not None and not self.eval_model_path.strip():
+            yield "eval_model_path", "must be a model path or alias, or null"
 
 
 @dataclass

@@ -3,6 +3,7 @@ other ranks log warnings and errors only (prefixed with their rank)."""
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -49,5 +50,9 @@ def setup_logging(rank: int = 0, level: str = "info", log_file: Optional[str] = 
 
 
 def progress(iterable=None, *, enabled: bool, **kw):
-    """A tqdm bar shown on rank 0 only (`enabled`), written to stderr."""
-    return tqdm(iterable, disable=not enabled, dynamic_ncols=True, leave=False, **kw)
+    """A tqdm bar on rank 0 only (`enabled`), on an interactive terminal only: redirected output
+    (log files, CI) gets the periodic log lines instead of carriage-return noise.
+    TEXTCONDENSE_PROGRESS=1 forces bars on, =0 off."""
+    force = os.environ.get("TEXTCONDENSE_PROGRESS")
+    show = enabled and (sys.stderr.isatty() if force is None else force == "1")
+    return tqdm(iterable, disable=not show, dynamic_ncols=True, leave=False, **kw)

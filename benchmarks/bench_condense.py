@@ -1,0 +1,86 @@
+"""Time per iteration and peak memory per rank of NCFM condensation, for 1 and 2 ranks.
+
+    python benchmarks/bench_condense.py [--config config/ipc10/bbc.yaml] [--niter 10] [--nprocs 1 2]
+
+Each world size runs the real condense script (1 rank: plain python with 2 torch threads;
+N ranks: torchrun, 1 thread each) into a fresh folder, reads its run_summary.json, and writes
+benchmarks/results/condense_<dataset>_ipc<ipc>.json plus a markdown table on stdout. Experts
+must exist already (make experts), so expert training is not timed here.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run as a plain script from a checkout
+
+from utils.config import load_config  # noqa: E402
+
+
+def run_once(config: str, nproc: int, niter: int, extra: list[str]) -> dict:
+    out = Path(tempfile.mkdtemp(prefix=f"bench_condense_{nproc}_"))
+    script = str(ROOT / "condense" / "condense_script_text.py")
+    args = ["--config_path", config, "--output_dir", str(out), "--set", f"condense.niter={niter}",
+            "--set", f"condense.save_every={niter}", "--set", "condense.log_every=1", *extra]
+    if nproc == 1:
+        cmd = [sys.executable, script, *args]
+    else:
+        cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
+               "--standalone", script, *args]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    start = time.time()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if proc.returncode:
+        raise SystemExit(f"run failed:\n{proc.stderr[-3000:]}")
+    summary = json.loads((out / "run_summary.json").read_text())
+    history = json.loads((out / "loss_history.json").read_text())
+    secs = [h["seconds"] for h in history]
+    steady = secs[1:] if len(secs) > 1 else secs          # the first iteration warms up
+    return {"nproc": nproc, "iterations": niter, "process_wall_seconds": round(time.time() - start, 1),
+            "mean_iteration_seconds": round(sum(steady) / len(steady), 3),
+            "first_iteration_seconds": secs[0],
+            "peak_rss_mb_per_rank": [r["peak_rss_mb"] for r in summary["ranks"]],
+            "classes_per_rank": [r["classes"] for r in summary["ranks"]],
+            "match_loss_first_last": [history[0]["match_loss"], history[-1]["match_loss"]],
+            "output_dir": str(out)}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config", default=str(ROOT / "config" / "ipc10" / "bbc.yaml"))
+    p.add_argument("--niter", type=int, default=10)
+    p.add_argument("--nprocs", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--set", dest="extra", action="append", default=[],
+                   help="extra --set overrides passed to the condense script")
+    a = p.parse_args()
+    cfg = load_config(a.config)
+    extra = [x for s in a.extra for x in ("--set", s)]
+    rows = [run_once(a.config, n, a.niter, extra) for n in a.nprocs]
+    result = {"benchmark": "condense", "config": os.path.relpath(a.config, ROOT),
+              "dataset": cfg.dataset.name, "ipc": cfg.condense.ipc, "model": cfg.network.model_path,
+              "max_length": cfg.dataset.max_length, "batch_real": cfg.dataset.batch_real,
+              "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                          "python": platform.python_version()},
+              "date": time.strftime("%Y-%m-%d"), "overrides": a.extra, "runs": rows}
+    out = ROOT / "benchmarks" / "results" / f"condense_{cfg.dataset.name}_ipc{cfg.condense.ipc}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"| ranks | s / iteration | peak RSS per rank (MiB) | match loss first -> last |")
+    print("|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['nproc']} | {r['mean_iteration_seconds']:.2f} | "
+              f"{', '.join(f'{m:.0f}' for m in r['peak_rss_mb_per_rank'])} | "
+              f"{r['match_loss_first_last'][0]:.2f} -> {r['match_loss_first_last'][1]:.2f} |")
+    print(f"written {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,121 @@
+"""Coreset baselines: `ipc` real training samples per class, chosen at random, by herding or by
+greedy k-center on expert features.
+
+Every selector works on one class's pool of TRAINING indices and returns indices into the training
+split; `select_baseline` asserts this (the test split is never passed in). All randomness comes
+from seeds derived from (seed, method, class), so a selection is identical on every rank and for
+every world size.
+
+- random   `ipc` samples drawn without replacement (seeded).
+- herding  Welling's herding / iCaRL exemplars: repeatedly pick the sample that brings the mean of
+           the picked features closest to the class mean (the first pick is the sample nearest to
+           the class mean).
+- kcenter  greedy k-center (Sener & Savarese): a seeded random first centre, then repeatedly the
+           sample farthest from its nearest chosen centre.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Dict, List, Optional, Sequence
+
+import torch
+
+from utils.distributed import derive_seed
+
+logger = logging.getLogger(__name__)
+
+SELECTORS = ("random", "herding", "kcenter")
+NEEDS_FEATURES = ("herding", "kcenter")
+
+
+def class_pools(labels: torch.Tensor, nclass: int, exclude: Optional[Sequence[int]] = None
+                ) -> List[torch.Tensor]:
+    """Training indices of each class (a multi-label sample belongs to all its classes), without
+    the `exclude`d ones (e.g. the validation part).  labels  # [N] long or [N, C]"""
+    keep = torch.ones(labels.shape[0], dtype=torch.bool)
+    if exclude is not None and len(exclude):
+        keep[torch.as_tensor(list(exclude), dtype=torch.long)] = False
+    pools = []
+    for c in range(nclass):
+        member = labels[:, c] > 0 if labels.dim() == 2 else labels == c
+        pools.append(torch.nonzero(member & keep, as_tuple=False).flatten())
+    return pools
+
+
+def random_select(pool: torch.Tensor, k: int, seed: int) -> torch.Tensor:
+    """k indices of `pool` drawn without replacement."""
+    gen = torch.Generator().manual_seed(seed)
+    return pool[torch.randperm(len(pool), generator=gen)[:k]]
+
+
+@torch.no_grad()
+def herding_select(feats: torch.Tensor, k: int) -> torch.Tensor:
+    """Positions (into `feats` [n, H]) of k herding picks, in pick order."""
+    feats = feats.double()
+    mu = feats.mean(0)
+    chosen: List[int] = []
+    running = torch.zeros_like(mu)
+    available = torch.ones(len(feats), dtype=torch.bool)
+    for t in range(min(k, len(feats))):
+        # distance between the class mean and the mean of the picks with each candidate added
+        cand = (running.unsqueeze(0) + feats) / (t + 1)
+        dist = (cand - mu).norm(dim=1)
+        dist[~available] = float("inf")
+        i = int(torch.argmin(dist))
+        chosen.append(i)
+        available[i] = False
+        running += feats[i]
+    return torch.tensor(chosen, dtype=torch.long)
+
+
+@torch.no_grad()
+def kcenter_select(feats: torch.Tensor, k: int, seed: int) -> torch.Tensor:
+    """Positions (into `feats` [n, H]) of k greedy k-center picks, in pick order."""
+    feats = feats.double()
+    n = len(feats)
+    if n == 0 or k <= 0:
+        return torch.zeros(0, dtype=torch.long)
+    gen = torch.Generator().manual_seed(seed)
+    first = int(torch.randint(n, (1,), generator=gen))
+    chosen = [first]
+    min_dist = (feats - feats[first]).norm(dim=1)
+    for _ in range(min(k, n) - 1):
+        min_dist[chosen] = -1.0                     # never re-pick a centre
+        i = int(torch.argmax(min_dist))
+        chosen.append(i)
+        min_dist = torch.minimum(min_dist, (feats - feats[i]).norm(dim=1))
+    return torch.tensor(chosen, dtype=torch.long)
+
+
+def select_baseline(method: str, labels: torch.Tensor, nclass: int, ipc: int, seed: int,
+                    features: Optional[torch.Tensor] = None,
+                    exclude: Optional[Sequence[int]] = None) -> Dict[int, torch.Tensor]:
+    """Per class, `ipc` indices into the training split whose labels are `labels` [N_train].
+
+    `features` [N_train, H] are the expert features of the training split (herding, kcenter).
+    A class with fewer than `ipc` samples contributes all of them (with a warning).
+    """
+    if method not in SELECTORS:
+        raise ValueError(f"unknown selection method {method!r} (allowed: {', '.join(SELECTORS)})")
+    n_train = labels.shape[0]
+    if method in NEEDS_FEATURES:
+        if features is None:
+            raise ValueError(f"selection {method!r} needs the expert features of the training split")
+        assert features.shape[0] == n_train, (
+            f"features cover {features.shape[0]} samples, the training split has {n_train}: "
+            f"selectors only see the training split")
+    out: Dict[int, torch.Tensor] = {}
+    for c, pool in enumerate(class_pools(labels, nclass, exclude)):
+        if len(pool) < ipc:
+            logger.warning("class %d has only %d selectable training samples (< ipc %d): all are "
+                           "used", c, len(pool), ipc)
+        s = derive_seed(seed, "select", method, c)
+        if method == "random":
+            idx = random_select(pool, ipc, s)
+        elif method == "herding":
+            idx = pool[herding_select(features[pool], ipc)]
+        else:
+            idx = pool[kcenter_select(features[pool], ipc, s)]
+        assert bool((idx < n_train).all()) and set(idx.tolist()) <= set(pool.tolist())
+        out[c] = idx
+    return out
