@@ -26,6 +26,7 @@ from utils.config import config_to_dict
 from utils.config_schema import Config
 from utils.distributed import (all_gather_objects, barrier, broadcast_object, cleanup_distributed,
                                peak_memory_mb)
+from utils.evaluation import condense_eval_hook
 from utils.experts import ExpertError, missing_experts, train_experts
 from utils.io import atomic_torch_save, atomic_write_json
 from utils.logging_utils import progress
@@ -144,6 +145,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                             rec["expert"], rec["lam"], rec["seconds"])
             if it % c.save_every == 0 or it == c.niter:
                 save(condenser, cfg, run, data)
+            if it in c.eval_it:  # evaluate the current set (collective; RNG state kept)
+                condense_eval_hook(cfg, env, data, condenser, run.out_dir)
         write_summary(condenser, run, time.time() - start, condenser.iteration - first_it)
     except (ValueError, ExpertError, ModelError, SyntheticDataError) as exc:
         logger.error("%s", exc)

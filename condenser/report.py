@@ -63,3 +63,20 @@ def write_preview(saved: dict, tokenizer, table: torch.Tensor, class_names: Sequ
         text = tokenizer.decode(ids[n][keep].tolist(), skip_special_tokens=False)
         lines.append(f"[{class_names[int(saved['class_of'][n])]}] {text}")
     atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def main(argv=None) -> None:
+    """Redraw a run's loss curve: python -m condenser.report RUN_DIR [OUT.png]"""
+    import argparse
+    import json
+
+    p = argparse.ArgumentParser(description=main.__doc__)
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("out", type=Path, nargs="?")
+    a = p.parse_args(argv)
+    history = json.loads((a.run_dir / "loss_history.json").read_text())
+    plot_loss_curve(history, a.out or a.run_dir / "images" / "loss_curve.png")
+
+
+if __name__ == "__main__":
+    main()

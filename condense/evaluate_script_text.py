@@ -1,0 +1,185 @@
+"""Stage 3 - evaluate: train fresh classifiers on a synthetic set and on real-data baselines.
+
+    torchrun --nproc_per_node=2 condense/evaluate_script_text.py --config_path=config/ipc10/bbc.yaml \
+        --load_path=results/condense/bbc/ipc10/<run>/distilled_data/syn_data_<iter>.pth \
+        [--baseline random,herding,kcenter,full] [--eval_model_path MODEL]
+
+`--load_path` evaluates a saved synthetic set; `--baseline` (comma-separated, repeatable) adds
+real-data baselines at the same ipc (condense.ipc) under exactly the same training protocol:
+'random', 'herding' and 'kcenter' pick ipc training samples per class ('herding'/'kcenter' on the
+features of expert `evaluate.feature_expert`, trained first if missing), 'full' trains on all
+training data for `evaluate.full_steps` steps. `--eval_model_path` (evaluate.eval_model_path)
+trains another encoder of the same hidden size (cross-architecture check). The `evaluate.num_eval`
+runs per method are spread over ranks; see utils/evaluation.py for the protocol.
+
+Outputs under --output_dir (default results/evaluate/<dataset>/ipc<ipc>/<run_name>/):
+eval/results.json (one entry per method: per-run scores and curves, mean, std, gap_to_full,
+gain_over_random), eval/accuracy_vs_step.png, eval/projection.png (expert features of the test
+split and of the synthetic set, when one is evaluated), print.log, args.log; one row per method is
+appended to the shared markdown table `evaluate.results_table` (default results/results.md).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+import torch
+
+from condenser.synthetic import SyntheticDataError
+from utils.distributed import cleanup_distributed
+from utils.evaluation import (BASELINES, SYNTHETIC, EvalContext, EvaluationError, add_gaps,
+                              append_results_table, ensure_experts, evaluate_runs,
+                              evaluate_synthetic, expert_features, load_feature_expert,
+                              load_synthetic_set, log_entry, make_context, parse_baselines,
+                              read_results_table, real_trainset, select_for, summarize,
+                              synthetic_trainset)
+from utils.experts import ExpertError, missing_experts
+from utils.io import atomic_write_json
+from utils.model import ModelError
+from utils.runtime import load_data, start_run
+from utils.selection import NEEDS_FEATURES
+
+logger = logging.getLogger("evaluate")
+
+
+def add_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--baseline", action="append", default=[], metavar="NAMES",
+                   help=f"Real-data baselines, comma-separated and/or repeated: "
+                        f"{', '.join(BASELINES)}.")
+    p.add_argument("--eval_model_path", default=None,
+                   help="Encoder of the evaluation classifiers (evaluate.eval_model_path).")
+
+
+def _flag_overrides(argv: Sequence[str]):
+    """Script flags that set config keys: applied after YAML and --set (flags win)."""
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    pre.add_argument("--eval_model_path", default=None)
+    known, _ = pre.parse_known_args(list(argv))
+
+    def adjust(cfg) -> None:
+        if known.eval_model_path is not None:
+            cfg.evaluate.eval_model_path = known.eval_model_path
+    return adjust
+
+
+def _display_path(path: str) -> str:
+    from utils.config import PROJECT_ROOT
+    try:
+        return str(Path(path).resolve().relative_to(PROJECT_ROOT))
+    except ValueError:
+        return str(path)
+
+
+def _experts_ready(cfg) -> bool:
+    """Whether the experts exist (only the projection plot wants them for a synthetic set: they
+    are not trained for it)."""
+    try:
+        return not missing_experts(cfg)
+    except ExpertError as exc:
+        logger.warning("%s", exc)
+        return False
+
+
+def evaluate_baseline(ctx: EvalContext, method: str, features: Optional[torch.Tensor]) -> dict:
+    """Collective: select (or take all) training samples and run the protocol on them."""
+    cfg = ctx.cfg
+    if method == "full":
+        idx = torch.tensor(ctx.selectable(), dtype=torch.long)
+        steps, extra = cfg.evaluate.full_steps, {"source": "all training data"}
+    else:
+        sel = select_for(ctx, method, features)
+        idx = torch.cat([sel[c] for c in sorted(sel)])
+        steps = cfg.evaluate.steps
+        extra = {"source": f"train split, seed {cfg.run.seed}",
+                 "selected": {ctx.class_names[c]: sel[c].tolist() for c in sorted(sel)}}
+        logger.info("%s: %d training samples selected (%s per class)", method, len(idx),
+                    cfg.condense.ipc)
+    ts = real_trainset(method, ctx.train, idx)
+    runs = evaluate_runs(ctx, ts, steps)
+    return summarize(ctx, method, runs, ts, steps, cfg.condense.ipc, **extra)
+
+
+def write_outputs(ctx: EvalContext, entries: List[dict], out: Path, syn: Optional[dict],
+                  expert, data) -> None:
+    """Rank 0: results.json, the shared table, the plots."""
+    cfg = ctx.cfg
+    table = cfg.evaluate.results_table
+    add_gaps(entries, read_results_table(table))
+    atomic_write_json(out / "eval" / "results.json", entries)
+    rows = append_results_table(table, entries)
+    logger.info("results (appended to %s):\n%s", table, rows)
+    logger.info("results written to %s", out / "eval" / "results.json")
+    from utils.plots import plot_accuracy_vs_step, plot_projection
+    try:
+        plot_accuracy_vs_step(entries, out / "eval" / "accuracy_vs_step.png")
+        if syn is not None and expert is not None:
+            dev, bs = ctx.env.device, cfg.evaluate.eval_batch_size
+            test = data.test                                  # the experts' tokenisation
+            real = expert_features(expert, test.attention_mask, bs, dev, input_ids=test.input_ids)
+            real_y = test.labels.argmax(1) if test.labels.dim() == 2 else test.labels
+            ts = synthetic_trainset(syn)
+            fake = expert_features(expert, ts.attention_mask, bs, dev, inputs_embeds=ts.inputs_embeds)
+            plot_projection(real.numpy(), real_y.numpy(), fake.numpy(), ts.class_of.numpy(),
+                            ctx.class_names, out / "eval" / "projection.png",
+                            cfg.evaluate.projection, cfg.run.seed)
+    except Exception as exc:  # noqa: BLE001 - the numbers are written; a figure is not worth a failure
+        logger.warning("could not draw the evaluation plots: %s: %s", type(exc).__name__, exc)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    run = start_run(argv, __doc__.splitlines()[0], "evaluate", add_args=add_args,
+                    adjust=_flag_overrides(argv))
+    cfg, env = run.cfg, run.env
+    try:
+        baselines = parse_baselines(run.args.baseline)
+        syn_path = cfg.condense.load_path
+        if not baselines and not syn_path:
+            raise EvaluationError("nothing to evaluate: give a synthetic set (--load_path FILE) "
+                                  f"and/or baselines (--baseline {','.join(BASELINES)})")
+        syn = load_synthetic_set(syn_path) if syn_path else None
+        data = load_data(cfg)
+        ctx = make_context(cfg, env, data)
+        ev = cfg.evaluate
+        logger.info("***** Evaluating *****  %s, %d runs x %d steps (full: %d), batch %d, lr %g, "
+                    "select by %s, encoder %s", ", ".join(([SYNTHETIC] if syn else []) + baselines),
+                    ev.num_eval, ev.steps, ev.full_steps, ev.batch_size, ev.lr, ev.select_by,
+                    ctx.model)
+        entries = []
+        if syn is not None:
+            entries.append(evaluate_synthetic(cfg, env, data, syn, _display_path(syn_path), ctx))
+            log_entry(entries[-1])
+        expert = features = None
+        if any(b in NEEDS_FEATURES for b in baselines):
+            ensure_experts(cfg, env, data)
+        if any(b in NEEDS_FEATURES for b in baselines) or (syn is not None and _experts_ready(cfg)):
+            expert = load_feature_expert(cfg, ctx.nclass, env.device, data.tokenizer.vocab_size)
+        for method in baselines:
+            if method in NEEDS_FEATURES and features is None:
+                features = expert_features(expert, data.train.attention_mask,
+                                           ev.eval_batch_size, env.device,
+                                           input_ids=data.train.input_ids)
+            entries.append(evaluate_baseline(ctx, method, features))
+            log_entry(entries[-1])
+        if env.is_main:
+            if syn is not None and expert is None:
+                logger.warning("no experts in the expert folder: eval/projection.png is skipped")
+            if syn is not None and expert is not None and expert.hidden_size != syn[
+                    "inputs_embeds"].shape[-1]:
+                logger.warning("the synthetic set's hidden size differs from the experts': "
+                               "eval/projection.png is skipped")
+                expert = None
+            write_outputs(ctx, entries, run.out_dir, syn, expert, data)
+    except (ValueError, ExpertError, ModelError, SyntheticDataError, FileNotFoundError) as exc:
+        logger.error("%s", exc)
+        return 2
+    finally:
+        cleanup_distributed()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,243 @@
+"""Evaluation stage on config/smoke.yaml: every method, selectors, determinism, 2 ranks, errors."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from condense import condense_script_text, evaluate_script_text
+from tests.conftest import SMOKE, torchrun
+from utils.config import load_config
+from utils.distributed import DistEnv
+from utils.evaluation import (BASELINES, expert_features, load_feature_expert, make_context,
+                              read_results_table)
+from utils.runtime import load_data
+from utils.selection import herding_select, kcenter_select, select_baseline
+
+SMALL = ["--set", "evaluate.num_eval=2", "--set", "evaluate.steps=4", "--set",
+         "evaluate.eval_every=2", "--set", "evaluate.full_steps=6", "--set", "evaluate.lr=0.001"]
+METHODS = ["synthetic", "random", "herding", "kcenter", "full"]
+
+
+def evaluate(out: Path, experts: str, *extra: str) -> int:
+    return evaluate_script_text.main(["--config_path", SMOKE, "--output_dir", str(out),
+                                      "--set", f"pretrain.expert_dir={experts}",
+                                      "--set", f"evaluate.results_table={out / 'results.md'}",
+                                      *SMALL, *extra])
+
+
+def results(out: Path) -> list:
+    return json.loads((out / "eval" / "results.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def single_thread():
+    """1 vs 2 processes compare exactly when each process uses one thread (as under torchrun)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory, smoke_experts, single_thread) -> Path:
+    """A short condensation run with the in-loop evaluation hook at iterations 1 and 2."""
+    out = tmp_path_factory.mktemp("condense")
+    assert condense_script_text.main(["--config_path", SMOKE, "--output_dir", str(out),
+                                      "--set", f"pretrain.expert_dir={smoke_experts}",
+                                      "--set", "condense.niter=2", "--set", "condense.save_every=2",
+                                      "--set", "condense.eval_it=[1, 2]", *SMALL]) == 0
+    curve = json.loads((out / "eval_curve.json").read_text())
+    assert [c["iteration"] for c in curve] == [1, 2]
+    assert all(0.0 <= c["accuracy_mean"] <= 1.0 and c["num_eval"] == 2 for c in curve)
+    assert "eval iter 2: accuracy" in (out / "print.log").read_text()
+    return out / "distilled_data" / "syn_data_2.pth"
+
+
+@pytest.fixture(scope="module")
+def all_methods(tmp_path_factory, smoke_experts, synthetic, single_thread) -> Path:
+    out = tmp_path_factory.mktemp("evaluate")
+    assert evaluate(out, smoke_experts, "--load_path", str(synthetic),
+                    "--baseline", "random,herding", "--baseline", "kcenter,full") == 0
+    return out
+
+
+def test_every_method_results_table_and_plots(all_methods):
+    entries = results(all_methods)
+    assert [e["method"] for e in entries] == METHODS
+    for e in entries:
+        for key, typ in (("dataset", str), ("ipc", int), ("model", str), ("runs", list),
+                         ("mean", float), ("std", float), ("train_seconds", float),
+                         ("gap_to_full", float), ("gain_over_random", float)):
+            assert isinstance(e[key], typ), (e["method"], key)
+        assert e["dataset"] == "bbc" and e["ipc"] == 2 and e["model"] == "random-L2-H32"
+        assert len(e["runs"]) == 2 and [r["run"] for r in e["runs"]] == [0, 1]
+        accs = torch.tensor([r["accuracy"] for r in e["runs"]], dtype=torch.float64)
+        assert e["mean"] == pytest.approx(accs.mean().item())
+        assert e["std"] == pytest.approx(accs.std(unbiased=False).item())
+        assert e["metrics"]["macro_f1"]["mean"] == pytest.approx(
+            sum(r["macro_f1"] for r in e["runs"]) / 2)
+        steps = 6 if e["method"] == "full" else 4
+        assert e["steps"] == steps
+        for r in e["runs"]:
+            assert {"seed", "accuracy", "macro_f1", "train_seconds", "curve"} <= set(r)
+            assert [s for s, _ in r["curve"]] == list(range(2, steps + 1, 2))
+            assert r["selected_step"] == steps and r["accuracy"] == r["curve"][-1][1]
+    by = {e["method"]: e for e in entries}
+    assert by["synthetic"]["n_train"] == 10 and by["full"]["n_train"] == 120
+    full, rnd = by["full"]["mean"], by["random"]["mean"]
+    for e in entries:
+        assert e["gap_to_full"] == pytest.approx(full - e["mean"])
+        assert e["gain_over_random"] == pytest.approx(e["mean"] - rnd)
+    # the same paired seeds for every method, different seeds across runs
+    seeds = [[r["seed"] for r in e["runs"]] for e in entries]
+    assert all(s == seeds[0] for s in seeds) and seeds[0][0] != seeds[0][1]
+    rows = read_results_table(all_methods / "results.md")
+    assert [r["method"] for r in rows] == METHODS
+    assert rows[0]["accuracy"] == pytest.approx(by["synthetic"]["mean"], abs=1e-4)
+    for name in ("accuracy_vs_step.png", "projection.png"):
+        assert (all_methods / "eval" / name).stat().st_size > 1000
+    log = (all_methods / "print.log").read_text()
+    assert "results (appended to" in log and "| kcenter |" in log
+
+
+def test_selectors_pick_ipc_training_samples(smoke_experts):
+    cfg = load_config(SMOKE, [("pretrain.expert_dir", smoke_experts)])
+    data = load_data(cfg)
+    ctx = make_context(cfg, DistEnv(), data)
+    expert = load_feature_expert(cfg, 5, torch.device("cpu"), data.tokenizer.vocab_size)
+    feats = expert_features(expert, data.train.attention_mask, 64, torch.device("cpu"),
+                            input_ids=data.train.input_ids)
+    labels, ipc = ctx.train.labels, cfg.condense.ipc
+    for method in ("random", "herding", "kcenter"):
+        sel = select_baseline(method, labels, 5, ipc, seed=0, features=feats)
+        assert sorted(sel) == list(range(5))
+        for c, idx in sel.items():
+            assert len(idx) == ipc == len(set(idx.tolist()))
+            # indices into the training split (the selectors are never given the test split)
+            assert (idx < len(data.train)).all() and (labels[idx] == c).all()
+        again = select_baseline(method, labels, 5, ipc, seed=0, features=feats)
+        assert all(torch.equal(sel[c], again[c]) for c in sel)
+        # herding's first pick: the class sample nearest to the class mean
+        if method == "herding":
+            for c, idx in sel.items():
+                pool = torch.nonzero(labels == c).flatten()
+                f = feats[pool].double()
+                assert idx[0] == pool[torch.argmin((f - f.mean(0)).norm(dim=1))]
+    other = select_baseline("random", labels, 5, ipc, seed=1)
+    first = select_baseline("random", labels, 5, ipc, seed=0)
+    assert any(not torch.equal(first[c], other[c]) for c in first)
+    # the selectors only see the training split
+    with pytest.raises(AssertionError):
+        select_baseline("herding", labels, 5, ipc, seed=0, features=feats[:-1])
+    # validation samples are never selected
+    held = list(range(0, len(labels), 2))
+    for method in ("random", "herding", "kcenter"):
+        sel = select_baseline(method, labels, 5, ipc, seed=0, features=feats, exclude=held)
+        assert not set(torch.cat(list(sel.values())).tolist()) & set(held)
+
+
+def test_herding_and_kcenter_properties():
+    gen = torch.Generator().manual_seed(0)
+    feats = torch.randn(40, 6, generator=gen, dtype=torch.float64)
+    picks = herding_select(feats, 5).tolist()
+    mu = feats.mean(0)
+    assert picks[0] == int(torch.argmin((feats - mu).norm(dim=1)))
+    for t in range(1, 5):                  # each pick brings the running mean closest to mu
+        base = feats[picks[:t]].sum(0)
+        rest = [i for i in range(40) if i not in picks[:t]]
+        dist = {i: ((base + feats[i]) / (t + 1) - mu).norm().item() for i in rest}
+        assert dist[picks[t]] == pytest.approx(min(dist.values()))
+    centers = kcenter_select(feats, 6, seed=3).tolist()
+    assert len(set(centers)) == 6 and centers == kcenter_select(feats, 6, seed=3).tolist()
+    d = torch.cdist(feats, feats)
+    for t in range(1, 6):                  # greedy: each new centre maximises the min distance
+        mind = d[:, centers[:t]].min(dim=1).values
+        assert mind[centers[t]] == pytest.approx(mind.max().item())
+        assert mind[centers[t]] > 0
+
+
+def test_same_seed_same_numbers_and_val_selection(tmp_path, smoke_experts, synthetic,
+                                                  all_methods, single_thread):
+    assert evaluate(tmp_path / "again", smoke_experts, "--load_path", str(synthetic),
+                    "--baseline", "random") == 0
+    before = {e["method"]: e for e in results(all_methods)}
+    for e in results(tmp_path / "again"):
+        ref = before[e["method"]]
+        keys = ("seed", "accuracy", "macro_f1", "final_loss", "curve")
+        assert [{k: r[k] for k in keys} for r in e["runs"]] == \
+               [{k: r[k] for k in keys} for r in ref["runs"]]
+        assert e.get("selected") == ref.get("selected")
+    # model selection on a validation part of the training split
+    out = tmp_path / "val"
+    assert evaluate(out, smoke_experts, "--baseline", "random,full", "--set",
+                    "evaluate.select_by=val", "--set", "evaluate.val_fraction=0.25") == 0
+    rnd, full = results(out)
+    cfg = load_config(SMOKE, [("pretrain.expert_dir", smoke_experts),
+                              ("evaluate.select_by", "val"), ("evaluate.val_fraction", 0.25)])
+    ctx = make_context(cfg, DistEnv(), load_data(cfg))
+    assert len(ctx.val_idx) == 30
+    picked = {i for idx in rnd["selected"].values() for i in idx}
+    assert not picked & set(ctx.val_idx)
+    assert full["n_train"] == 120 - 30
+    for r in rnd["runs"]:
+        best = max(v for _, v in r["val_curve"])
+        assert dict(r["val_curve"])[r["selected_step"]] == best
+        assert r["accuracy"] == dict(r["curve"])[r["selected_step"]]
+
+
+def test_two_ranks_equal_one_process(tmp_path, smoke_experts, synthetic, all_methods):
+    out = tmp_path / "two"
+    torchrun("condense/evaluate_script_text.py",
+             ["--config_path", SMOKE, "--output_dir", str(out), "--set",
+              f"pretrain.expert_dir={smoke_experts}", "--set",
+              f"evaluate.results_table={out / 'results.md'}", *SMALL,
+              "--load_path", str(synthetic), "--baseline", "herding,full"])
+    assert "world size 2 (gloo)" in (out / "print.log").read_text()
+    ref = {e["method"]: e for e in results(all_methods)}
+    two = results(out)
+    assert [e["method"] for e in two] == ["synthetic", "herding", "full"]
+    for e in two:
+        assert [r["rank"] for r in e["runs"]] == [0, 1]          # one run on each rank
+        assert e["world_size"] == 2
+        r1 = ref[e["method"]]
+        assert e.get("selected") == r1.get("selected")
+        assert e["mean"] == pytest.approx(r1["mean"], abs=1e-6)
+        for a, b in zip(e["runs"], r1["runs"]):
+            assert a["seed"] == b["seed"] and a["accuracy"] == b["accuracy"]
+            assert a["macro_f1"] == pytest.approx(b["macro_f1"], abs=1e-6)
+            assert a["final_loss"] == pytest.approx(b["final_loss"], abs=1e-4)
+    assert len(read_results_table(out / "results.md")) == 3      # rank 0 wrote the rows once
+
+
+def test_errors_exit_2(tmp_path, smoke_experts, synthetic):
+    out = tmp_path / "unknown"
+    assert evaluate(out, smoke_experts, "--baseline", "random,coreset") == 2
+    log = (out / "print.log").read_text()
+    assert "coreset" in log and all(name in log for name in BASELINES)
+    assert not (out / "eval").exists()
+
+    out = tmp_path / "missing"
+    assert evaluate(out, smoke_experts, "--load_path", str(tmp_path / "nope.pth")) == 2
+    assert "synthetic set not found" in (out / "print.log").read_text()
+
+    out = tmp_path / "nothing"
+    assert evaluate(out, smoke_experts) == 2
+    assert "nothing to evaluate" in (out / "print.log").read_text()
+
+    syn = torch.load(synthetic, weights_only=True)
+    syn["meta"]["class_names"] = ["a", "b", "c", "d", "e"]
+    other = tmp_path / "other_classes.pth"
+    torch.save(syn, other)
+    out = tmp_path / "classes"
+    assert evaluate(out, smoke_experts, "--load_path", str(other)) == 2
+    assert "differ from the dataset" in (out / "print.log").read_text()
+
+    # cross-architecture: an encoder of another hidden size is refused with a clear message
+    out = tmp_path / "hidden"
+    assert evaluate(out, smoke_experts, "--load_path", str(synthetic), "--eval_model_path",
+                    "random", "--set", "network.random_hidden=64") == 2
+    log = (out / "print.log").read_text()
+    assert "hidden size 32" in log and "hidden size 64" in log
