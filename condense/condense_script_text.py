@@ -94,6 +94,16 @@ def save(condenser: Condenser, cfg: Config, run, data: Data) -> None:
     barrier()
 
 
+def format_record(rec: dict) -> str:
+    """One log line of an iteration's metrics, naming the experts that were used."""
+    text = (f"match {rec['match_loss']:.5f}  calib {rec['calib_loss']:.5f}  lr {rec['lr']:.2e}  "
+            f"expert {rec['expert']} lam {rec['lam']:.3f}")
+    if "traj_loss" in rec:
+        text += (f"  traj {rec['traj_loss']:.5f} (expert {rec['traj_expert']}, epoch "
+                 f"{rec['start_epoch']})  syn_lr {rec['syn_lr']:.2e}")
+    return text + f"  {rec['seconds']:.2f}s"
+
+
 def write_summary(condenser: Condenser, run, seconds: float, iterations: int) -> None:
     """Collective: per-rank peak memory and timing, written by rank 0 to run_summary.json."""
     per_rank = all_gather_objects({"rank": run.env.rank, "classes": condenser.my_classes,
@@ -140,9 +150,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             it = rec["iteration"]
             bar.set_postfix(match=f"{rec['match_loss']:.4f}", calib=f"{rec['calib_loss']:.4f}")
             if it % c.log_every == 0 or it == c.niter:
-                logger.info("iter %d/%d  match %.5f  calib %.5f  lr %.2e  expert %d lam %.3f  %.2fs",
-                            it, c.niter, rec["match_loss"], rec["calib_loss"], rec["lr"],
-                            rec["expert"], rec["lam"], rec["seconds"])
+                logger.info("iter %d/%d  %s", it, c.niter, format_record(rec))
             if it % c.save_every == 0 or it == c.niter:
                 save(condenser, cfg, run, data)
             if it in c.eval_it:  # evaluate the current set (collective; RNG state kept)

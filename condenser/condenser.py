@@ -27,6 +27,7 @@ from NCFM import SamplingNet, negate_grads, sample_frequencies
 from condenser.expert_pool import ExpertPool, choose_expert
 from condenser.losses import calibration_loss, cls_features, match_loss
 from condenser.synthetic import InitContext, SyntheticShard, build_shard, decode
+from condenser.trajectory import SyntheticBatch, TrajectoryObjective
 from utils.config_schema import Config
 from utils.data import TokenizedSplit
 from utils.distributed import (DistEnv, all_gather_objects, all_reduce_sum, derive_seed, rng_state,
@@ -58,6 +59,11 @@ class Condenser:
         self.scheduler = None
         self.sampling_net: Optional[SamplingNet] = None
         self.sampling_opt: Optional[torch.optim.Optimizer] = None
+        self.trajectory: Optional[TrajectoryObjective] = None
+        if cfg.condense.method in ("trajectory", "combined"):
+            per_seq = cfg.condense.factor if cfg.condense.decode_type == "multi" else 1
+            self.trajectory = TrajectoryObjective(cfg, pool, train, env.device,
+                                                  len(self.classes) * cfg.condense.ipc * per_seq)
         if cfg.condense.sampling_net:
             torch.manual_seed(derive_seed(cfg.run.seed, "sampling_net"))  # identical on all ranks
             self.sampling_net = SamplingNet(self.hidden, cfg.condense.num_freqs,
@@ -141,7 +147,11 @@ class Condenser:
         t, t_net = self._frequencies(it)
 
         self.optimizer.zero_grad(set_to_none=True)
-        match_sum = self._match(model, it, t, backward=True)
+        match_sum = self._match(model, it, t, backward=True) if c.method != "trajectory" else 0.0
+        traj = None
+        if self.trajectory is not None:
+            weight = c.trajectory_weight if c.method == "combined" else 1.0
+            traj, traj_choice = self.trajectory.backward(it, self._local_batch(), weight)
 
         if t_net is not None and it % cfg.optimization.sampling_step_every == 0:
             grad = t.grad if t.grad is not None else torch.zeros_like(t)
@@ -151,6 +161,8 @@ class Condenser:
             negate_grads(self.sampling_net)                              # ascent: maximise the loss
             self.sampling_opt.step()
         self.optimizer.step()
+        if self.trajectory is not None:
+            self.trajectory.step()
 
         calib_sum = 0.0
         if c.iter_calib > 0:
@@ -166,14 +178,36 @@ class Condenser:
 
         totals = all_reduce_sum(torch.tensor([match_sum, calib_sum], dtype=torch.float64,
                                              device=dev)).tolist()
+        objective = totals[0] + (traj * (c.trajectory_weight if c.method == "combined" else 1.0)
+                                 if traj is not None else 0.0)
         if self.scheduler is not None:
-            self.scheduler.step(totals[0])
+            self.scheduler.step(objective)
         self.iteration += 1
         record = {"iteration": self.iteration, "match_loss": totals[0], "calib_loss": totals[1],
                   "lr": self.optimizer.param_groups[0]["lr"], "expert": choice.expert,
                   "lam": round(choice.lam, 4), "seconds": round(time.time() - start, 3)}
+        if traj is not None:   # the trajectory term uses its own expert and start epoch
+            record.update(traj_loss=traj, syn_lr=self.trajectory.syn_lr.item(),
+                          traj_expert=traj_choice.expert, start_epoch=traj_choice.start_epoch)
         self.history.append(record)
         return record
+
+    def _local_batch(self) -> SyntheticBatch:
+        """All of this rank's decoded synthetic examples, for the student unroll."""
+        c = self.cfg.condense
+        parts = [decode(self.shard.data[cls], c.factor, c.decode_type) for cls in self.my_classes]
+        if not parts:      # a rank without classes still joins the collectives, with no examples
+            L = self.train.input_ids.shape[1]
+            if c.decode_type == "multi":
+                L = L // c.factor
+            empty = torch.zeros(0, L, self.hidden, device=self.env.device, requires_grad=True)
+            labels = (torch.zeros(0, self.train.labels.shape[1], device=self.env.device)
+                      if self.train.labels.dim() == 2 else
+                      torch.zeros(0, dtype=torch.long, device=self.env.device))
+            return SyntheticBatch(empty, torch.zeros(0, L, dtype=torch.long, device=self.env.device),
+                                  labels, [empty])
+        return SyntheticBatch(torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]),
+                              torch.cat([p[2] for p in parts]), self.shard.parameters())
 
     # ------------------------------------------------------------------------- state (I/O)
     def _optimizer_state_by_class(self) -> Dict[int, dict]:
@@ -200,6 +234,7 @@ class Condenser:
                 "scheduler": self.scheduler.state_dict() if self.scheduler else None,
                 "sampling_net": self.sampling_net.state_dict() if self.sampling_net else None,
                 "sampling_opt": self.sampling_opt.state_dict() if self.sampling_opt else None,
+                "trajectory": self.trajectory.state_dict() if self.trajectory else None,
                 "rng": [p["rng"] for p in parts], "history": self.history,
                 "world_size": self.env.world_size}
 
@@ -223,6 +258,8 @@ class Condenser:
         if self.sampling_net is not None:
             self.sampling_net.load_state_dict(state["sampling_net"])
             self.sampling_opt.load_state_dict(state["sampling_opt"])
+        if self.trajectory is not None and state.get("trajectory"):
+            self.trajectory.load_state_dict(state["trajectory"])
         if state["world_size"] == self.env.world_size:
             set_rng_state(state["rng"][self.env.rank])
         self.iteration = int(state["iteration"])

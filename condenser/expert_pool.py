@@ -37,6 +37,7 @@ def choose_expert(seed: int, iteration: int, num_experts: int, interp_range: Seq
 class ExpertPool:
     def __init__(self, cfg: Config, nclass: int, device: torch.device):
         self.num = cfg.pretrain.num_premodel
+        self.cfg, self.device = cfg, device
         final_epoch = cfg.pretrain.epochs
         self.init: List[Dict[str, torch.Tensor]] = []
         self.final: List[Dict[str, torch.Tensor]] = []
@@ -47,6 +48,7 @@ class ExpertPool:
         self.match_model = self._frozen(cfg, nclass, device)
         self.final_model = self._frozen(cfg, nclass, device)
         self._final_loaded = -1
+        self._epochs: Dict[tuple, Dict[str, torch.Tensor]] = {}
         logger.info("expert pool: %d experts (initial and final weights) in memory", self.num)
 
     @staticmethod
@@ -75,6 +77,18 @@ class ExpertPool:
             self.final_model.load_state_dict(self.final[expert])
             self._final_loaded = expert
         return self.final_model
+
+    def epoch_weights(self, expert: int, epoch: int) -> Dict[str, torch.Tensor]:
+        """Expert weights after `epoch` (trajectory matching); read once, then kept in memory."""
+        if epoch == 0:
+            return self.init[expert]
+        if epoch == self.cfg.pretrain.epochs:
+            return self.final[expert]
+        key = (expert, epoch)
+        if key not in self._epochs:
+            self._epochs[key] = {n: t.to(self.device) for n, t in
+                                 load_expert_weights(self.cfg, expert, epoch).items()}
+        return self._epochs[key]
 
     def embedding_table(self) -> torch.Tensor:
         """Word embeddings of expert 0's initial weights (the pretrained table)  # [V, H]"""

@@ -19,10 +19,15 @@ def plot_loss_curve(history: List[dict], path: Path) -> None:
     if not history:
         return
     its = [h["iteration"] for h in history]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    for ax, key, title in ((axes[0], "match_loss", "matching loss (sum over classes)"),
-                           (axes[1], "calib_loss", "calibration loss (sum over classes)")):
-        values = [h[key] for h in history]
+    panels = [("match_loss", "matching loss (sum over classes)"),
+              ("calib_loss", "calibration loss (sum over classes)")]
+    if "traj_loss" in history[-1]:
+        panels.append(("traj_loss", "trajectory loss (normalised distance)"))
+    if all(h.get("match_loss", 0.0) == 0.0 for h in history):      # trajectory-only run
+        panels = panels[1:]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
+    for ax, (key, title) in zip(axes[0], panels):
+        values = [h.get(key, float("nan")) for h in history]
         ax.plot(its, values, lw=0.8, alpha=0.45, label="per iteration")
         window = max(1, len(values) // 20)
         if window > 1:                 # the expert and lam change every step: show the trend too

@@ -31,6 +31,7 @@ import torch
 import torch.distributed as dist
 from torch.func import functional_call
 
+from utils.distributed import derive_seed
 from utils.training import classification_loss
 
 logger = logging.getLogger(__name__)
@@ -138,7 +139,9 @@ def _student_grads(model, fixed: Dict[str, torch.Tensor], learn: Dict[str, torch
     else:
         loss = torch.nn.functional.cross_entropy(logits, batch.labels, reduction="sum")
     loss = loss / total_examples                                       # this rank's share of the mean
-    grads = torch.autograd.grad(loss, list(learn.values()), create_graph=create_graph)
+    params = list(learn.values())
+    grads = torch.autograd.grad(loss, params, create_graph=create_graph, allow_unused=True)
+    grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
     return [_sum_over_ranks(g) for g in grads]
 
 
@@ -222,3 +225,81 @@ def backward_tesla(model, fixed, start, target, batch: SyntheticBatch, syn_lr: t
 
 
 UNROLLS: Dict[str, Callable[..., float]] = {"full": backward_full, "tesla": backward_tesla}
+
+
+# ------------------------------------------------------------------- the condenser's objective
+
+@dataclass
+class TrajectoryChoice:
+    expert: int
+    start_epoch: int
+
+
+def choose_trajectory(seed: int, iteration: int, num_experts: int, max_start: int) -> TrajectoryChoice:
+    rng = random.Random(derive_seed(seed, "trajectory", iteration))
+    return TrajectoryChoice(rng.randrange(num_experts), rng.randint(0, max_start))
+
+
+class TrajectoryObjective:
+    """The trajectory-matching term of a condensation iteration, with its learnable syn_lr."""
+
+    def __init__(self, cfg, pool, train, device: torch.device, total_examples: int):
+        c = cfg.condense
+        self.cfg, self.pool, self.device, self.total = cfg, pool, device, total_examples
+        if cfg.pretrain.epochs < c.expert_epochs:
+            raise ValueError(f"condense.expert_epochs={c.expert_epochs} needs experts trained for at "
+                             f"least that many epochs (pretrain.epochs={cfg.pretrain.epochs})")
+        self.max_start = min(c.max_start_epoch, cfg.pretrain.epochs - c.expert_epochs)
+        model = pool.match_model
+        # the word-embedding table is never used by a student fed inputs_embeds: not matchable
+        names = [n for n, _ in model.named_parameters() if "word_embeddings" not in n]
+        scores = None
+        if c.subset_strategy.startswith("importance"):
+            scores = self._importance(train, model, c.subset_strategy)
+        self.names = select_subset(names, c.subset_strategy, c.subset_ratio, model.num_layers,
+                                   seed=derive_seed(cfg.run.seed, "subset"), scores=scores)
+        n_learn = sum(pool.init[0][n].numel() for n in self.names)
+        n_all = sum(pool.init[0][n].numel() for n in names)
+        logger.info("trajectory matching: subset %s (ratio %g) = %d tensors, %d of %d parameters "
+                    "(%.1f%%); unroll %s, %d student steps, start epochs 0..%d, target +%d",
+                    c.subset_strategy, c.subset_ratio, len(self.names), n_learn, n_all,
+                    100 * n_learn / n_all, c.unroll, c.syn_steps, self.max_start, c.expert_epochs)
+        self.syn_lr = torch.tensor(c.lr_teacher, device=device, requires_grad=True)
+        self.lr_optimizer = torch.optim.SGD([self.syn_lr], lr=c.lr_lr, momentum=0.5)
+
+    def _importance(self, train, model, strategy: str) -> Dict[str, float]:
+        gen = torch.Generator().manual_seed(derive_seed(self.cfg.run.seed, "importance"))
+        idx = torch.randperm(len(train), generator=gen)[:self.cfg.dataset.batch_real]
+        ids, mask = train.input_ids[idx].to(self.device), train.attention_mask[idx].to(self.device)
+        params = self.pool.init[0]
+        params = {n: params[n] for n, _ in model.named_parameters()}
+        if strategy == "importance_grad":
+            return gradient_importance(model, params, ids, mask, train.labels[idx].to(self.device))
+        return activation_importance(model, params, ids, mask)
+
+    def backward(self, iteration: int, batch: SyntheticBatch, weight: float) -> tuple[float, TrajectoryChoice]:
+        """Accumulate weight * trajectory-loss gradients into the data and syn_lr."""
+        c = self.cfg.condense
+        choice = choose_trajectory(self.cfg.run.seed, iteration, self.pool.num, self.max_start)
+        start_all = self.pool.epoch_weights(choice.expert, choice.start_epoch)
+        target_all = self.pool.epoch_weights(choice.expert, choice.start_epoch + c.expert_epochs)
+        start = {n: start_all[n] for n in self.names}
+        target = {n: target_all[n] for n in self.names}
+        fixed = {n: t for n, t in start_all.items() if n not in start}
+        self.lr_optimizer.zero_grad(set_to_none=True)
+        distance = UNROLLS[c.unroll](self.pool.match_model, fixed, start, target, batch,
+                                     self.syn_lr, c.syn_steps, self.total, weight)
+        return distance, choice
+
+    def step(self) -> None:
+        self.lr_optimizer.step()
+        with torch.no_grad():
+            self.syn_lr.clamp_(min=1e-8)       # a learning rate stays positive
+
+    def state_dict(self) -> dict:
+        return {"syn_lr": self.syn_lr.detach().cpu(), "optimizer": self.lr_optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        with torch.no_grad():
+            self.syn_lr.copy_(state["syn_lr"])
+        self.lr_optimizer.load_state_dict(state["optimizer"])

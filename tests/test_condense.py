@@ -53,15 +53,18 @@ def test_outputs_shapes_and_safe_loading(tmp_path, smoke_experts):
 
 def test_resume_matches_uninterrupted_run(tmp_path, smoke_experts):
     full, parts = tmp_path / "full", tmp_path / "parts"
-    assert condense(full, smoke_experts, "--sampling_net") == 0
+    # the combined objective exercises every resumable part: data, optimiser, scheduler,
+    # sampling network and its optimiser, syn_lr and its optimiser
+    both = ["--sampling_net", "--set", "condense.method=combined"]
+    assert condense(full, smoke_experts, *both) == 0
     # an interrupted run: stopped after iteration 3 (its checkpoint), plus a half-written later
     # checkpoint without its COMPLETE marker, which must never be picked
-    assert condense(parts, smoke_experts, "--sampling_net", "--set", "condense.niter=3") == 0
+    assert condense(parts, smoke_experts, *both, "--set", "condense.niter=3") == 0
     broken = parts / "checkpoints" / "iter_000005"
     broken.mkdir()
     (broken / "state.pt").write_bytes(b"partial")
     assert [it for it, _ in complete_checkpoints(parts)] == [3]
-    assert condense(parts, smoke_experts, "--sampling_net") == 0           # same command resumes
+    assert condense(parts, smoke_experts, *both) == 0                      # same command resumes
     assert "resuming from" in (parts / "print.log").read_text()
     a, b = load_final(full, 6), load_final(parts, 6)
     assert torch.equal(a["inputs_embeds"], b["inputs_embeds"])
@@ -72,15 +75,19 @@ def test_resume_matches_uninterrupted_run(tmp_path, smoke_experts):
     sb = torch.load(parts / "checkpoints" / "iter_000006" / "state.pt", weights_only=True)
     for k, v in sa["sampling_net"].items():
         assert torch.equal(v, sb["sampling_net"][k])
+    assert torch.equal(sa["trajectory"]["syn_lr"], sb["trajectory"]["syn_lr"])
+    assert [h["traj_loss"] for h in ha] == [h["traj_loss"] for h in hb]
 
 
+@pytest.mark.parametrize("method", ["ncfm", "trajectory"])
 @pytest.mark.parametrize("init,extra", [
     ("noise", []),
     ("mix", ["--set", "condense.factor=2", "--set", "condense.decode_type=multi"]),
     ("mix", ["--set", "condense.factor=2", "--set", "condense.decode_type=single"]),
 ])
-def test_init_modes(tmp_path, smoke_experts, init, extra):
-    assert condense(tmp_path, smoke_experts, "--init", init, "--set", "condense.niter=2", *extra) == 0
+def test_init_modes(tmp_path, smoke_experts, init, extra, method):
+    assert condense(tmp_path, smoke_experts, "--init", init, "--set", "condense.niter=2",
+                    "--set", f"condense.method={method}", *extra) == 0
     syn = load_final(tmp_path, 2)
     assert syn["inputs_embeds"].shape == (10, 16, 32) and torch.isfinite(syn["inputs_embeds"]).all()
     mask = syn["attention_mask"]

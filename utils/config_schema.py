@@ -139,7 +139,9 @@ class OptimizationConfig:
 
 @dataclass
 class CondenseConfig:
-    method: Literal["ncfm", "trajectory"] = _f("ncfm", "Condensation objective.")
+    method: Literal["ncfm", "trajectory", "combined"] = _f(
+        "ncfm", "Condensation objective: NCFM feature matching, trajectory matching (MTT-style), "
+        "or both ('combined': NCFM + trajectory_weight * trajectory).")
     ipc: int = _f(10, "Synthetic sequences per class.")
     niter: int = _f(500, "Optimisation iterations.")
     init: Literal["random", "noise", "mix", "load"] = _f(
@@ -170,6 +172,27 @@ class CondenseConfig:
     log_every: int = _f(10, "Log losses every N iterations.")
     debug_classes: int = _f(2, "--debug: condense only this many classes.")
     debug_niter: int = _f(6, "--debug: number of iterations.")
+    # trajectory matching (method 'trajectory' or 'combined')
+    syn_steps: int = _f(5, "Trajectory matching: student steps on the synthetic set per iteration.")
+    expert_epochs: int = _f(1, "Trajectory matching: the target is the expert `expert_epochs` "
+                            "epochs after the start epoch.")
+    max_start_epoch: int = _f(1, "Trajectory matching: start epochs are drawn from "
+                              "[0, max_start_epoch] (bounded by pretrain.epochs - expert_epochs).")
+    lr_teacher: float = _f(1e-3, "Initial value of the learnable student learning rate (syn_lr).")
+    lr_lr: float = _f(1e-5, "SGD learning rate of syn_lr itself.")
+    subset_strategy: Literal["all", "top_k", "classifier", "random", "importance_grad",
+                             "importance_act"] = _f(
+        "top_k", "Trajectory matching: which parameters the student learns and matches: all; "
+        "top_k (head + top subset_ratio of layers); classifier (head only); random (seeded "
+        "subset_ratio of tensors); importance_grad / importance_act (subset_ratio of tensors with "
+        "the largest gradient / activation on a real batch). Others stay at the start weights.")
+    subset_ratio: float = _f(0.34, "Fraction of layers / tensors matched by top_k, random and "
+                             "importance strategies.")
+    unroll: Literal["full", "tesla"] = _f(
+        "tesla", "'full' differentiates through every student step (exact, memory grows with "
+        "syn_steps); 'tesla' replays the steps with constant memory (first-order, as TESLA).")
+    trajectory_weight: float = _f(1.0, "Weight of the trajectory loss in method 'combined' (the "
+                                  "NCFM loss keeps weight 1).")
     eval_it: List[int] = _f([], "Iterations after which the synthetic set is evaluated (the "
                             "`evaluate` protocol) during condensation; results are logged and "
                             "appended to <output_dir>/eval_curve.json.")
@@ -185,6 +208,15 @@ class CondenseConfig:
             yield "interp_range", "must be [low, high] with 0 <= low <= high <= 1"
         if self.init == "load" and not self.load_path:
             yield "load_path", "init 'load' needs load_path (--load_path FILE)"
+        for key in ("syn_steps", "expert_epochs"):
+            if getattr(self, key) < 1:
+                yield key, "must be >= 1"
+        if self.max_start_epoch < 0:
+            yield "max_start_epoch", "must be >= 0"
+        if not 0.0 < self.subset_ratio <= 1.0:
+            yield "subset_ratio", "must be in (0, 1]"
+        if self.lr_teacher <= 0:
+            yield "lr_teacher", "must be > 0"
         if self.decode_type == "multi" and self.factor < 2:
             yield "decode_type", "'multi' needs factor >= 2"
 
