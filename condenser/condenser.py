@@ -75,7 +75,7 @@ class Condenser:
     def init_context(self, tokenizer, nclass: int, multilabel: bool) -> InitContext:
         return InitContext(self.train, self.pool.embedding_table().detach().cpu(),
                            tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id,
-                           nclass, multilabel, self.cfg.run.seed)
+                           nclass, multilabel, self.cfg.run.seed, self.cfg.condense)
 
     def initialize(self, mode: str, ctx: InitContext, loaded: Optional[dict] = None) -> None:
         c = self.cfg.condense

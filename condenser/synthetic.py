@@ -18,6 +18,7 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 
+from utils.config_schema import CondenseConfig
 from utils.data import TokenizedSplit
 from utils.distributed import derive_seed
 from utils.io import safe_torch_load
@@ -49,6 +50,7 @@ class InitContext:
     nclass: int
     multilabel: bool
     seed: int
+    options: Optional[CondenseConfig] = None   # mask_fill / manifold settings
 
 
 def segment_length(max_length: int, factor: int) -> int:
@@ -125,7 +127,10 @@ def init_class(mode: str, ctx: InitContext, c: int, ipc: int, factor: int) -> Cl
         return init_noise(ctx, c, ipc)
     if mode == "mix":
         return init_mix(ctx, c, ipc, factor)
-    raise ValueError(f"unknown init mode {mode!r} (random, noise, mix, load)")
+    if mode in ("mask_fill", "manifold"):
+        from condenser.init_text import init_manifold, init_mask_fill
+        return (init_mask_fill if mode == "mask_fill" else init_manifold)(ctx, c, ipc)
+    raise ValueError(f"unknown init mode {mode!r} (random, noise, mix, mask_fill, manifold, load)")
 
 
 def decode(data: ClassData, factor: int, decode_type: str

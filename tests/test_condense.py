@@ -82,6 +82,8 @@ def test_resume_matches_uninterrupted_run(tmp_path, smoke_experts):
 @pytest.mark.parametrize("method", ["ncfm", "trajectory"])
 @pytest.mark.parametrize("init,extra", [
     ("noise", []),
+    ("mask_fill", ["--set", "condense.mask_strategy=important"]),
+    ("manifold", []),
     ("mix", ["--set", "condense.factor=2", "--set", "condense.decode_type=multi"]),
     ("mix", ["--set", "condense.factor=2", "--set", "condense.decode_type=single"]),
 ])

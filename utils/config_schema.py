@@ -144,10 +144,20 @@ class CondenseConfig:
         "or both ('combined': NCFM + trajectory_weight * trajectory).")
     ipc: int = _f(10, "Synthetic sequences per class.")
     niter: int = _f(500, "Optimisation iterations.")
-    init: Literal["random", "noise", "mix", "load"] = _f(
+    init: Literal["random", "noise", "mix", "mask_fill", "manifold", "load"] = _f(
         "random", "Initialisation: 'random' real samples of the class, 'noise' Gaussian matched "
         "to the embedding statistics, 'mix' each sequence packed with `factor` real snippets, "
-        "'load' a saved synthetic set (load_path).")
+        "'mask_fill' real samples with a fraction of tokens replaced, 'manifold' the real samples "
+        "nearest to k-means centres in a PCA space, 'load' a saved synthetic set (load_path).")
+    mask_ratio: float = _f(0.15, "init 'mask_fill': fraction of content tokens replaced.")
+    mask_strategy: Literal["uniform", "random", "important"] = _f(
+        "random", "init 'mask_fill': which positions: evenly spaced, random, or the tokens most "
+        "specific to the class (p(token|class) / p(token)).")
+    fill_strategy: Literal["nearest", "class_vocab"] = _f(
+        "nearest", "init 'mask_fill': filler drawn from the tokens with the nearest embeddings, "
+        "or from the class's own most frequent tokens.")
+    fill_candidates: int = _f(10, "init 'mask_fill': number of candidate fillers per position.")
+    latent_dim: int = _f(16, "init 'manifold': PCA dimensions in which k-means picks the starts.")
     factor: int = _f(1, "Real snippets packed into one synthetic sequence (init 'mix').")
     decode_type: Literal["single", "multi"] = _f(
         "single", "'multi' decodes each packed sequence into `factor` training examples (one per "
@@ -208,6 +218,11 @@ class CondenseConfig:
             yield "interp_range", "must be [low, high] with 0 <= low <= high <= 1"
         if self.init == "load" and not self.load_path:
             yield "load_path", "init 'load' needs load_path (--load_path FILE)"
+        if not 0.0 <= self.mask_ratio <= 1.0:
+            yield "mask_ratio", "must be in [0, 1]"
+        for key in ("fill_candidates", "latent_dim"):
+            if getattr(self, key) < 1:
+                yield key, "must be >= 1"
         for key in ("syn_steps", "expert_epochs"):
             if getattr(self, key) < 1:
                 yield key, "must be >= 1"
