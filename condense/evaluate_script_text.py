@@ -73,14 +73,18 @@ def _display_path(path: str) -> str:
         return str(path)
 
 
-def _experts_ready(cfg) -> bool:
-    """Whether the experts exist (only the projection plot wants them for a synthetic set: they
-    are not trained for it)."""
+def _projection_expert(cfg, ctx: EvalContext, data):
+    """The feature expert for the projection plot, or None (with a warning) when it is missing:
+    experts are not trained just for a figure."""
     try:
-        return not missing_experts(cfg)
-    except ExpertError as exc:
-        logger.warning("%s", exc)
-        return False
+        if missing_experts(cfg):
+            logger.warning("experts missing in %s: eval/projection.png is skipped",
+                           cfg.pretrain.expert_dir)
+            return None
+        return load_feature_expert(cfg, ctx.nclass, ctx.env.device, data.tokenizer.vocab_size)
+    except (ExpertError, ValueError) as exc:
+        logger.warning("no projection plot: %s", exc)
+        return None
 
 
 def evaluate_baseline(ctx: EvalContext, method: str, features: Optional[torch.Tensor]) -> dict:
@@ -154,9 +158,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             log_entry(entries[-1])
         expert = features = None
         if any(b in NEEDS_FEATURES for b in baselines):
-            ensure_experts(cfg, env, data)
-        if any(b in NEEDS_FEATURES for b in baselines) or (syn is not None and _experts_ready(cfg)):
+            ensure_experts(cfg, env, data)                   # collective: every rank, same errors
             expert = load_feature_expert(cfg, ctx.nclass, env.device, data.tokenizer.vocab_size)
+        elif syn is not None and env.is_main:
+            expert = _projection_expert(cfg, ctx, data)      # rank 0 only: never raises
         for method in baselines:
             if method in NEEDS_FEATURES and features is None:
                 features = expert_features(expert, data.train.attention_mask,
@@ -165,8 +170,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             entries.append(evaluate_baseline(ctx, method, features))
             log_entry(entries[-1])
         if env.is_main:
-            if syn is not None and expert is None:
-                logger.warning("no experts in the expert folder: eval/projection.png is skipped")
             if syn is not None and expert is not None and expert.hidden_size != syn[
                     "inputs_embeds"].shape[-1]:
                 logger.warning("the synthetic set's hidden size differs from the experts': "

@@ -13,7 +13,8 @@ import torch
 
 from tests.conftest import shared_data
 from utils.config_schema import DatasetConfig, NetworkConfig
-from utils.data import (DataError, cap_per_class, class_indices, label_tensor, load_text_dataset,
+from utils.data import (DataError, cap_per_class, class_indices, first_occurrences, label_tensor,
+                        load_text_dataset,
                         read_bbc, stratified_split, tokenize_cached, tokenize_dataset)
 from utils.model import load_tokenizer
 
@@ -36,15 +37,28 @@ def per_class(labels) -> Counter:
 
 # ------------------------------------------------------------------------------------ BBC
 
+def unique_counts() -> dict:
+    """Per-class counts of distinct articles (the corpus repeats 100 articles verbatim)."""
+    texts, labels, names = read_bbc()
+    seen, counts = set(), Counter()
+    for t, y in zip(texts, labels):
+        if t not in seen:
+            seen.add(t)
+            counts[names[y]] += 1
+    return {name: counts[name] for name in names}
+
+
 def test_bbc_sizes_classes_and_stratified_split(bbc):
     # The package's folder is named 'sports' (DATA.md writes "sport 511").
     assert bbc.class_names == list(BBC_COUNTS)
     assert bbc.nclass == 5 and not bbc.multilabel and bbc.source.startswith("bbc")
-    assert len(bbc.train_texts) + len(bbc.test_texts) == 2225
+    texts, _, _ = read_bbc()
+    assert len(texts) == sum(BBC_COUNTS.values()) == 2225
+    assert len(bbc.train_texts) + len(bbc.test_texts) == len(set(texts)) == 2125
     assert len(bbc.train_texts) == len(bbc.train_labels)
     assert len(bbc.test_texts) == len(bbc.test_labels)
     test_counts, train_counts = per_class(bbc.test_labels), per_class(bbc.train_labels)
-    for c, (name, n_c) in enumerate(BBC_COUNTS.items()):
+    for c, (name, n_c) in enumerate(unique_counts().items()):
         assert test_counts[c] == round(0.2 * n_c), name
         assert train_counts[c] + test_counts[c] == n_c, name
     # one article per line, all decoded (one file is not valid UTF-8)
@@ -53,15 +67,22 @@ def test_bbc_sizes_classes_and_stratified_split(bbc):
 
 def test_bbc_train_test_disjoint_by_index(bbc):
     texts, labels, names = read_bbc()
-    assert len(texts) == 2225 and names == list(BBC_COUNTS)
+    assert names == list(BBC_COUNTS)
+    keep = first_occurrences(texts)                      # duplicates dropped before the split
+    texts, labels = [texts[i] for i in keep], [labels[i] for i in keep]
     train_idx, test_idx = stratified_split(len(texts), labels, 0.2, 0)
     assert not set(train_idx) & set(test_idx)
-    assert sorted(train_idx + test_idx) == list(range(2225))
+    assert sorted(train_idx + test_idx) == list(range(len(texts)))
     assert bbc.train_texts == [texts[i] for i in train_idx]
     assert bbc.test_texts == [texts[i] for i in test_idx]
     assert bbc.test_labels == [labels[i] for i in test_idx]
-    # every document lands in exactly one split (the corpus has duplicate articles, hence multisets)
-    assert Counter(bbc.train_texts) + Counter(bbc.test_texts) == Counter(texts)
+    # no article is in both splits: no test leakage through the corpus's duplicates
+    assert not set(bbc.train_texts) & set(bbc.test_texts)
+    assert Counter(bbc.train_texts) + Counter(bbc.test_texts) == Counter(set(read_bbc()[0]))
+    # without dedup, the duplicates come back (and some straddle the split)
+    raw = load_text_dataset(DatasetConfig(dedup=False))
+    assert len(raw.train_texts) + len(raw.test_texts) == 2225
+    assert set(raw.train_texts) & set(raw.test_texts)
 
 
 def test_bbc_deterministic_and_seeded(bbc):

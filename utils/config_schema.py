@@ -42,6 +42,8 @@ class DatasetConfig:
     test_size: float = _f(0.2, "Fraction of each class held out as test split when the source "
                           "has no test split (fixed, stratified, seeded by split_seed).")
     split_seed: int = _f(0, "Seed of the train/test split for sources without one.")
+    dedup: bool = _f(True, "Drop exact duplicate texts before making a split (BBC News has 100 "
+                     "duplicated articles that would otherwise sit in both train and test).")
     max_train_per_class: Optional[int] = _f(None, "Keep at most this many training samples per "
                                             "class (first ones after a seeded shuffle); for smoke runs.")
     max_test_per_class: Optional[int] = _f(None, "Keep at most this many test samples per class.")

@@ -192,6 +192,17 @@ def stratified_split(n_items: int, labels: Sequence[Label], test_size: float, se
     return sorted(train), sorted(test)
 
 
+def first_occurrences(texts: Sequence[str]) -> list[int]:
+    """Indices of the first occurrence of each distinct text."""
+    seen: set = set()
+    keep = []
+    for i, t in enumerate(texts):
+        if t not in seen:
+            seen.add(t)
+            keep.append(i)
+    return keep
+
+
 def cap_per_class(labels: Sequence[Label], cap: Optional[int], seed: int) -> list[int]:
     """Indices keeping at most `cap` items per class (seeded choice, original order kept)."""
     if cap is None:
@@ -307,6 +318,11 @@ def load_text_dataset(cfg: DatasetConfig) -> TextDataset:
     labels, names, multilabel = encode_labels(all_raw, names)
     tr_y, te_y = labels[:len(tr_raw)], labels[len(tr_raw):]
     if te_t is None:
+        if cfg.dedup:
+            keep = first_occurrences(tr_t)
+            if len(keep) < len(tr_t):
+                logger.info("dropped %d exact duplicate texts before the split", len(tr_t) - len(keep))
+            tr_t, tr_y = [tr_t[i] for i in keep], [tr_y[i] for i in keep]
         train_idx, test_idx = stratified_split(len(tr_t), tr_y, cfg.test_size, cfg.split_seed)
         te_t, te_y = [tr_t[i] for i in test_idx], [tr_y[i] for i in test_idx]
         tr_t, tr_y = [tr_t[i] for i in train_idx], [tr_y[i] for i in train_idx]

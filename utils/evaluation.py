@@ -53,9 +53,9 @@ from utils.distributed import (DistEnv, all_gather_objects, broadcast_object, de
 from utils.experts import dataset_tag, load_expert_weights, missing_experts, train_experts
 from utils.io import atomic_write_json, atomic_write_text, read_json, safe_torch_load
 from utils.logging_utils import progress
-from utils.model import (ModelError, TextClassifier, _load_bert_config, build_classifier,
+from utils.model import (ModelError, TextClassifier, load_bert_config, build_classifier,
                          load_tokenizer, model_tag, resolve_model_path)
-from utils.selection import NEEDS_FEATURES, class_pools, select_baseline
+from utils.selection import select_baseline
 from utils.training import classification_loss, evaluate_classifier
 
 logger = logging.getLogger(__name__)
@@ -111,7 +111,7 @@ def eval_network(cfg: Config) -> NetworkConfig:
 def encoder_hidden_size(net: NetworkConfig) -> int:
     if net.model_path == "random":
         return net.random_hidden
-    return int(_load_bert_config(resolve_model_path(net.model_path)).hidden_size)
+    return int(load_bert_config(resolve_model_path(net.model_path)).hidden_size)
 
 
 def _eval_tokenizer(net: NetworkConfig, fallback):
@@ -259,6 +259,8 @@ def check_synthetic(syn: dict, class_names: Sequence[str], hidden_size: int, mod
         raise EvaluationError(f"{source} has hidden size {hidden} but the evaluation encoder "
                               f"{model} has hidden size {hidden_size}; evaluate it with an encoder "
                               f"of hidden size {hidden} (evaluate.eval_model_path / --eval_model_path)")
+    if syn["class_of"].numel() == 0:
+        raise SyntheticDataError(f"{source}: the set is empty")
     if int(syn["class_of"].max()) >= len(class_names):
         raise SyntheticDataError(f"{source}: class indices beyond the dataset's {len(class_names)}")
 

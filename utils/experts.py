@@ -64,7 +64,8 @@ def fingerprint(cfg: Config) -> dict:
     d, n, p = cfg.dataset, cfg.network, cfg.pretrain
     return {"dataset": d.name, "data_dir": d.data_dir, "nclass": d.nclass,
             "max_length": d.max_length, "max_train_per_class": d.max_train_per_class,
-            "split_seed": d.split_seed, "test_size": d.test_size, "model": model_tag(n),
+            "split_seed": d.split_seed, "test_size": d.test_size, "dedup": d.dedup,
+            "model": model_tag(n),
             "epochs": p.epochs, "lr": p.lr, "batch_size": p.batch_size}
 
 

@@ -50,7 +50,7 @@ def resolve_model_path(name: str) -> str:
     return name
 
 
-def _load_bert_config(path: str):
+def load_bert_config(path: str):
     from transformers import AutoConfig
 
     local = Path(path)
@@ -164,7 +164,7 @@ def build_classifier(net: NetworkConfig, num_labels: int, pretrained: bool = Tru
         pretrained = False
     else:
         path = resolve_model_path(net.model_path)
-        config = _load_bert_config(path)
+        config = load_bert_config(path)
     config._attn_implementation = "eager"  # attention weights are needed by distillation losses
     if pretrained:
         encoder = AutoModel.from_pretrained(path, config=config, add_pooling_layer=False)

@@ -1,0 +1,85 @@
+"""What a condensed set is worth: the whole pipeline, then the evaluation table.
+
+    python benchmarks/bench_eval.py --dataset bbc --ipc 1 10 [--niter 200] [--method ncfm] \
+        [--num_eval 5] [--nproc 2] [--no-full]
+
+For each ipc: experts (skipped when complete), condensation with `--niter` iterations, then
+evaluation of the synthetic set beside random / herding / k-center real subsets (and, for the
+first ipc, the full data; `full` does not depend on ipc), every method with the same protocol and
+`--num_eval` runs. Each stage is the real entry script under torchrun. Results:
+benchmarks/results/eval_<dataset>_<method>_ipc<ipc>.json (the evaluation's results.json plus the
+condensation's timing) and the rows of benchmarks/results/eval_table.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def torchrun(nproc: int, script: str, args: list[str]) -> None:
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--standalone",
+           str(ROOT / "condense" / script), *args]
+    print("+", " ".join(cmd[3:]), flush=True)
+    subprocess.run(cmd, check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--dataset", default="bbc")
+    p.add_argument("--ipc", type=int, nargs="+", default=[1, 10])
+    p.add_argument("--niter", type=int, default=None, help="default: the config's condense.niter")
+    p.add_argument("--method", default="ncfm", choices=["ncfm", "trajectory", "combined"])
+    p.add_argument("--num_eval", type=int, default=5)
+    p.add_argument("--nproc", type=int, default=2)
+    p.add_argument("--no-full", dest="full", action="store_false")
+    p.add_argument("--set", dest="extra", action="append", default=[],
+                   help="extra overrides for condensation (section.key=value)")
+    a = p.parse_args()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    table = RESULTS / "eval_table.md"
+    for n, ipc in enumerate(a.ipc):
+        config = str(ROOT / "config" / f"ipc{ipc}" / f"{a.dataset}.yaml")
+        torchrun(a.nproc, "pretrain_script_text.py", ["--config_path", config])
+        tag = f"{a.dataset}_{a.method}_ipc{ipc}"
+        cdir = ROOT / "results" / "bench" / "condense" / tag
+        cargs = ["--config_path", config, "--output_dir", str(cdir),
+                 "--set", f"condense.method={a.method}"]
+        if a.niter:
+            cargs += ["--set", f"condense.niter={a.niter}"]
+        cargs += [x for s in a.extra for x in ("--set", s)]
+        start = time.time()
+        torchrun(a.nproc, "condense_script_text.py", cargs)
+        condense_seconds = time.time() - start
+        summary = json.loads((cdir / "run_summary.json").read_text())
+        baselines = "random,herding,kcenter" + (",full" if a.full and n == 0 else "")
+        edir = ROOT / "results" / "bench" / "evaluate" / tag
+        torchrun(a.nproc, "evaluate_script_text.py",
+                 ["--config_path", config, "--load_path", summary["synthetic_set"],
+                  "--baseline", baselines, "--output_dir", str(edir),
+                  "--set", f"evaluate.num_eval={a.num_eval}",
+                  "--set", f"evaluate.results_table={table}"])
+        result = json.loads((edir / "eval" / "results.json").read_text())
+        out = RESULTS / f"eval_{tag}.json"
+        out.write_text(json.dumps({"benchmark": "evaluate", "dataset": a.dataset, "ipc": ipc,
+                                   "method": a.method, "condense": {
+                                       "iterations": summary["final_iteration"],
+                                       "mean_iteration_seconds": summary["mean_iteration_seconds"],
+                                       "wall_seconds": round(condense_seconds, 1),
+                                       "peak_rss_mb_per_rank": [r["peak_rss_mb"] for r in summary["ranks"]],
+                                       "world_size": summary["world_size"]},
+                                   "date": time.strftime("%Y-%m-%d"), "evaluation": result},
+                                  indent=2) + "\n")
+        print(f"written {out}", flush=True)
+    print(table.read_text())
+
+
+if __name__ == "__main__":
+    main()
