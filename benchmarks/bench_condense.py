@@ -73,7 +73,7 @@ def main() -> None:
     out = ROOT / "benchmarks" / "results" / f"condense_{cfg.dataset.name}_ipc{cfg.condense.ipc}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"| ranks | s / iteration | peak RSS per rank (MiB) | match loss first -> last |")
+    print("| ranks | s / iteration | peak RSS per rank (MiB) | match loss first -> last |")
     print("|---|---|---|---|")
     for r in rows:
         print(f"| {r['nproc']} | {r['mean_iteration_seconds']:.2f} | "

@@ -21,17 +21,16 @@ from condenser.checkpoint import latest_checkpoint, load_checkpoint, save_checkp
 from condenser.condenser import Condenser
 from condenser.expert_pool import ExpertPool
 from condenser.report import plot_loss_curve, write_preview
-from condenser.synthetic import SyntheticDataError, assemble, load_synthetic
+from condenser.synthetic import assemble, load_synthetic
 from utils.config import config_to_dict
 from utils.config_schema import Config
-from utils.distributed import (all_gather_objects, barrier, broadcast_object, cleanup_distributed,
-                               peak_memory_mb)
+from utils.distributed import all_gather_objects, barrier, broadcast_object, peak_memory_mb
 from utils.evaluation import condense_eval_hook
-from utils.experts import ExpertError, missing_experts, train_experts
+from utils.experts import missing_experts, train_experts
 from utils.io import atomic_torch_save, atomic_write_json
 from utils.logging_utils import progress
-from utils.model import ModelError, model_tag
-from utils.runtime import Data, load_data, start_run
+from utils.model import model_tag
+from utils.runtime import guarded_stage, Data, load_data, start_run
 
 logger = logging.getLogger("condense")
 
@@ -127,7 +126,7 @@ def write_summary(condenser: Condenser, run, seconds: float, iterations: int) ->
 def main(argv: Optional[Sequence[str]] = None) -> int:
     run = start_run(argv, __doc__.splitlines()[0], "condense", adjust=apply_debug)
     cfg, env = run.cfg, run.env
-    try:
+    with guarded_stage() as stage:
         data = load_data(cfg)
         ensure_experts(cfg, run, data)
         nclass = data.dataset.nclass
@@ -156,12 +155,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             if it in c.eval_it:  # evaluate the current set (collective; RNG state kept)
                 condense_eval_hook(cfg, env, data, condenser, run.out_dir)
         write_summary(condenser, run, time.time() - start, condenser.iteration - first_it)
-    except (ValueError, ExpertError, ModelError, SyntheticDataError) as exc:
-        logger.error("%s", exc)
-        return 2
-    finally:
-        cleanup_distributed()
-    return 0
+    return stage.exit_code
 
 
 if __name__ == "__main__":

@@ -28,8 +28,6 @@ from typing import List, Optional, Sequence
 
 import torch
 
-from condenser.synthetic import SyntheticDataError
-from utils.distributed import cleanup_distributed
 from utils.evaluation import (BASELINES, SYNTHETIC, EvalContext, EvaluationError, add_gaps,
                               append_results_table, ensure_experts, evaluate_runs,
                               evaluate_synthetic, expert_features, load_feature_expert,
@@ -38,8 +36,7 @@ from utils.evaluation import (BASELINES, SYNTHETIC, EvalContext, EvaluationError
                               synthetic_trainset)
 from utils.experts import ExpertError, missing_experts
 from utils.io import atomic_write_json
-from utils.model import ModelError
-from utils.runtime import load_data, start_run
+from utils.runtime import guarded_stage, load_data, start_run
 from utils.selection import NEEDS_FEATURES
 
 logger = logging.getLogger("evaluate")
@@ -138,7 +135,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     run = start_run(argv, __doc__.splitlines()[0], "evaluate", add_args=add_args,
                     adjust=_flag_overrides(argv))
     cfg, env = run.cfg, run.env
-    try:
+    with guarded_stage() as stage:
         baselines = parse_baselines(run.args.baseline)
         syn_path = cfg.condense.load_path
         if not baselines and not syn_path:
@@ -176,12 +173,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                "eval/projection.png is skipped")
                 expert = None
             write_outputs(ctx, entries, run.out_dir, syn, expert, data)
-    except (ValueError, ExpertError, ModelError, SyntheticDataError, FileNotFoundError) as exc:
-        logger.error("%s", exc)
-        return 2
-    finally:
-        cleanup_distributed()
-    return 0
+    return stage.exit_code
 
 
 if __name__ == "__main__":

@@ -12,9 +12,8 @@ import logging
 import sys
 from typing import Optional, Sequence
 
-from utils.distributed import cleanup_distributed
-from utils.experts import ExpertError, expert_set_dir, expert_summary, train_experts
-from utils.runtime import load_data, log_ownership, start_run
+from utils.experts import expert_set_dir, expert_summary, train_experts
+from utils.runtime import guarded_stage, load_data, log_ownership, start_run
 
 logger = logging.getLogger("pretrain")
 
@@ -29,7 +28,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     run = start_run(argv, __doc__.splitlines()[0], "pretrain", output_dir=expert_set_dir,
                     adjust=_output_dir_is_expert_dir)
     cfg, env = run.cfg, run.env
-    try:
+    with guarded_stage() as stage:
         data = load_data(cfg)
         logger.info("***** Training experts *****  %d experts x %d epochs, %d train / %d test "
                     "samples, batch %d, lr %g", cfg.pretrain.num_premodel, cfg.pretrain.epochs,
@@ -40,12 +39,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             logger.info("expert %(expert)d: complete=%(complete)s epochs=%(epochs_done)d "
                         "test accuracy=%(test_accuracy)s time=%(seconds)ss", row)
         logger.info("experts are in %s", expert_set_dir(cfg))
-    except (ValueError, ExpertError) as exc:
-        logger.error("%s", exc)
-        return 2
-    finally:
-        cleanup_distributed()
-    return 0
+    return stage.exit_code
 
 
 if __name__ == "__main__":

@@ -6,13 +6,16 @@ import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 from utils.config import PROJECT_ROOT, ConfigError, config_from_args, make_parser, save_config
 from utils.config_schema import Config
 from utils.distributed import DistEnv, init_distributed, ownership_table, seed_everything
 from utils.experts import dataset_tag
 from utils.logging_utils import setup_logging
+
+if TYPE_CHECKING:
+    from utils.data import TextDataset, TokenizedSplit
 
 logger = logging.getLogger(__name__)
 
@@ -89,3 +92,27 @@ def load_data(cfg: Config) -> Data:
     tokenizer = load_tokenizer(cfg.network)
     train, test = tokenize_dataset(ds, tokenizer, cfg.dataset.max_length, cfg.dataset.cache_dir)
     return Data(ds, tokenizer, train, test)
+
+
+class guarded_stage:
+    """`with guarded_stage() as stage: ...` then `return stage.exit_code`.
+
+    A user error (bad data, model, experts, synthetic set: ValueError and friends) is logged as one
+    clear message and gives exit code 2 instead of a traceback; anything else propagates. The
+    process group is torn down either way."""
+
+    exit_code = 0
+
+    def __enter__(self) -> "guarded_stage":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        from utils.distributed import cleanup_distributed
+        from utils.experts import ExpertError
+
+        cleanup_distributed()
+        if exc is not None and isinstance(exc, (ValueError, FileNotFoundError, ExpertError)):
+            logger.error("%s", exc)
+            self.exit_code = 2
+            return True
+        return False
