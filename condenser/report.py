@@ -8,13 +8,12 @@ import torch
 import torch.nn.functional as F
 
 from utils.io import atomic_write_text
+from utils.plots import pyplot, save_figure
 
 
 def plot_loss_curve(history: List[dict], path: Path) -> None:
     """Matching and calibration loss per iteration (one panel each), written atomically."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     if not history:
         return
@@ -39,12 +38,7 @@ def plot_loss_curve(history: List[dict], path: Path) -> None:
         ax.set_xlabel("iteration")
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path)
 
 
 @torch.no_grad()

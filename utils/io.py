@@ -16,13 +16,21 @@ import torch
 from safetensors.torch import load_file, save_file
 
 
-def _atomic(path: str | os.PathLike, write: Callable[[str], None]) -> None:
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
+    """Call `write(tmp)` on a temporary file beside `path`, then move it into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())       # mkstemp makes 0600 files; use the usual mode
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -34,7 +42,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     def write(tmp):
         with open(tmp, "w", encoding="utf-8") as fh:
             fh.write(text)
-    _atomic(path, write)
+    atomic_write(path, write)
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
@@ -48,7 +56,7 @@ def read_json(path: str | os.PathLike) -> Any:
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     """`torch.save` through a temp file; the object must load with `weights_only=True`."""
-    _atomic(path, lambda tmp: torch.save(obj, tmp))
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def safe_torch_load(path: str | os.PathLike, map_location="cpu") -> Any:
@@ -65,7 +73,7 @@ def safe_torch_load(path: str | os.PathLike, map_location="cpu") -> Any:
 def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike,
                             metadata: dict[str, str] | None = None) -> None:
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    _atomic(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
 def load_safetensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:

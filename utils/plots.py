@@ -4,34 +4,27 @@ Both are drawn with matplotlib's Agg backend and written atomically (temporary f
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
 
+from utils.io import atomic_write
 
-def _pyplot():
+
+def pyplot():
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     return plt
 
 
-def _save(fig, path: Path) -> None:
-    plt = _pyplot()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    os.close(fd)
+def save_figure(fig, path: Path) -> None:
+    """Write a figure as PNG atomically (temp file + os.replace) and close it."""
     try:
-        fig.savefig(tmp, dpi=110, format="png")
-        os.replace(tmp, path)
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     finally:
-        plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        pyplot().close(fig)
 
 
 def mean_curve(runs: Sequence[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -46,7 +39,7 @@ def mean_curve(runs: Sequence[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray
 
 def plot_accuracy_vs_step(entries: Sequence[dict], path: Path) -> None:
     """One line per method: mean test accuracy over runs (band: ± std) against training step."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for e in entries:
         steps, mean, std = mean_curve(e["runs"])
@@ -60,7 +53,7 @@ def plot_accuracy_vs_step(entries: Sequence[dict], path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def project_2d(feats: np.ndarray, method: str = "pca", seed: int = 0) -> np.ndarray:
@@ -86,7 +79,7 @@ def plot_projection(real_feats: np.ndarray, real_labels: np.ndarray, syn_feats: 
 
     real_feats [n, H], real_labels [n] (class index; first class for multi-label), likewise syn.
     """
-    plt = _pyplot()
+    plt = pyplot()
     both = project_2d(np.concatenate([real_feats, syn_feats]), method, seed)
     real2, syn2 = both[:len(real_feats)], both[len(real_feats):]
     cmap = plt.get_cmap("tab10" if len(class_names) <= 10 else "tab20")
@@ -105,4 +98,4 @@ def plot_projection(real_feats: np.ndarray, real_labels: np.ndarray, syn_feats: 
     ax.legend(fontsize=7, markerscale=1.0, loc="best")
     ax.grid(alpha=0.2)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
