@@ -98,13 +98,15 @@ def test_init_modes(tmp_path, smoke_experts, init, extra, method):
         assert mask[:, 8].eq(1).all()
 
 
-def test_init_load_continues_from_saved_set(tmp_path, smoke_experts):
+@pytest.mark.parametrize("method", ["ncfm", "trajectory"])
+def test_init_load_continues_from_saved_set(tmp_path, smoke_experts, method):
     first = tmp_path / "first"
     assert condense(first, smoke_experts, "--set", "condense.niter=2") == 0
     saved = first / "distilled_data" / "syn_data_2.pth"
     second = tmp_path / "second"
     assert condense(second, smoke_experts, "--init", "load", "--load_path", str(saved),
-                    "--set", "condense.niter=1") == 0
+                    "--set", "condense.niter=1", "--set", f"condense.method={method}",
+                    "--set", "condense.lr_teacher=0.05") == 0
     before, after = load_final(first, 2), load_final(second, 1)
     assert torch.equal(before["attention_mask"], after["attention_mask"])
     delta = (after["inputs_embeds"] - before["inputs_embeds"]).abs()
