@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from condense import condense_script_text
@@ -93,6 +94,7 @@ def test_trajectory_two_ranks_equals_one_process(tmp_path, smoke_experts):
     assert torch.allclose(a["inputs_embeds"], b["inputs_embeds"], atol=1e-4)
     ha = json.loads((two / "loss_history.json").read_text())
     hb = json.loads((one / "loss_history.json").read_text())
-    assert [round(h["traj_loss"], 5) for h in ha] == [round(h["traj_loss"], 5) for h in hb]
+    for x, y in zip(ha, hb):                          # summation order differs across ranks
+        assert x["traj_loss"] == pytest.approx(y["traj_loss"], rel=1e-4)
     assert abs(ha[-1]["syn_lr"] - hb[-1]["syn_lr"]) < 1e-7
     assert ha[-1]["syn_lr"] != 0.05                  # syn_lr is learnt
