@@ -95,8 +95,11 @@ def save(condenser: Condenser, cfg: Config, run, data: Data) -> None:
 
 def format_record(rec: dict) -> str:
     """One log line of an iteration's metrics, naming the experts that were used."""
-    text = (f"match {rec['match_loss']:.5f}  calib {rec['calib_loss']:.5f}  lr {rec['lr']:.2e}  "
-            f"expert {rec['expert']} lam {rec['lam']:.3f}")
+    text = f"match {rec['match_loss']:.5f}  calib {rec['calib_loss']:.5f}  lr {rec['lr']:.2e}"
+    if rec["lam"] is not None:
+        text += f"  expert {rec['expert']} lam {rec['lam']:.3f}"
+    elif rec["calib_loss"]:
+        text += f"  calibration expert {rec['expert']}"
     if "traj_loss" in rec:
         text += (f"  traj {rec['traj_loss']:.5f} (expert {rec['traj_expert']}, epoch "
                  f"{rec['start_epoch']})  syn_lr {rec['syn_lr']:.2e}")

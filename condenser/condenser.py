@@ -143,11 +143,11 @@ class Condenser:
         it = self.iteration
         start = time.time()
         choice = choose_expert(cfg.run.seed, it, self.pool.num, c.interp_range)
-        model = self.pool.load_interval(choice)
-        t, t_net = self._frequencies(it)
+        ncfm = c.method != "trajectory"
+        t, t_net = self._frequencies(it) if ncfm else (None, None)
 
         self.optimizer.zero_grad(set_to_none=True)
-        match_sum = self._match(model, it, t, backward=True) if c.method != "trajectory" else 0.0
+        match_sum = self._match(self.pool.load_interval(choice), it, t, backward=True) if ncfm else 0.0
         traj = None
         if self.trajectory is not None:
             weight = c.trajectory_weight if c.method == "combined" else 1.0
@@ -184,8 +184,10 @@ class Condenser:
             self.scheduler.step(objective)
         self.iteration += 1
         record = {"iteration": self.iteration, "match_loss": totals[0], "calib_loss": totals[1],
-                  "lr": self.optimizer.param_groups[0]["lr"], "expert": choice.expert,
-                  "lam": round(choice.lam, 4), "seconds": round(time.time() - start, 3)}
+                  "lr": self.optimizer.param_groups[0]["lr"],
+                  "expert": choice.expert,           # NCFM's model_interval / calibration expert
+                  "lam": round(choice.lam, 4) if ncfm else None,
+                  "seconds": round(time.time() - start, 3)}
         if traj is not None:   # the trajectory term uses its own expert and start epoch
             record.update(traj_loss=traj, syn_lr=self.trajectory.syn_lr.item(),
                           traj_expert=traj_choice.expert, start_epoch=traj_choice.start_epoch)
