@@ -113,6 +113,7 @@ class guarded_stage:
         cleanup_distributed()
         if exc is not None and isinstance(exc, (ValueError, FileNotFoundError, ExpertError)):
             logger.error("%s", exc)
+            logger.debug("where it was raised (run.log_level=debug):", exc_info=exc)
             self.exit_code = 2
             return True
         return False
