@@ -1,7 +1,8 @@
 """What a condensed set is worth: the whole pipeline, then the evaluation table.
 
     python benchmarks/bench_eval.py --dataset bbc --ipc 1 10 [--niter 200] [--method ncfm] \
-        [--num_eval 5] [--nproc 2] [--no-full]
+        [--num_eval 5] [--nproc 2] [--no-full] [--baselines random,herding,kcenter|none] \
+        [--set condense.key=value ...]
 
 For each ipc: experts (skipped when complete), condensation with `--niter` iterations, then
 evaluation of the synthetic set beside random / herding / k-center real subsets (and, for the
@@ -40,6 +41,8 @@ def main() -> None:
     p.add_argument("--num_eval", type=int, default=5)
     p.add_argument("--nproc", type=int, default=2)
     p.add_argument("--no-full", dest="full", action="store_false")
+    p.add_argument("--baselines", default="random,herding,kcenter",
+                   help="real-subset baselines evaluated beside the synthetic set ('none' for none)")
     p.add_argument("--set", dest="extra", action="append", default=[],
                    help="extra overrides for condensation (section.key=value)")
     a = p.parse_args()
@@ -59,11 +62,13 @@ def main() -> None:
         torchrun(a.nproc, "condense_script_text.py", cargs)
         condense_seconds = time.time() - start
         summary = json.loads((cdir / "run_summary.json").read_text())
-        baselines = "random,herding,kcenter" + (",full" if a.full and n == 0 else "")
+        baselines = [] if a.baselines == "none" else a.baselines.split(",")
+        baselines += ["full"] if a.full and n == 0 else []
         edir = ROOT / "results" / "bench" / "evaluate" / tag
         torchrun(a.nproc, "evaluate_script_text.py",
                  ["--config_path", config, "--load_path", summary["synthetic_set"],
-                  "--baseline", baselines, "--output_dir", str(edir),
+                  *(["--baseline", ",".join(baselines)] if baselines else []),
+                  "--output_dir", str(edir),
                   "--set", f"evaluate.num_eval={a.num_eval}",
                   "--set", f"evaluate.results_table={table}"])
         result = json.loads((edir / "eval" / "results.json").read_text())
@@ -74,7 +79,8 @@ def main() -> None:
                                        "mean_iteration_seconds": summary["mean_iteration_seconds"],
                                        "wall_seconds": round(condense_seconds, 1),
                                        "peak_rss_mb_per_rank": [r["peak_rss_mb"] for r in summary["ranks"]],
-                                       "world_size": summary["world_size"]},
+                                       "world_size": summary["world_size"],
+                                   "overrides": [f"condense.method={a.method}", *a.extra]},
                                    "date": time.strftime("%Y-%m-%d"), "evaluation": result},
                                   indent=2) + "\n")
         print(f"written {out}", flush=True)
