@@ -95,7 +95,9 @@ def save(condenser: Condenser, cfg: Config, run, data: Data) -> None:
 
 def format_record(rec: dict) -> str:
     """One log line of an iteration's metrics, naming the experts that were used."""
-    text = f"match {rec['match_loss']:.5f}  calib {rec['calib_loss']:.5f}  lr {rec['lr']:.2e}"
+    feature_terms = "traj_loss" not in rec or rec["match_loss"] or rec["calib_loss"]
+    text = f"match {rec['match_loss']:.5f}  calib {rec['calib_loss']:.5f}  " if feature_terms else ""
+    text += f"lr {rec['lr']:.2e}"
     if rec["lam"] is not None:
         text += f"  expert {rec['expert']} lam {rec['lam']:.3f}"
     elif rec["calib_loss"]:

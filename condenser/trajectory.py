@@ -119,11 +119,26 @@ class SyntheticBatch:
     leaves: List[torch.Tensor]  # the learnable tensors `embeds` is computed from
 
 
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over ranks whose backward is again a sum over ranks: every rank's loss depends on every
+    rank's input, so d(sum_r L_r)/dx_k = sum_r dL_r/d(sum) (torch.distributed.nn's all_reduce, which
+    torch 2.13 deprecates, did the same)."""
+
+    @staticmethod
+    def forward(ctx, t: torch.Tensor) -> torch.Tensor:
+        out = t.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return _AllReduceSum.apply(grad)                  # differentiable, like the forward
+
+
 def _sum_over_ranks(t: torch.Tensor) -> torch.Tensor:
     """Differentiable all-reduce (sum); identity without a process group."""
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        from torch.distributed.nn.functional import all_reduce
-        return all_reduce(t)
+        return _AllReduceSum.apply(t)
     return t
 
 

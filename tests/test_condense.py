@@ -179,3 +179,12 @@ def test_bad_dataset_name_fails_cleanly_and_keeps_outputs(tmp_path, smoke_expert
     assert "no_such_dataset_xyz" in (tmp_path / "print.log").read_text()
     assert sorted(p.name for p in (tmp_path / "distilled_data").iterdir()) == before
     assert [it for it, _ in complete_checkpoints(tmp_path)] == [3]
+
+
+def test_log_line_shows_the_terms_of_the_method():
+    base = {"match_loss": 0.0, "calib_loss": 0.0, "lr": 1e-3, "lam": None, "expert": 1, "seconds": 2.0}
+    traj = condense_script_text.format_record({**base, "traj_loss": 0.9, "traj_expert": 1,
+                                                "start_epoch": 0, "syn_lr": 0.01})
+    assert "match" not in traj and "traj 0.90000 (expert 1, epoch 0)" in traj
+    ncfm = condense_script_text.format_record({**base, "match_loss": 12.5, "lam": 0.25})
+    assert "match 12.50000" in ncfm and "expert 1 lam 0.250" in ncfm and "traj" not in ncfm

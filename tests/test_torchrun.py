@@ -80,11 +80,14 @@ def test_resume_under_torchrun_with_other_world_size(tmp_path, smoke_experts):
     assert torch.allclose(a["inputs_embeds"], b["inputs_embeds"], atol=1e-4)
 
 
-def test_trajectory_two_ranks_equals_one_process(tmp_path, smoke_experts):
+@pytest.mark.parametrize("unroll", ["tesla", "full"])
+def test_trajectory_two_ranks_equals_one_process(tmp_path, smoke_experts, unroll):
     """Trajectory matching couples all classes in one student: the differentiable all-reduce
-    makes the 2-rank result equal the 1-process one."""
+    makes the 2-rank result equal the 1-process one, for the first-order (tesla) and the exact
+    (full, second order through the all-reduce) unroll."""
     common = ["--config_path", SMOKE, "--set", f"pretrain.expert_dir={smoke_experts}",
               "--set", "condense.method=trajectory", "--set", "condense.niter=3",
+              "--set", f"condense.unroll={unroll}", "--set", "condense.syn_steps=2",
               "--set", "condense.lr_teacher=0.05", "--set", "condense.subset_strategy=all"]
     two, one = tmp_path / "two", tmp_path / "one"
     torchrun("condense/condense_script_text.py", common + ["--output_dir", str(two)])
