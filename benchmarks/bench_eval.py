@@ -80,7 +80,7 @@ def main() -> None:
                                        "wall_seconds": round(condense_seconds, 1),
                                        "peak_rss_mb_per_rank": [r["peak_rss_mb"] for r in summary["ranks"]],
                                        "world_size": summary["world_size"],
-                                   "overrides": [f"condense.method={a.method}", *a.extra]},
+                                       "overrides": [f"condense.method={a.method}", *a.extra]},
                                    "date": time.strftime("%Y-%m-%d"), "evaluation": result},
                                   indent=2) + "\n")
         print(f"written {out}", flush=True)
