@@ -2,21 +2,27 @@
 
 from NCFM.cf_loss import (
     DISTRIBUTION_METRICS,
+    Metric,
     cf_loss,
     distribution_loss,
     empirical_cf,
+    get_metric,
     mmd_loss,
+    register_metric,
     sample_frequencies,
 )
 from NCFM.sampling_net import SamplingNet, negate_grads
 
 __all__ = [
     "DISTRIBUTION_METRICS",
+    "Metric",
     "SamplingNet",
     "cf_loss",
     "distribution_loss",
     "empirical_cf",
+    "get_metric",
     "mmd_loss",
     "negate_grads",
+    "register_metric",
     "sample_frequencies",
 ]

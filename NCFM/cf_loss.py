@@ -19,6 +19,7 @@ works for arbitrary real inputs.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
@@ -26,10 +27,13 @@ from torch import Tensor
 
 __all__ = [
     "DISTRIBUTION_METRICS",
+    "Metric",
     "cf_loss",
     "distribution_loss",
     "empirical_cf",
+    "get_metric",
     "mmd_loss",
+    "register_metric",
     "sample_frequencies",
 ]
 
@@ -177,14 +181,49 @@ def mmd_loss(
     raise ValueError(f"unknown MMD kernel {kernel!r}; allowed: {', '.join(MMD_KERNELS)}")
 
 
-#: Distribution metrics selectable by name from the config.
-DISTRIBUTION_METRICS: dict[str, Callable[..., Tensor]] = {
-    "NCFM": cf_loss,
-    "MMD": mmd_loss,
-}
+@dataclass(frozen=True)
+class Metric:
+    """A registered distribution metric: ``fn(feat_real, feat_syn, [t,] **options)``.
 
-#: Metrics whose loss needs frequencies ``t``.
-_NEEDS_FREQUENCIES: frozenset[str] = frozenset({"NCFM"})
+    ``needs_frequencies``: the metric takes frequencies ``t`` ``[F, D]`` as third argument.
+    ``config_options``: option name -> key of the ``condense`` config section that supplies it
+    (e.g. NCFM's ``alpha`` comes from ``alpha_for_loss``).
+    """
+
+    fn: Callable[..., Tensor]
+    needs_frequencies: bool = False
+    config_options: dict = field(default_factory=dict)
+
+
+#: The metric registry (names upper-case); add one with :func:`register_metric`.
+DISTRIBUTION_METRICS: dict[str, Metric] = {}
+
+
+def register_metric(name: str, needs_frequencies: bool = False, config_options: dict | None = None):
+    """Decorator: make a metric selectable by ``name`` (case-insensitive) from the config."""
+
+    def wrap(fn: Callable[..., Tensor]) -> Callable[..., Tensor]:
+        key = name.upper()
+        if key in DISTRIBUTION_METRICS:
+            raise ValueError(f"distribution metric {key!r} is already registered")
+        DISTRIBUTION_METRICS[key] = Metric(fn, needs_frequencies, dict(config_options or {}))
+        return fn
+
+    return wrap
+
+
+register_metric("NCFM", needs_frequencies=True,
+                config_options={"alpha": "alpha_for_loss", "beta": "beta_for_loss"})(cf_loss)
+register_metric("MMD")(mmd_loss)
+
+
+def get_metric(name: str) -> Metric:
+    key = name.upper()
+    if key not in DISTRIBUTION_METRICS:
+        raise ValueError(
+            f"unknown distribution metric {name!r}; allowed: {', '.join(DISTRIBUTION_METRICS)}"
+        )
+    return DISTRIBUTION_METRICS[key]
 
 
 def distribution_loss(
@@ -209,14 +248,9 @@ def distribution_loss(
     Raises:
         ValueError: unknown name, or ``"NCFM"`` without ``t``.
     """
-    key = name.upper()
-    if key not in DISTRIBUTION_METRICS:
-        raise ValueError(
-            f"unknown distribution metric {name!r}; allowed: {', '.join(DISTRIBUTION_METRICS)}"
-        )
-    metric = DISTRIBUTION_METRICS[key]
-    if key in _NEEDS_FREQUENCIES:
+    metric = get_metric(name)
+    if metric.needs_frequencies:
         if t is None:
-            raise ValueError(f"metric {key!r} needs frequencies t")
-        return metric(feat_real, feat_syn, t, **kwargs)
-    return metric(feat_real, feat_syn, **kwargs)
+            raise ValueError(f"metric {name.upper()!r} needs frequencies t")
+        return metric.fn(feat_real, feat_syn, t, **kwargs)
+    return metric.fn(feat_real, feat_syn, **kwargs)

@@ -1,4 +1,4 @@
-"""Stage 2 - condense: learn `ipc` synthetic sequences per class against the experts (NCFM).
+"""Stage 2 - condense: learn `ipc` synthetic sequences per class against the experts.
 
     torchrun --nproc_per_node=2 --nnodes=1 condense/condense_script_text.py \
         --config_path=config/ipc10/bbc.yaml [--ipc 10] [--init mix] [--sampling_net] [--debug]
@@ -21,16 +21,18 @@ from condenser.checkpoint import latest_checkpoint, load_checkpoint, save_checkp
 from condenser.condenser import Condenser
 from condenser.expert_pool import ExpertPool
 from condenser.report import plot_loss_curve, write_preview
-from condenser.synthetic import assemble, load_synthetic
+from evaluation.protocol import evaluate_synthetic
+from evaluation.results import record_eval_curve
 from utils.config import config_to_dict
 from utils.config_schema import Config
 from utils.distributed import all_gather_objects, barrier, broadcast_object, peak_memory_mb
-from utils.evaluation import condense_eval_hook
-from utils.experts import missing_experts, train_experts
-from utils.io import atomic_torch_save, atomic_write_json
+from utils.experts import ensure_experts
+from utils.io import atomic_write_json
 from utils.logging_utils import progress
 from utils.model import model_tag
-from utils.runtime import guarded_stage, Data, load_data, start_run
+from utils.runtime import Data, guarded_stage, load_data, start_run
+from utils.seeding import rng_state, set_rng_state
+from utils.synset import build_synset, check_fits, load_synset, make_meta, save_synset, split_by_class
 
 logger = logging.getLogger("condense")
 
@@ -41,13 +43,6 @@ def apply_debug(cfg: Config) -> None:
         cfg.condense.niter = cfg.condense.debug_niter
         cfg.condense.log_every = 1
         cfg.condense.save_every = min(cfg.condense.save_every, cfg.condense.niter)
-
-
-def ensure_experts(cfg: Config, run, data: Data) -> None:
-    missing = missing_experts(cfg)
-    if missing:
-        logger.warning("experts %s are missing or unfinished: training them first (stage 1)", missing)
-        train_experts(cfg, run.env, data.train, data.test, data.dataset.nclass)
 
 
 def start_state(condenser: Condenser, cfg: Config, run, data: Data, ctx) -> None:
@@ -62,28 +57,34 @@ def start_state(condenser: Condenser, cfg: Config, run, data: Data, ctx) -> None
     loaded = None
     if cfg.condense.init == "load":
         def read():
-            return load_synthetic(cfg.condense.load_path, data.dataset.class_names, cfg.condense.ipc,
-                                  cfg.dataset.max_length, condenser.hidden)
+            path = cfg.condense.load_path
+            syn = load_synset(path)
+            check_fits(syn, path, class_names=data.dataset.class_names, ipc=cfg.condense.ipc,
+                       max_length=cfg.dataset.max_length, hidden_size=condenser.hidden)
+            return split_by_class(syn)
         loaded = broadcast_object(read() if run.env.is_main else None)
         logger.info("initialised from %s", cfg.condense.load_path)
     condenser.initialize(cfg.condense.init, ctx, loaded)
 
 
+def synset_meta(cfg: Config, data: Data, condenser: Condenser) -> dict:
+    return make_meta(dataset=cfg.dataset.name, class_names=data.dataset.class_names,
+                     ipc=cfg.condense.ipc, iteration=condenser.iteration,
+                     model=model_tag(cfg.network), model_path=cfg.network.model_path,
+                     max_length=cfg.dataset.max_length, hidden_size=condenser.hidden,
+                     factor=cfg.condense.factor, decode_type=cfg.condense.decode_type,
+                     multilabel=data.dataset.multilabel, method=condenser.describe_terms(),
+                     config=config_to_dict(cfg))
+
+
 def save(condenser: Condenser, cfg: Config, run, data: Data) -> None:
-    """Collective gather; rank 0 writes the synthetic set, preview, plot and checkpoint."""
-    state = condenser.gather()
+    """Collective gather to rank 0, which writes the synthetic set, preview, plot and checkpoint."""
+    state = condenser.gather_state()
     if run.env.is_main:
         it = condenser.iteration
-        meta = {"dataset": cfg.dataset.name, "class_names": data.dataset.class_names,
-                "nclass": data.dataset.nclass, "ipc": cfg.condense.ipc, "iteration": it,
-                "model": model_tag(cfg.network), "model_path": cfg.network.model_path,
-                "max_length": cfg.dataset.max_length, "hidden_size": condenser.hidden,
-                "factor": cfg.condense.factor, "decode_type": cfg.condense.decode_type,
-                "multilabel": data.dataset.multilabel, "method": cfg.condense.method,
-                "config": config_to_dict(cfg)}
-        syn = assemble(state["data"], condenser.classes, meta)
+        syn = build_synset(state["data"], condenser.classes, synset_meta(cfg, data, condenser))
         path = run.out_dir / "distilled_data" / f"syn_data_{it}.pth"
-        atomic_torch_save(syn, path)
+        save_synset(syn, path)
         write_preview(syn, data.tokenizer, condenser.pool.embedding_table(),
                       data.dataset.class_names, path.with_name(f"syn_data_{it}_preview.txt"))
         plot_loss_curve(condenser.history, run.out_dir / "images" / "loss_curve.png")
@@ -93,18 +94,38 @@ def save(condenser: Condenser, cfg: Config, run, data: Data) -> None:
     barrier()
 
 
+def evaluate_now(condenser: Condenser, cfg: Config, run, data: Data) -> dict:
+    """Collective, for `condense.eval_it`: the current set (gathered to every rank) through the
+    evaluation protocol; rank 0 appends it to eval_curve.json. The RNG state is restored
+    afterwards, so condensation continues exactly as without the evaluation."""
+    per_class: dict = {}
+    for part in all_gather_objects(condenser.shard.state_dict()):
+        per_class.update(part)
+    syn = build_synset(per_class, condenser.classes, synset_meta(cfg, data, condenser))
+    saved, start = rng_state(), time.time()
+    try:
+        entry = evaluate_synthetic(cfg, run.env, data, syn, source=f"iteration {condenser.iteration}")
+    finally:
+        set_rng_state(saved)
+    logger.info("eval iter %d: accuracy %.4f ± %.4f (%d runs, %.1fs)", condenser.iteration,
+                entry["mean"], entry["std"], entry["num_eval"], time.time() - start)
+    if run.env.is_main:
+        record_eval_curve(run.out_dir / "eval_curve.json", condenser.iteration, entry,
+                          time.time() - start)
+    return entry
+
+
 def format_record(rec: dict) -> str:
-    """One log line of an iteration's metrics, naming the experts that were used."""
-    feature_terms = "traj_loss" not in rec or rec["match_loss"] or rec["calib_loss"]
-    text = f"match {rec['match_loss']:.5f}  calib {rec['calib_loss']:.5f}  " if feature_terms else ""
-    text += f"lr {rec['lr']:.2e}"
-    if rec["lam"] is not None:
+    """One log line of an iteration: every term's value, the learning rate, the experts used."""
+    text = "  ".join(f"{k[:-5]} {v:.5f}" for k, v in rec.items() if k.endswith("_loss"))
+    text += f"  lr {rec['lr']:.2e}"
+    if "lam" in rec:
         text += f"  expert {rec['expert']} lam {rec['lam']:.3f}"
-    elif rec["calib_loss"]:
-        text += f"  calibration expert {rec['expert']}"
-    if "traj_loss" in rec:
-        text += (f"  traj {rec['traj_loss']:.5f} (expert {rec['traj_expert']}, epoch "
-                 f"{rec['start_epoch']})  syn_lr {rec['syn_lr']:.2e}")
+    if "calib_expert" in rec and "lam" not in rec:
+        text += f"  calibration expert {rec['calib_expert']}"
+    if "traj_expert" in rec:
+        text += f"  trajectory expert {rec['traj_expert']} epoch {rec['start_epoch']}"
+        text += f"  syn_lr {rec['syn_lr']:.2e}"
     return text + f"  {rec['seconds']:.2f}s"
 
 
@@ -133,7 +154,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     cfg, env = run.cfg, run.env
     with guarded_stage() as stage:
         data = load_data(cfg)
-        ensure_experts(cfg, run, data)
+        ensure_experts(cfg, env, data)
         nclass = data.dataset.nclass
         classes = list(range(nclass))[:cfg.condense.debug_classes] if cfg.run.debug else list(range(nclass))
         pool = ExpertPool(cfg, nclass, env.device)
@@ -143,22 +164,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         ctx = condenser.init_context(data.tokenizer, nclass, data.dataset.multilabel)
         start_state(condenser, cfg, run, data, ctx)
         c = cfg.condense
-        logger.info("***** Running condensation *****  method %s, %d classes x ipc %d, init %s, "
-                    "%d iterations (from %d), metric %s, sampling net %s, calibration %d x %g, "
-                    "%d experts", c.method, len(classes), c.ipc, c.init, c.niter, condenser.iteration,
-                    c.dis_metrics, c.sampling_net, c.iter_calib, c.calib_weight, pool.num)
+        logger.info("***** Running condensation *****  objectives: %s; %d classes x ipc %d, init "
+                    "%s, %d iterations (from %d), sampling net %s, %d experts",
+                    condenser.describe_terms(), len(classes), c.ipc, c.init, c.niter,
+                    condenser.iteration, c.sampling_net, pool.num)
         start, first_it = time.time(), condenser.iteration
         bar = progress(range(condenser.iteration, c.niter), enabled=env.is_main, desc="condense")
         for _ in bar:
             rec = condenser.step()
             it = rec["iteration"]
-            bar.set_postfix(match=f"{rec['match_loss']:.4f}", calib=f"{rec['calib_loss']:.4f}")
+            bar.set_postfix({k[:-5]: f"{v:.4f}" for k, v in rec.items() if k.endswith("_loss")})
             if it % c.log_every == 0 or it == c.niter:
                 logger.info("iter %d/%d  %s", it, c.niter, format_record(rec))
             if it % c.save_every == 0 or it == c.niter:
                 save(condenser, cfg, run, data)
             if it in c.eval_it:  # evaluate the current set (collective; RNG state kept)
-                condense_eval_hook(cfg, env, data, condenser, run.out_dir)
+                evaluate_now(condenser, cfg, run, data)
         write_summary(condenser, run, time.time() - start, condenser.iteration - first_it)
     return stage.exit_code
 

@@ -10,7 +10,7 @@ real-data baselines at the same ipc (condense.ipc) under exactly the same traini
 features of expert `evaluate.feature_expert`, trained first if missing), 'full' trains on all
 training data for `evaluate.full_steps` steps. `--eval_model_path` (evaluate.eval_model_path)
 trains another encoder of the same hidden size (cross-architecture check). The `evaluate.num_eval`
-runs per method are spread over ranks; see utils/evaluation.py for the protocol.
+runs per method are spread over ranks; see evaluation/protocol.py for the protocol.
 
 Outputs under --output_dir (default results/evaluate/<dataset>/ipc<ipc>/<run_name>/):
 eval/results.json (one entry per method: per-run scores and curves, mean, std, gap_to_full,
@@ -28,16 +28,18 @@ from typing import List, Optional, Sequence
 
 import torch
 
-from utils.evaluation import (BASELINES, SYNTHETIC, EvalContext, EvaluationError, add_gaps,
-                              append_results_table, ensure_experts, evaluate_runs,
-                              evaluate_synthetic, expert_features, load_feature_expert,
-                              load_synthetic_set, log_entry, make_context, parse_baselines,
-                              read_results_table, real_trainset, select_for, summarize,
-                              synthetic_trainset)
-from utils.experts import ExpertError, missing_experts
+from evaluation.plots import plot_accuracy_vs_step, plot_projection
+from evaluation.protocol import (BASELINES, SYNTHETIC, EvalContext, EvaluationError, evaluate_runs,
+                                 evaluate_synthetic, make_context, parse_baselines, summarize)
+from evaluation.results import add_gaps, append_results_table, log_entry, read_results_table
+from evaluation.selectors import (NEEDS_FEATURES, expert_features, load_feature_expert,
+                                  select_for)
+from utils.experts import ensure_experts, missing_experts
 from utils.io import atomic_write_json
 from utils.runtime import guarded_stage, load_data, start_run
-from utils.selection import NEEDS_FEATURES
+from utils.errors import UserError
+from utils.synset import load_synset, to_examples
+from utils.training import Examples
 
 logger = logging.getLogger("evaluate")
 
@@ -46,20 +48,6 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--baseline", action="append", default=[], metavar="NAMES",
                    help=f"Real-data baselines, comma-separated and/or repeated: "
                         f"{', '.join(BASELINES)}.")
-    p.add_argument("--eval_model_path", default=None,
-                   help="Encoder of the evaluation classifiers (evaluate.eval_model_path).")
-
-
-def _flag_overrides(argv: Sequence[str]):
-    """Script flags that set config keys: applied after YAML and --set (flags win)."""
-    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
-    pre.add_argument("--eval_model_path", default=None)
-    known, _ = pre.parse_known_args(list(argv))
-
-    def adjust(cfg) -> None:
-        if known.eval_model_path is not None:
-            cfg.evaluate.eval_model_path = known.eval_model_path
-    return adjust
 
 
 def _display_path(path: str) -> str:
@@ -79,7 +67,7 @@ def _projection_expert(cfg, ctx: EvalContext, data):
                            cfg.pretrain.expert_dir)
             return None
         return load_feature_expert(cfg, ctx.nclass, ctx.env.device, data.tokenizer.vocab_size)
-    except (ExpertError, ValueError) as exc:
+    except UserError as exc:
         logger.warning("no projection plot: %s", exc)
         return None
 
@@ -91,15 +79,16 @@ def evaluate_baseline(ctx: EvalContext, method: str, features: Optional[torch.Te
         idx = torch.tensor(ctx.selectable(), dtype=torch.long)
         steps, extra = cfg.evaluate.full_steps, {"source": "all training data"}
     else:
-        sel = select_for(ctx, method, features)
+        sel = select_for(method, ctx.train.labels, ctx.nclass, cfg.condense.ipc, cfg.run.seed,
+                         features, ctx.val_idx)
         idx = torch.cat([sel[c] for c in sorted(sel)])
         steps = cfg.evaluate.steps
         extra = {"source": f"train split, seed {cfg.run.seed}",
                  "selected": {ctx.class_names[c]: sel[c].tolist() for c in sorted(sel)}}
         logger.info("%s: %d training samples selected (%s per class)", method, len(idx),
                     cfg.condense.ipc)
-    ts = real_trainset(method, ctx.train, idx)
-    runs = evaluate_runs(ctx, ts, steps)
+    ts = Examples.of(ctx.train, idx)
+    runs = evaluate_runs(ctx, method, ts, steps)
     return summarize(ctx, method, runs, ts, steps, cfg.condense.ipc, **extra)
 
 
@@ -113,7 +102,6 @@ def write_outputs(ctx: EvalContext, entries: List[dict], out: Path, syn: Optiona
     rows = append_results_table(table, entries)
     logger.info("results (appended to %s):\n%s", table, rows)
     logger.info("results written to %s", out / "eval" / "results.json")
-    from utils.plots import plot_accuracy_vs_step, plot_projection
     try:
         plot_accuracy_vs_step(entries, out / "eval" / "accuracy_vs_step.png")
         if syn is not None and expert is not None:
@@ -121,7 +109,7 @@ def write_outputs(ctx: EvalContext, entries: List[dict], out: Path, syn: Optiona
             test = data.test                                  # the experts' tokenisation
             real = expert_features(expert, test.attention_mask, bs, dev, input_ids=test.input_ids)
             real_y = test.labels.argmax(1) if test.labels.dim() == 2 else test.labels
-            ts = synthetic_trainset(syn)
+            ts = to_examples(syn)
             fake = expert_features(expert, ts.attention_mask, bs, dev, inputs_embeds=ts.inputs_embeds)
             plot_projection(real.numpy(), real_y.numpy(), fake.numpy(), ts.class_of.numpy(),
                             ctx.class_names, out / "eval" / "projection.png",
@@ -132,8 +120,7 @@ def write_outputs(ctx: EvalContext, entries: List[dict], out: Path, syn: Optiona
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    run = start_run(argv, __doc__.splitlines()[0], "evaluate", add_args=add_args,
-                    adjust=_flag_overrides(argv))
+    run = start_run(argv, __doc__.splitlines()[0], "evaluate", add_args=add_args)
     cfg, env = run.cfg, run.env
     with guarded_stage() as stage:
         baselines = parse_baselines(run.args.baseline)
@@ -141,7 +128,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if not baselines and not syn_path:
             raise EvaluationError("nothing to evaluate: give a synthetic set (--load_path FILE) "
                                   f"and/or baselines (--baseline {','.join(BASELINES)})")
-        syn = load_synthetic_set(syn_path) if syn_path else None
+        syn = load_synset(syn_path) if syn_path else None
         data = load_data(cfg)
         ctx = make_context(cfg, env, data)
         ev = cfg.evaluate

@@ -14,9 +14,9 @@ from typing import Dict, List, Sequence
 import torch
 
 from utils.config_schema import Config
-from utils.distributed import derive_seed
+from utils.seeding import derive_seed
 from utils.experts import load_expert_weights
-from utils.model import TextClassifier, build_classifier
+from utils.model import TextClassifier, build_classifier, freeze
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ def choose_expert(seed: int, iteration: int, num_experts: int, interp_range: Seq
 class ExpertPool:
     def __init__(self, cfg: Config, nclass: int, device: torch.device):
         self.num = cfg.pretrain.num_premodel
-        self.cfg, self.device = cfg, device
+        self.cfg, self.device, self.nclass = cfg, device, nclass
         final_epoch = cfg.pretrain.epochs
         self.init: List[Dict[str, torch.Tensor]] = []
         self.final: List[Dict[str, torch.Tensor]] = []
@@ -52,12 +52,15 @@ class ExpertPool:
         logger.info("expert pool: %d experts (initial and final weights) in memory", self.num)
 
     @staticmethod
-    def _frozen(cfg: Config, nclass: int, device: torch.device) -> TextClassifier:
-        model = build_classifier(cfg.network, nclass, pretrained=False).to(device)
-        model.eval()  # no dropout: matching and calibration are deterministic
-        for p in model.parameters():
-            p.requires_grad_(False)
-        return model
+    def _frozen(cfg: Config, nclass: int, device: torch.device, eager: bool = False
+                ) -> TextClassifier:
+        # frozen: no dropout (matching and calibration are deterministic), no parameter gradients
+        return freeze(build_classifier(cfg.network, nclass, pretrained=False,
+                                       eager_attention=eager).to(device))
+
+    def use_eager_attention(self) -> None:
+        """Rebuild the interval model with eager attention (second-order gradients)."""
+        self.match_model = self._frozen(self.cfg, self.nclass, self.device, eager=True)
 
     @torch.no_grad()
     def load_interval(self, choice: ExpertChoice) -> TextClassifier:

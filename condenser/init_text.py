@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import torch
 
-from condenser.synthetic import ClassData, InitContext, _labels_for, _real_ids
-from utils.distributed import derive_seed
+from condenser.init_context import InitContext, from_indices, labels_for, real_ids
+from utils.seeding import derive_seed
+from utils.synset import ClassData
 
 
 def _content_positions(ids: torch.Tensor, mask: torch.Tensor, special: set) -> torch.Tensor:
@@ -62,10 +63,10 @@ def _fill(token: int, strategy: str, k: int, table_n: torch.Tensor, class_probs:
     raise ValueError(f"unknown fill_strategy {strategy!r} (nearest, class_vocab)")
 
 
-def init_mask_fill(ctx: InitContext, c: int, ipc: int) -> ClassData:
+def init_mask_fill(ctx: InitContext, c: int, ipc: int, factor: int = 1) -> ClassData:
     o = ctx.options
-    gen = torch.Generator().manual_seed(derive_seed(ctx.seed, "init", c))
-    idx = _real_ids(ctx, c, ipc, gen)
+    gen = torch.Generator().manual_seed(ctx.class_seed(c))
+    idx = real_ids(ctx, c, ipc, ctx.class_seed(c))
     ids = ctx.train.input_ids[idx].clone()                            # [ipc, L]
     mask = ctx.train.attention_mask[idx].clone()
     cls_counts, all_counts = class_token_counts(ctx, c)
@@ -81,17 +82,16 @@ def init_mask_fill(ctx: InitContext, c: int, ipc: int) -> ClassData:
         for pos in _choose_positions(content, ids[i], n_mask, o.mask_strategy, specificity, gen):
             ids[i, pos] = _fill(int(ids[i, pos]), o.fill_strategy, o.fill_candidates, table_n,
                                 class_probs, gen)
-    return ClassData(ctx.word_embeddings[ids].clone(), mask, _labels_for(ctx, c, idx, ipc))
+    return ClassData(ctx.word_embeddings[ids].clone(), mask, labels_for(ctx, c, idx, ipc))
 
 
-def init_manifold(ctx: InitContext, c: int, ipc: int) -> ClassData:
+def init_manifold(ctx: InitContext, c: int, ipc: int, factor: int = 1) -> ClassData:
     from sklearn.cluster import KMeans
     from sklearn.decomposition import PCA
 
     pool = ctx.train.class_indices[c]
     if len(pool) < ipc:                                               # too few samples to cluster
-        return _from_indices(ctx, c, _real_ids(ctx, c, ipc, torch.Generator().manual_seed(
-            derive_seed(ctx.seed, "init", c))))
+        return from_indices(ctx, c, real_ids(ctx, c, ipc, ctx.class_seed(c)))
     ids, mask = ctx.train.input_ids[pool], ctx.train.attention_mask[pool]
     emb = ctx.word_embeddings[ids]                                    # [N_c, L, H]
     m = mask.unsqueeze(-1).float()
@@ -108,10 +108,5 @@ def init_manifold(ctx: InitContext, c: int, ipc: int) -> ClassData:
                 used.add(int(j))
                 chosen.append(int(j))
                 break
-    return _from_indices(ctx, c, pool[torch.tensor(chosen)])
+    return from_indices(ctx, c, pool[torch.tensor(chosen)])
 
-
-def _from_indices(ctx: InitContext, c: int, idx: torch.Tensor) -> ClassData:
-    ids = ctx.train.input_ids[idx]
-    return ClassData(ctx.word_embeddings[ids].clone(), ctx.train.attention_mask[idx].clone(),
-                     _labels_for(ctx, c, idx, len(idx)))

@@ -12,18 +12,16 @@ from utils.plots import pyplot, save_figure
 
 
 def plot_loss_curve(history: List[dict], path: Path) -> None:
-    """Matching and calibration loss per iteration (one panel each), written atomically."""
+    """Each loss term's value per iteration (one panel each), written atomically."""
     plt = pyplot()
 
     if not history:
         return
     its = [h["iteration"] for h in history]
-    panels = [("match_loss", "matching loss (sum over classes)"),
-              ("calib_loss", "calibration loss (sum over classes)")]
-    if "traj_loss" in history[-1]:
-        panels.append(("traj_loss", "trajectory loss (normalised distance)"))
-    if all(h.get("match_loss", 0.0) == 0.0 for h in history):      # trajectory-only run
-        panels = panels[1:]
+    titles = {"match_loss": "matching loss (sum over classes)",
+              "calib_loss": "calibration loss (sum over classes)",
+              "traj_loss": "trajectory loss (normalised distance)"}
+    panels = [(k, titles.get(k, k.replace("_", " "))) for k in history[-1] if k.endswith("_loss")]
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
     for ax, (key, title) in zip(axes[0], panels):
         values = [h.get(key, float("nan")) for h in history]

@@ -31,8 +31,11 @@ import torch
 import torch.distributed as dist
 from torch.func import functional_call
 
-from utils.distributed import derive_seed
-from utils.training import classification_loss
+from condenser.objectives import Objective, ObjectiveContext, register_objective
+from condenser.synthetic import SyntheticShard
+from utils.errors import UserError
+from utils.seeding import derive_seed
+from utils.training import label_loss
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +91,8 @@ def gradient_importance(model, params: Dict[str, torch.Tensor], input_ids, mask,
     """Per-tensor mean |grad| of the classification loss on a real batch."""
     p = {n: t.detach().requires_grad_(True) for n, t in params.items()}
     logits = functional_call(model, p, kwargs={"input_ids": input_ids, "attention_mask": mask}).logits
-    grads = torch.autograd.grad(classification_loss(logits, labels), list(p.values()), allow_unused=True)
+    loss = label_loss(logits, labels, multilabel=labels.dim() == 2)      # real labels: 2-D = sets
+    grads = torch.autograd.grad(loss, list(p.values()), allow_unused=True)
     return {n: (g.abs().mean().item() if g is not None else 0.0) for n, g in zip(p, grads)}
 
 
@@ -117,6 +121,7 @@ class SyntheticBatch:
     mask: torch.Tensor     # [M, L]
     labels: torch.Tensor   # [M] or [M, C]
     leaves: List[torch.Tensor]  # the learnable tensors `embeds` is computed from
+    multilabel: bool = False    # [M, C] labels are label sets (BCE), not soft labels
 
 
 class _AllReduceSum(torch.autograd.Function):
@@ -148,11 +153,7 @@ def _student_grads(model, fixed: Dict[str, torch.Tensor], learn: Dict[str, torch
     """Gradient of the mean loss over the WHOLE synthetic set (all ranks) w.r.t. `learn`."""
     logits = functional_call(model, {**fixed, **learn},
                              kwargs={"inputs_embeds": batch.embeds, "attention_mask": batch.mask}).logits
-    if batch.labels.dim() == 2:
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(
-            logits, batch.labels.float(), reduction="sum") / batch.labels.shape[1]
-    else:
-        loss = torch.nn.functional.cross_entropy(logits, batch.labels, reduction="sum")
+    loss = label_loss(logits, batch.labels, batch.multilabel, reduction="sum")
     loss = loss / total_examples                                       # this rank's share of the mean
     params = list(learn.values())
     grads = torch.autograd.grad(loss, params, create_graph=create_graph, allow_unused=True)
@@ -214,7 +215,7 @@ def backward_tesla(model, fixed, start, target, batch: SyntheticBatch, syn_lr: t
     batch.embeds and syn_lr and returns the distance."""
     names = list(start)
     lr = syn_lr.detach()
-    frozen = SyntheticBatch(batch.embeds.detach(), batch.mask, batch.labels, [])
+    frozen = SyntheticBatch(batch.embeds.detach(), batch.mask, batch.labels, [], batch.multilabel)
     # pass 1: theta_N, no graph kept between steps
     theta = {n: t.detach() for n, t in start.items()}
     for _ in range(syn_steps):
@@ -255,14 +256,23 @@ def choose_trajectory(seed: int, iteration: int, num_experts: int, max_start: in
     return TrajectoryChoice(rng.randrange(num_experts), rng.randint(0, max_start))
 
 
-class TrajectoryObjective:
-    """The trajectory-matching term of a condensation iteration, with its learnable syn_lr."""
+@register_objective("trajectory")
+class TrajectoryObjective(Objective):
+    """The trajectory-matching term of a condensation iteration, with its learnable syn_lr. Its
+    value is the normalised distance, the same on every rank (replicated)."""
+    metric_key = "traj_loss"
+    replicated = True
+    needs_eager_attention = True     # the unroll differentiates through gradients
 
-    def __init__(self, cfg, pool, train, device: torch.device, total_examples: int):
+    def __init__(self, ctx: ObjectiveContext, weight: float):
+        super().__init__(ctx, weight)
+        cfg, pool, train, device = ctx.cfg, ctx.pool, ctx.train, ctx.env.device
         c = cfg.condense
-        self.cfg, self.pool, self.device, self.total = cfg, pool, device, total_examples
+        per_seq = c.factor if c.decode_type == "multi" else 1
+        self.cfg, self.pool, self.device = cfg, pool, device
+        self.total = len(ctx.classes) * c.ipc * per_seq
         if cfg.pretrain.epochs < c.expert_epochs:
-            raise ValueError(f"condense.expert_epochs={c.expert_epochs} needs experts trained for at "
+            raise UserError(f"condense.expert_epochs={c.expert_epochs} needs experts trained for at "
                              f"least that many epochs (pretrain.epochs={cfg.pretrain.epochs})")
         self.max_start = min(c.max_start_epoch, cfg.pretrain.epochs - c.expert_epochs)
         model = pool.match_model
@@ -292,21 +302,44 @@ class TrajectoryObjective:
             return gradient_importance(model, params, ids, mask, train.labels[idx].to(self.device))
         return activation_importance(model, params, ids, mask)
 
-    def backward(self, iteration: int, batch: SyntheticBatch, weight: float) -> tuple[float, TrajectoryChoice]:
+    def _local_batch(self, shard: SyntheticShard) -> SyntheticBatch:
+        """All of this rank's decoded synthetic examples, for the student unroll."""
+        ml = self.ctx.multilabel
+        parts = [self.ctx.decoded(shard, c) for c in self.ctx.my_classes]
+        if not parts:      # a rank without classes still joins the collectives, with no examples
+            c = self.cfg.condense
+            L = self.ctx.train.input_ids.shape[1]
+            L = L // c.factor if c.decode_type == "multi" else L
+            H = self.pool.match_model.hidden_size
+            empty = torch.zeros(0, L, H, device=self.device, requires_grad=True)
+            labels = (torch.zeros(0, self.ctx.train.labels.shape[1], device=self.device)
+                      if self.ctx.train.labels.dim() == 2 else
+                      torch.zeros(0, dtype=torch.long, device=self.device))
+            return SyntheticBatch(empty, torch.zeros(0, L, dtype=torch.long, device=self.device),
+                                  labels, [empty], ml)
+        return SyntheticBatch(torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]),
+                              torch.cat([p[2] for p in parts]), shard.parameters(), ml)
+
+    def backward(self, it: int, shard: SyntheticShard) -> float:
         """Accumulate weight * trajectory-loss gradients into the data and syn_lr."""
         c = self.cfg.condense
-        choice = choose_trajectory(self.cfg.run.seed, iteration, self.pool.num, self.max_start)
+        choice = choose_trajectory(self.cfg.run.seed, it, self.pool.num, self.max_start)
         start_all = self.pool.epoch_weights(choice.expert, choice.start_epoch)
         target_all = self.pool.epoch_weights(choice.expert, choice.start_epoch + c.expert_epochs)
         start = {n: start_all[n] for n in self.names}
         target = {n: target_all[n] for n in self.names}
         fixed = {n: t for n, t in start_all.items() if n not in start}
         self.lr_optimizer.zero_grad(set_to_none=True)
-        distance = UNROLLS[c.unroll](self.pool.match_model, fixed, start, target, batch,
-                                     self.syn_lr, c.syn_steps, self.total, weight)
-        return distance, choice
+        self._choice = choice
+        return UNROLLS[c.unroll](self.pool.match_model, fixed, start, target,
+                                 self._local_batch(shard), self.syn_lr, c.syn_steps, self.total,
+                                 self.weight)
 
-    def step(self) -> None:
+    def info(self) -> dict:
+        return {"syn_lr": self.syn_lr.item(), "traj_expert": self._choice.expert,
+                "start_epoch": self._choice.start_epoch}
+
+    def after_step(self) -> None:
         self.lr_optimizer.step()
         with torch.no_grad():
             self.syn_lr.clamp_(min=1e-8)       # a learning rate stays positive

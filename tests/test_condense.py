@@ -11,6 +11,7 @@ from condense import condense_script_text, pretrain_script_text
 from condenser.checkpoint import complete_checkpoints
 from condenser.condenser import Condenser
 from condenser.expert_pool import ExpertPool
+from condenser.objectives import FeatureMatching
 from tests.conftest import SMOKE
 from utils.config import load_config
 from utils.distributed import DistEnv
@@ -73,9 +74,9 @@ def test_resume_matches_uninterrupted_run(tmp_path, smoke_experts):
     assert [h["match_loss"] for h in ha] == [h["match_loss"] for h in hb]
     sa = torch.load(full / "checkpoints" / "iter_000006" / "state.pt", weights_only=True)
     sb = torch.load(parts / "checkpoints" / "iter_000006" / "state.pt", weights_only=True)
-    for k, v in sa["sampling_net"].items():
-        assert torch.equal(v, sb["sampling_net"][k])
-    assert torch.equal(sa["trajectory"]["syn_lr"], sb["trajectory"]["syn_lr"])
+    for k, v in sa["terms"]["match_loss"]["sampling_net"].items():
+        assert torch.equal(v, sb["terms"]["match_loss"]["sampling_net"][k])
+    assert torch.equal(sa["terms"]["traj_loss"]["syn_lr"], sb["terms"]["traj_loss"]["syn_lr"])
     assert [h["traj_loss"] for h in ha] == [h["traj_loss"] for h in hb]
 
 
@@ -119,6 +120,10 @@ def test_init_load_continues_from_saved_set(tmp_path, smoke_experts, method):
     assert not (third / "distilled_data").exists()
 
 
+def sampling_net(cond: Condenser):
+    return next(t for t in cond.terms if isinstance(t, FeatureMatching)).sampling_net
+
+
 def test_sampling_net_moves_against_the_data(smoke_experts):
     cfg = load_config(SMOKE, [("pretrain.expert_dir", smoke_experts),
                               ("condense.sampling_net", True), ("condense.iter_calib", 0),
@@ -129,16 +134,16 @@ def test_sampling_net_moves_against_the_data(smoke_experts):
     cond = Condenser(cfg, env, data.train, pool, list(range(5)))
     cond.initialize("random", cond.init_context(data.tokenizer, 5, False))
     x0 = {c: cond.shard.data[c].embeds.detach().clone() for c in range(5)}
-    net0 = {k: v.clone() for k, v in cond.sampling_net.state_dict().items()}
+    net0 = {k: v.clone() for k, v in sampling_net(cond).state_dict().items()}
     loss0 = cond.match_loss_at(0)
     cond.step()
     x1 = {c: cond.shard.data[c].embeds.detach().clone() for c in range(5)}
-    net1 = {k: v.clone() for k, v in cond.sampling_net.state_dict().items()}
+    net1 = {k: v.clone() for k, v in sampling_net(cond).state_dict().items()}
 
     def loss_with(x, net):
         for c in range(5):
             cond.shard.data[c].embeds.data.copy_(x[c])
-        cond.sampling_net.load_state_dict(net)
+        sampling_net(cond).load_state_dict(net)
         return cond.match_loss_at(0)
 
     assert loss_with(x1, net0) < loss0        # the data step lowers the loss
@@ -182,9 +187,10 @@ def test_bad_dataset_name_fails_cleanly_and_keeps_outputs(tmp_path, smoke_expert
 
 
 def test_log_line_shows_the_terms_of_the_method():
-    base = {"match_loss": 0.0, "calib_loss": 0.0, "lr": 1e-3, "lam": None, "expert": 1, "seconds": 2.0}
-    traj = condense_script_text.format_record({**base, "traj_loss": 0.9, "traj_expert": 1,
+    base = {"calib_loss": 0.5, "lr": 1e-3, "calib_expert": 1, "seconds": 2.0}
+    traj = condense_script_text.format_record({"traj_loss": 0.9, **base, "traj_expert": 1,
                                                 "start_epoch": 0, "syn_lr": 0.01})
-    assert "match" not in traj and "traj 0.90000 (expert 1, epoch 0)" in traj
-    ncfm = condense_script_text.format_record({**base, "match_loss": 12.5, "lam": 0.25})
+    assert "match" not in traj and "trajectory expert 1 epoch 0" in traj and "traj 0.90000" in traj
+    assert "calibration expert 1" in traj
+    ncfm = condense_script_text.format_record({"match_loss": 12.5, **base, "expert": 1, "lam": 0.25})
     assert "match 12.50000" in ncfm and "expert 1 lam 0.250" in ncfm and "traj" not in ncfm

@@ -11,9 +11,8 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from utils.distributed import (DistEnv, all_gather_objects, all_reduce_sum, broadcast_object,
-                               derive_seed, init_distributed, launched_by_torchrun,
-                               ownership_table, rng_state, set_rng_state, shard_range)
+from utils.distributed import (DistEnv, all_gather_objects, all_reduce_sum, broadcast_object, init_distributed, launched_by_torchrun, ownership_table, shard_range)
+from utils.seeding import derive_seed, rng_state, set_rng_state
 
 
 # ---------------------------------------------------------------------------------- sharding
@@ -64,7 +63,7 @@ def test_derive_seed():
 def test_derive_seed_same_in_every_process():
     """Ranks are separate processes with their own hash seed: the derived seed must not depend
     on it (no use of hash())."""
-    code = "from utils.distributed import derive_seed; print(derive_seed(5, 'real', 2, 'c'))"
+    code = "from utils.seeding import derive_seed; print(derive_seed(5, 'real', 2, 'c'))"
     outs = set()
     for hash_seed in ("1", "2"):
         env = {**os.environ, "PYTHONHASHSEED": hash_seed}

@@ -11,10 +11,11 @@ from condense import condense_script_text, evaluate_script_text
 from tests.conftest import SMOKE, torchrun
 from utils.config import load_config
 from utils.distributed import DistEnv
-from utils.evaluation import (BASELINES, expert_features, load_feature_expert, make_context,
-                              read_results_table)
+from evaluation.protocol import BASELINES, make_context
+from evaluation.results import read_results_table
+from evaluation.selectors import (expert_features, herding_select, kcenter_select,
+                                  load_feature_expert, select_baseline)
 from utils.runtime import load_data
-from utils.selection import herding_select, kcenter_select, select_baseline
 
 SMALL = ["--set", "evaluate.num_eval=2", "--set", "evaluate.steps=4", "--set",
          "evaluate.eval_every=2", "--set", "evaluate.full_steps=6", "--set", "evaluate.lr=0.001"]

@@ -6,7 +6,7 @@ import torch
 from safetensors.torch import load_file
 
 from condenser.init_text import class_token_counts, init_manifold, init_mask_fill
-from condenser.synthetic import InitContext
+from condenser.init_context import InitContext
 from utils.config_schema import CondenseConfig, DatasetConfig, NetworkConfig
 from utils.data import load_text_dataset, tokenize_dataset
 from utils.model import load_tokenizer, packaged_minilm_dir
@@ -45,7 +45,7 @@ def test_mask_fill_replaces_the_asked_fraction(parts, mask_strategy, fill_strate
     assert torch.equal(data.embeds, again.embeds)                       # seeded
     ids = token_ids(data, table)
     # the same real samples as the 'random' init picks, with some tokens replaced
-    from condenser.synthetic import init_random
+    from condenser.init import init_random
     orig = token_ids(init_random(ctx, 2, 3), table)
     assert torch.equal(data.mask, init_random(ctx, 2, 3).mask)
     special = {tok.cls_token_id, tok.sep_token_id, tok.pad_token_id}

@@ -78,8 +78,31 @@ def test_layer_features(tiny, batch):
     assert only.hidden_states is None and only.features.shape == (1, 4, 32)
 
 
-def test_attentions(tiny, batch):
+def test_attention_maps_need_eager_attention(tiny, batch):
+    """The default (fused SDPA) model refuses to return attention maps instead of returning None."""
     ids, mask = batch
+    assert tiny.encoder.config._attn_implementation == "sdpa"
+    with pytest.raises(ValueError, match="eager_attention=True"):
+        tiny(input_ids=ids, attention_mask=mask, output_attentions=True)
+
+
+def test_sdpa_and_eager_give_the_same_logits(batch):
+    ids, mask = batch
+    torch.manual_seed(0)
+    sdpa = build_classifier(NetworkConfig(model_path="random"), num_labels=3).eval()
+    eager = build_classifier(NetworkConfig(model_path="random"), num_labels=3,
+                             eager_attention=True).eval()
+    eager.load_state_dict(sdpa.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(sdpa(input_ids=ids, attention_mask=mask).logits,
+                                   eager(input_ids=ids, attention_mask=mask).logits,
+                                   atol=1e-5, rtol=1e-4)
+
+
+def test_attentions(batch):
+    ids, mask = batch
+    tiny = build_classifier(NetworkConfig(model_path="random"), num_labels=3,
+                            eager_attention=True).eval()
     with torch.no_grad():
         out = tiny(input_ids=ids, attention_mask=mask, output_attentions=True)
     heads = tiny.encoder.config.num_attention_heads

@@ -14,7 +14,7 @@ def setup(subset="top_k", ratio=0.5, seed=0):
     torch.manual_seed(seed)
     net = NetworkConfig(model_path="random", random_layers=2, random_hidden=16, random_heads=2,
                         random_intermediate=32, dropout=0.0)
-    model = build_classifier(net, 3, vocab_size=50).double().eval()
+    model = build_classifier(net, 3, vocab_size=50, eager_attention=True).double().eval()
     params = {n: p.detach().clone() for n, p in model.named_parameters()}
     names = select_subset(list(params), subset, ratio, num_layers=2)
     start = {n: params[n] for n in names}

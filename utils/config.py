@@ -15,6 +15,7 @@ from typing import Any, Iterable, Optional, Sequence
 
 import yaml
 
+from utils.errors import UserError
 from utils.config_schema import Config
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -22,7 +23,7 @@ DEFAULTS = "defaults"
 CLI = "command line"
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A configuration problem, with the key and the source that caused it."""
 
 
@@ -80,6 +81,8 @@ def read_yaml_chain(path: str | os.PathLike, prov: dict, _seen: tuple = ()) -> d
 
 def _type_name(tp) -> str:
     origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return "a mapping {" + ", ".join(f.name for f in dataclasses.fields(tp)) + "}"
     if origin is typing.Literal:
         return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
     if origin is typing.Union:
@@ -103,6 +106,8 @@ def _coerce(value: Any, tp, where: str):
         if value not in typing.get_args(tp):
             raise bad
         return value
+    if dataclasses.is_dataclass(tp):
+        return _build_section(tp, value, where)
     if origin in (list, typing.List):
         (inner,) = typing.get_args(tp)
         if not isinstance(value, list):
@@ -133,6 +138,21 @@ def _coerce(value: Any, tp, where: str):
             raise bad
         return value
     raise TypeError(f"unsupported schema type {tp}")
+
+
+def _build_section(cls, value: Any, where: str):
+    """A nested mapping (e.g. one entry of condense.objectives) checked against its dataclass."""
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: expected {_type_name(cls)}, got {value!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    for key in value:
+        if key not in fields:
+            raise ConfigError(f"{where}: unknown key '{key}' (allowed: {', '.join(sorted(fields))})")
+    obj = cls(**{k: _coerce(v, hints[k], f"{where}.{k}") for k, v in value.items()})
+    for key, message in (obj.check() if hasattr(obj, "check") else ()):
+        raise ConfigError(f"{where}.{key} = {getattr(obj, key)!r}: {message}")
+    return obj
 
 
 def _resolve_path(value: Optional[str], source: str) -> Optional[str]:
@@ -217,38 +237,46 @@ def load_config(config_path: Optional[str] = None, overrides: Sequence[tuple[str
 
 # -------------------------------------------------------------------------------------- the CLI
 
-# flag -> config key, for the flags the research code had (they keep their meaning)
-FLAG_KEYS = {
-    "ipc": "condense.ipc",
-    "init": "condense.init",
-    "load_path": "condense.load_path",
-    "sampling_net": "condense.sampling_net",
-    "debug": "run.debug",
-    "tf32": "run.tf32",
-    "gpu": "run.gpu",
-    "output_dir": "run.output_dir",
-    "seed": "run.seed",
-}
+def schema_flags() -> dict:
+    """flag -> (section.key, field, type) for every schema field declared with `flag=...`."""
+    out = {}
+    for sec in dataclasses.fields(Config):
+        cls = sec.default_factory
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if f.metadata.get("flag"):
+                out[f.metadata["flag"]] = (f"{sec.name}.{f.name}", f, hints[f.name])
+    return out
+
+
+# flag -> config key (generated from the schema)
+FLAG_KEYS = {flag: dotted for flag, (dotted, _, _) in schema_flags().items()}
+
+
+def _scalar(tp):
+    """The argparse type of a flag's annotation (Optional[X] -> X)."""
+    if typing.get_origin(tp) is typing.Union:
+        (tp,) = [a for a in typing.get_args(tp) if a is not type(None)]
+    if typing.get_origin(tp) is typing.Literal:
+        return str, list(typing.get_args(tp))
+    return tp, None
 
 
 def make_parser(description: str) -> argparse.ArgumentParser:
-    """The flags every entry script shares. Scripts may add their own before parsing."""
+    """The flags every entry script shares, generated from the schema (fields with `flag=`), plus
+    --config_path and --set. Scripts may add their own (non-config) flags before parsing."""
     p = argparse.ArgumentParser(description=description,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--config_path", default=None,
                    help="YAML config (e.g. config/ipc10/bbc.yaml); without it, schema defaults.")
-    p.add_argument("--ipc", type=int, default=None, help="Synthetic samples per class (condense.ipc).")
-    p.add_argument("--init", default=None, help="Initialisation of the synthetic data (condense.init).")
-    p.add_argument("--load_path", default=None, help="Saved synthetic set (condense.load_path).")
-    p.add_argument("--sampling_net", action=argparse.BooleanOptionalAction, default=None,
-                   help="Adversarial frequency sampling network (condense.sampling_net).")
-    p.add_argument("--debug", action=argparse.BooleanOptionalAction, default=None,
-                   help="Few classes, few iterations, frequent logs (run.debug).")
-    p.add_argument("--tf32", action=argparse.BooleanOptionalAction, default=None,
-                   help="TF32 matmuls on CUDA (run.tf32).")
-    p.add_argument("--gpu", default=None, help="Visible CUDA devices, e.g. '0,1' (run.gpu).")
-    p.add_argument("--output_dir", default=None, help="Output folder (run.output_dir).")
-    p.add_argument("--seed", type=int, default=None, help="Global seed (run.seed).")
+    for flag, (dotted, f, tp) in schema_flags().items():
+        help_text = f"{f.metadata['help']} ({dotted})"
+        kind, choices = _scalar(tp)
+        if kind is bool:
+            p.add_argument(f"--{flag}", action=argparse.BooleanOptionalAction, default=None,
+                           help=help_text)
+        else:
+            p.add_argument(f"--{flag}", type=kind, choices=choices, default=None, help=help_text)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="Override any config key; repeatable, e.g. --set condense.niter=5.")
     return p

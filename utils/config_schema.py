@@ -15,9 +15,11 @@ from dataclasses import dataclass, field
 from typing import List, Literal, Optional
 
 
-def _f(default, help: str, path: bool = False, **kw):
-    """A dataclass field carrying its help text (and whether it is a path)."""
-    meta = {"help": help, "path": path}
+def _f(default, help: str, path: bool = False, flag: Optional[str] = None, **kw):
+    """A dataclass field carrying its help text, whether it is a path, and its command-line flag
+    (`flag="ipc"` makes `--ipc` set this key in every entry script; `utils.config.make_parser`
+    builds the flags from these fields, so flags, keys and help cannot drift apart)."""
+    meta = {"help": help, "path": path, "flag": flag}
     if isinstance(default, list):
         return field(default_factory=lambda d=default: list(d), metadata=meta, **kw)
     return field(default=default, metadata=meta, **kw)
@@ -140,14 +142,35 @@ class OptimizationConfig:
 
 
 @dataclass
+class ObjectiveSpec:
+    name: str = _f("feature_match", "A registered objective ('feature_match', 'calibration', "
+                   "'trajectory', or one registered with condenser.objectives.register_objective), "
+                   "or a registered distribution metric ('ncfm', 'mmd'): feature matching with it.")
+    weight: float = _f(1.0, "Weight of the term in the condensation loss.")
+
+    def check(self):
+        if not self.name:
+            yield "name", "must name an objective"
+        if self.weight < 0:
+            yield "weight", "must be >= 0"
+
+
+@dataclass
 class CondenseConfig:
     method: Literal["ncfm", "trajectory", "combined"] = _f(
         "ncfm", "Condensation objective: NCFM feature matching, trajectory matching (MTT-style), "
         "or both ('combined': NCFM + trajectory_weight * trajectory).")
-    ipc: int = _f(10, "Synthetic sequences per class.")
+    objectives: List[ObjectiveSpec] = _f([], "Terms of the condensation loss, e.g. [{name: ncfm, "
+                                         "weight: 1}, {name: calibration, weight: 1}]. Empty: the "
+                                         "terms `method` stands for (ncfm: feature matching + "
+                                         "calibration; trajectory: trajectory + calibration; "
+                                         "combined: all three, trajectory weighted by "
+                                         "trajectory_weight; calibration weighted by calib_weight "
+                                         "and only when iter_calib > 0).")
+    ipc: int = _f(10, "Synthetic sequences per class.", flag="ipc")
     niter: int = _f(500, "Optimisation iterations.")
     init: Literal["random", "noise", "mix", "mask_fill", "manifold", "load"] = _f(
-        "random", "Initialisation: 'random' real samples of the class, 'noise' Gaussian matched "
+        "random", flag="init", help="Initialisation: 'random' real samples of the class, 'noise' Gaussian matched "
         "to the embedding statistics, 'mix' each sequence packed with `factor` real snippets, "
         "'mask_fill' real samples with a fraction of tokens replaced, 'manifold' the real samples "
         "nearest to k-means centres in a PCA space, 'load' a saved synthetic set (load_path).")
@@ -164,16 +187,19 @@ class CondenseConfig:
     decode_type: Literal["single", "multi"] = _f(
         "single", "'multi' decodes each packed sequence into `factor` training examples (one per "
         "snippet); 'single' uses the whole sequence as one example.")
-    load_path: Optional[str] = _f(None, "Saved synthetic set (syn_data_<iter>.pth) for init 'load'.",
-                                  path=True)
-    sampling_net: bool = _f(False, "Learn the CF frequencies adversarially (min-max).")
+    load_path: Optional[str] = _f(None, "Saved synthetic set (syn_data_<iter>.pth): the start of "
+                                  "init 'load', or the set that evaluation/distillation reads.",
+                                  path=True, flag="load_path")
+    sampling_net: bool = _f(False, "Learn the CF frequencies adversarially (min-max).",
+                            flag="sampling_net")
     num_freqs: int = _f(512, "Frequencies at which characteristic functions are compared.")
     freq_scale: float = _f(1.0, "Standard deviation of the Gaussian frequencies.")
     alpha_for_loss: float = _f(0.5, "Weight of the CF amplitude term.")
     beta_for_loss: float = _f(0.5, "Weight of the CF phase term.")
     loss_scale: float = _f(100.0, "Multiplier of the matching loss (the research code's "
                            "hard-coded constant).")
-    dis_metrics: Literal["NCFM", "MMD"] = _f("NCFM", "Distribution metric for feature matching.")
+    dis_metrics: str = _f("NCFM", "Distribution metric of the feature-matching objective: a metric "
+                          "registered in the NCFM package ('NCFM', 'MMD', or your own).")
     iter_calib: int = _f(1, "Calibration steps per iteration (0 disables calibration).")
     calib_weight: float = _f(1.0, "Weight of the calibration loss (cross-entropy of the final "
                              "expert on the synthetic data; BCE for multi-label).")
@@ -259,7 +285,7 @@ class EvaluateConfig:
                              "validation (stratified, seeded by run.seed); these samples are also "
                              "excluded from the baselines' selection pools.")
     eval_model_path: Optional[str] = _f(
-        None, "Encoder of the evaluation classifiers (cross-architecture check): a local model "
+        None, flag="eval_model_path", help="Encoder of the evaluation classifiers (cross-architecture check): a local model "
         "folder, an alias such as 'all-MiniLM-L6-v2', or 'random' (the small test BERT). It must "
         "have the synthetic set's hidden size. Null: network.model_path.")
     projection: Literal["pca", "tsne"] = _f("pca", "2-D projection of the expert features in "
@@ -291,13 +317,16 @@ class EvaluateConfig:
 
 @dataclass
 class RunConfig:
-    seed: int = _f(0, "Seed of python, numpy and torch (and of the condensation's sampling).")
+    seed: int = _f(0, "Seed of python, numpy and torch (and of the condensation's sampling).",
+                   flag="seed")
     output_dir: Optional[str] = _f(None, "Output folder; default results/<stage>/<dataset>/ipc<ipc>/"
-                                   "<run_name>.", path=True)
+                                   "<run_name> (stage 1: the root of the expert folders, "
+                                   "pretrain.expert_dir, unless that is set explicitly).",
+                                   path=True, flag="output_dir")
     run_name: str = _f("default", "Name of the run folder under the default output_dir.")
-    debug: bool = _f(False, "Few classes, few iterations, frequent logs.")
-    tf32: bool = _f(True, "Allow TF32 matmuls (CUDA only; ignored on CPU).")
-    gpu: Optional[str] = _f(None, "Visible CUDA devices, e.g. '0,1' (harmless on CPU).")
+    debug: bool = _f(False, "Few classes, few iterations, frequent logs.", flag="debug")
+    tf32: bool = _f(True, "Allow TF32 matmuls (CUDA only; ignored on CPU).", flag="tf32")
+    gpu: Optional[str] = _f(None, "Visible CUDA devices, e.g. '0,1' (harmless on CPU).", flag="gpu")
     log_level: Literal["debug", "info", "warning"] = _f("info", "Log level of rank 0 (other ranks "
                                                         "log warnings only).")
 

@@ -26,6 +26,7 @@ from typing import List, Optional, Sequence, Union
 import numpy as np
 import torch
 
+from utils.errors import UserError
 from utils.config_schema import DatasetConfig
 from utils.io import atomic_save_safetensors, load_safetensors
 
@@ -35,7 +36,7 @@ Label = Union[int, List[int]]
 TABLE_EXTS = (".csv", ".tsv", ".jsonl", ".json", ".parquet")
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """The dataset cannot be read as configured; the message says what to change."""
 
 

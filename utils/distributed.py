@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 from dataclasses import dataclass
 from typing import Any, List, Optional
 
-import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -112,47 +110,21 @@ def all_gather_objects(obj: Any) -> List[Any]:
     return out
 
 
+def gather_objects_to_main(obj: Any) -> Optional[List[Any]]:
+    """Every rank's object on rank 0, in rank order (None on the other ranks); a collective."""
+    if not _active():
+        return [obj]
+    out: Optional[List[Any]] = [None] * dist.get_world_size() if dist.get_rank() == 0 else None
+    dist.gather_object(obj, out, dst=0)
+    return out
+
+
 def broadcast_object(obj: Any, src: int = 0) -> Any:
     if not _active():
         return obj
     box = [obj]
     dist.broadcast_object_list(box, src=src)
     return box[0]
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % (2 ** 32))
-    torch.manual_seed(seed)
-
-
-def rng_state() -> dict:
-    """Python, numpy and torch RNG states as tensors/plain values (loadable with weights_only)."""
-    py = random.getstate()
-    np_state = np.random.get_state()
-    return {
-        "python": [py[0], list(py[1]), py[2]],
-        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), int(np_state[2]),
-                  int(np_state[3]), float(np_state[4])],
-        "torch": torch.get_rng_state(),
-    }
-
-
-def set_rng_state(state: dict) -> None:
-    py = state["python"]
-    random.setstate((py[0], tuple(py[1]), py[2]))
-    npst = state["numpy"]
-    np.random.set_state((npst[0], npst[1].numpy().astype(np.uint32), npst[2], npst[3], npst[4]))
-    torch.set_rng_state(state["torch"])
-
-
-def derive_seed(*parts) -> int:
-    """A 63-bit seed from a tuple (e.g. run seed, purpose, iteration, class); the same on every
-    rank and for every world size, so sampling never depends on how classes are distributed."""
-    import hashlib
-
-    digest = hashlib.sha256(repr(parts).encode()).digest()
-    return int.from_bytes(digest[:8], "little") & (2 ** 63 - 1)
 
 
 def peak_memory_mb(device: torch.device) -> dict:

@@ -2,7 +2,7 @@
 
 Layout of one expert set (`expert_set_dir(cfg)`):
 
-    <pretrain.expert_dir>/<dataset>/<model>-len<max_length>/
+    <pretrain.expert_dir>/<dataset>/<model>-len<max_length>-<fingerprint hash>/
         expert_<k>/                   k = 0 .. num_premodel-1, trained with seed pretrain.seed + k
             epoch_0.safetensors       initial weights (pretrained encoder + fresh head)
             epoch_<e>.safetensors     weights after epoch e = 1 .. pretrain.epochs
@@ -16,6 +16,8 @@ resumes half-done ones from their last finished epoch.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
 from pathlib import Path
@@ -23,21 +25,24 @@ from typing import Dict, List, Optional
 
 import torch
 
+from utils.errors import UserError
 from utils.config import config_to_dict
 from utils.config_schema import Config
 from utils.data import TokenizedSplit
-from utils.distributed import DistEnv, barrier, rng_state, seed_everything, set_rng_state, shard_range
+from utils.distributed import DistEnv, barrier, shard_range
+from utils.seeding import rng_state, seed_everything, set_rng_state
 from utils.io import (atomic_save_safetensors, atomic_torch_save, atomic_write_json,
                       load_safetensors, read_json, safe_torch_load)
 from utils.model import TextClassifier, build_classifier, model_tag
-from utils.training import evaluate_classifier, linear_warmup_decay, train_one_epoch
+from utils.training import (Examples, epoch_batches, evaluate_classifier, label_loss_fn,
+                            linear_warmup_decay, train_steps)
 
 logger = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 
 
-class ExpertError(RuntimeError):
+class ExpertError(UserError):
     """Experts are missing or were trained with other settings; the message says what to do."""
 
 
@@ -47,8 +52,10 @@ def dataset_tag(cfg: Config) -> str:
 
 
 def expert_set_dir(cfg: Config) -> Path:
+    """The folder of the experts this config asks for; its last part ends in the fingerprint hash,
+    so changing any expert-shaping setting trains a new set instead of reusing a stale one."""
     return (Path(cfg.pretrain.expert_dir) / dataset_tag(cfg)
-            / f"{model_tag(cfg.network)}-len{cfg.dataset.max_length}")
+            / f"{model_tag(cfg.network)}-len{cfg.dataset.max_length}-{fingerprint_hash(cfg)}")
 
 
 def expert_dir(root: Path, k: int) -> Path:
@@ -59,14 +66,28 @@ def weights_path(root: Path, k: int, epoch: int) -> Path:
     return expert_dir(root, k) / f"epoch_{epoch}.safetensors"
 
 
+# Config keys that never change an expert's weights: where files go, evaluation batch sizes, the
+# number of experts (expert k is the same whatever their count) and what later stages do. Every
+# OTHER key of the dataset, network and pretrain sections is part of the fingerprint, so a new key
+# is covered unless it is listed here on purpose.
+NOT_SHAPING = {
+    "dataset": {"batch_real", "cache_dir", "max_test_per_class"},
+    "network": {"layer_index"},
+    "pretrain": {"expert_dir", "eval_batch_size", "num_premodel"},
+}
+
+
 def fingerprint(cfg: Config) -> dict:
-    """Settings that make two expert sets different; a mismatch is refused, never mixed."""
-    d, n, p = cfg.dataset, cfg.network, cfg.pretrain
-    return {"dataset": d.name, "data_dir": d.data_dir, "nclass": d.nclass,
-            "max_length": d.max_length, "max_train_per_class": d.max_train_per_class,
-            "split_seed": d.split_seed, "test_size": d.test_size, "dedup": d.dedup,
-            "model": model_tag(n),
-            "epochs": p.epochs, "lr": p.lr, "batch_size": p.batch_size}
+    """Every setting that shapes an expert (derived from the config sections, not listed by hand);
+    experts with another fingerprint live in another folder and are never mixed."""
+    full = config_to_dict(cfg)
+    return {section: {k: v for k, v in full[section].items() if k not in skip}
+            for section, skip in NOT_SHAPING.items()}
+
+
+def fingerprint_hash(cfg: Config) -> str:
+    text = json.dumps(fingerprint(cfg), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
 def read_manifest(root: Path, k: int) -> Optional[dict]:
@@ -77,7 +98,8 @@ def read_manifest(root: Path, k: int) -> Optional[dict]:
 def check_fingerprint(manifest: dict, cfg: Config, root: Path, k: int) -> None:
     want = fingerprint(cfg)
     have = manifest.get("fingerprint", {})
-    diff = {key: (have.get(key), want[key]) for key in want if have.get(key) != want[key]}
+    diff = {f"{sec}.{key}": (have.get(sec, {}).get(key), want[sec][key])
+            for sec in want for key in want[sec] if have.get(sec, {}).get(key) != want[sec][key]}
     if diff:
         details = ", ".join(f"{k_}: saved {a!r} vs config {b!r}" for k_, (a, b) in diff.items())
         raise ExpertError(f"{expert_dir(root, k)} was trained with other settings ({details}). "
@@ -124,6 +146,8 @@ def train_expert(k: int, cfg: Config, train: TokenizedSplit, test: TokenizedSpli
     seconds = float(manifest.get("train_seconds", 0.0))
 
     seed_everything(seed)
+    examples = Examples.of(train)
+    loss_fn = label_loss_fn(multilabel=train.labels.dim() == 2)   # 2-D real labels: multi-label
     model: TextClassifier = build_classifier(cfg.network, nclass, pretrained=done == 0).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=p.lr, weight_decay=p.weight_decay)
     steps = p.epochs * -(-len(train) // p.batch_size)
@@ -142,8 +166,9 @@ def train_expert(k: int, cfg: Config, train: TokenizedSplit, test: TokenizedSpli
     for epoch in range(done + 1, p.epochs + 1):
         start = time.time()
         gen = torch.Generator().manual_seed(seed * 1000 + epoch)  # data order of this epoch
-        loss = train_one_epoch(model, train, optimizer, scheduler, p.batch_size, device, gen,
-                               show_progress, desc=f"expert {k} epoch {epoch}/{p.epochs}")
+        loss = train_steps(model, examples, epoch_batches(len(train), p.batch_size, gen), optimizer,
+                           device, loss_fn, scheduler, total=-(-len(train) // p.batch_size),
+                           show_progress=show_progress, desc=f"expert {k} epoch {epoch}/{p.epochs}")
         scores = evaluate_classifier(model, test, p.eval_batch_size, device)
         seconds += time.time() - start
         history.append({"epoch": epoch, "train_loss": round(loss, 5),
@@ -195,3 +220,13 @@ def load_expert_weights(cfg: Config, k: int, epoch: int) -> Dict[str, torch.Tens
                           f"condense/pretrain_script_text.py with the same config first")
     check_fingerprint(m, cfg, root, k)
     return load_safetensors(weights_path(root, k, epoch))
+
+
+def ensure_experts(cfg: Config, env: DistEnv, data) -> None:
+    """Collective: train the experts this config needs if any is missing or unfinished (stage 1);
+    `data` is the loaded dataset (`utils.runtime.Data`)."""
+    missing = missing_experts(cfg)
+    if missing:
+        logger.warning("experts %s are missing or unfinished in %s: training them first (stage 1)",
+                       missing, expert_set_dir(cfg))
+        train_experts(cfg, env, data.train, data.test, data.dataset.nclass)

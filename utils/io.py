@@ -15,6 +15,12 @@ from typing import Any, Callable
 import torch
 from safetensors.torch import load_file, save_file
 
+from utils.errors import UserError
+
+
+class ArtifactError(UserError):
+    """A file the project wrote (or was given) is missing or cannot be read safely."""
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -64,9 +70,9 @@ def safe_torch_load(path: str | os.PathLike, map_location="cpu") -> Any:
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
-        raise FileNotFoundError(f"no such file: {path}") from None
+        raise ArtifactError(f"no such file: {path}") from None
     except Exception as exc:  # noqa: BLE001 - re-raised with what to do
-        raise ValueError(f"{path}: cannot be loaded safely (weights_only=True): {exc}. Only files "
+        raise ArtifactError(f"{path}: cannot be loaded safely (weights_only=True): {exc}. Only files "
                          f"written by textcondense (tensors and plain metadata) are accepted.") from None
 
 

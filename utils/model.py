@@ -3,8 +3,10 @@
 `TextClassifier` = a Hugging Face BERT encoder + dropout + a linear head on the last layer's
 [CLS] token. It takes either `input_ids` or `inputs_embeds` (word embeddings, [B, L, H]; position
 and token-type embeddings are added inside BERT), and returns logits plus the [CLS] feature of any
-hidden layer (`layer_index`: 0 = embedding output, -1 = last layer). Attention uses the eager
-implementation so attention weights can be returned for distillation losses.
+hidden layer (`layer_index`: 0 = embedding output, -1 = last layer). Attention uses PyTorch's fused
+SDPA kernel; a model built with `eager_attention=True` uses the eager implementation instead, the
+only one that returns attention probabilities (distillation losses) and supports second-order
+gradients (the trajectory-matching unroll; the fused CPU kernel has no double backward).
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
+from utils.errors import UserError
 from utils.config_schema import NetworkConfig
 
 logger = logging.getLogger(__name__)
@@ -25,7 +28,7 @@ PACKAGED_MODEL_ALIASES = ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-
 SUPPORTED_MODEL_TYPES = ("bert",)
 
 
-class ModelError(ValueError):
+class ModelError(UserError):
     """The model cannot be loaded as configured; the message says what to change."""
 
 
@@ -134,6 +137,9 @@ class TextClassifier(nn.Module):
                 output_hidden_states: bool = False) -> ClassifierOutput:
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids or inputs_embeds")
+        if output_attentions and self.encoder.config._attn_implementation != "eager":
+            raise ValueError("attention maps need a model built with eager_attention=True (the "
+                             "fused SDPA kernel does not return them)")
         want_hidden = output_hidden_states or layer_index is not None
         out = self.encoder(input_ids=input_ids, inputs_embeds=inputs_embeds,
                            attention_mask=attention_mask, output_hidden_states=want_hidden,
@@ -149,7 +155,8 @@ class TextClassifier(nn.Module):
 
 
 def build_classifier(net: NetworkConfig, num_labels: int, pretrained: bool = True,
-                     vocab_size: Optional[int] = None) -> TextClassifier:
+                     vocab_size: Optional[int] = None, eager_attention: bool = False
+                     ) -> TextClassifier:
     """A classifier from the configured encoder.
 
     pretrained=True loads the encoder weights (local folder, packaged model or hub name);
@@ -164,12 +171,22 @@ def build_classifier(net: NetworkConfig, num_labels: int, pretrained: bool = Tru
     else:
         path = resolve_model_path(net.model_path)
         config = load_bert_config(path)
-    config._attn_implementation = "eager"  # attention weights are needed by distillation losses
+    # The fused SDPA kernel, unless the caller needs 'eager': only eager returns attention
+    # probabilities (distillation losses) and has second-order gradients (trajectory unrolls).
+    config._attn_implementation = "eager" if eager_attention else "sdpa"
     if pretrained:
         encoder = AutoModel.from_pretrained(path, config=config, add_pooling_layer=False)
     else:
         encoder = AutoModel.from_config(config, add_pooling_layer=False)
     return TextClassifier(encoder, num_labels, net.dropout)
+
+
+def freeze(model: nn.Module) -> nn.Module:
+    """Eval mode (no dropout) and no parameter gradients: a fixed reference model."""
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
 
 
 def model_tag(net: NetworkConfig) -> str:

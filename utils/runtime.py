@@ -10,7 +10,9 @@ from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 from utils.config import PROJECT_ROOT, ConfigError, config_from_args, make_parser, save_config
 from utils.config_schema import Config
-from utils.distributed import DistEnv, init_distributed, ownership_table, seed_everything
+from utils.errors import UserError
+from utils.distributed import DistEnv, init_distributed, ownership_table
+from utils.seeding import seed_everything
 from utils.experts import dataset_tag
 from utils.logging_utils import setup_logging
 
@@ -97,8 +99,9 @@ def load_data(cfg: Config) -> Data:
 class guarded_stage:
     """`with guarded_stage() as stage: ...` then `return stage.exit_code`.
 
-    A user error (bad data, model, experts, synthetic set: ValueError and friends) is logged as one
-    clear message and gives exit code 2 instead of a traceback; anything else propagates. The
+    A user error (`utils.errors.UserError`: bad config, data, model, experts, synthetic set) is
+    logged as one clear message and gives exit code 2 instead of a traceback; anything else is a
+    bug and propagates with its traceback. The
     process group is torn down either way."""
 
     exit_code = 0
@@ -108,10 +111,9 @@ class guarded_stage:
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         from utils.distributed import cleanup_distributed
-        from utils.experts import ExpertError
 
         cleanup_distributed()
-        if exc is not None and isinstance(exc, (ValueError, FileNotFoundError, ExpertError)):
+        if exc is not None and isinstance(exc, UserError):
             logger.error("%s", exc)
             logger.debug("where it was raised (run.log_level=debug):", exc_info=exc)
             self.exit_code = 2

@@ -1,30 +1,124 @@
-"""Training and evaluation loops shared by the expert, evaluation and distillation stages."""
+"""The one trainer: step-based training of a classifier on token ids or `inputs_embeds`.
+
+Experts (epochs over the real data), evaluation classifiers (a fixed number of steps on a tiny
+set) and distillation students all train through `train_steps`; what differs is the batches they
+are given and the loss (`LossFn`: the model call and the loss in one callable, so a distillation
+loss can ask the model for hidden states or attention maps).
+
+Label losses live here once (`label_loss`): cross-entropy for class indices, soft cross-entropy
+for label vectors in a single-label task (soft labels), BCE for multi-label tasks.
+"""
 from __future__ import annotations
 
 import math
-from typing import Iterator, Optional
+from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator, Optional
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from sklearn.metrics import f1_score
 
-from utils.data import TokenizedSplit
 from utils.logging_utils import progress
 
 
-def classification_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy for class indices [B]; BCE-with-logits for multi-hot / soft label vectors [B, C]."""
-    if labels.dim() == 2:
-        return F.binary_cross_entropy_with_logits(logits, labels.float())
-    return F.cross_entropy(logits, labels)
+# ------------------------------------------------------------------------------------ examples
+
+@dataclass
+class Examples:
+    """What a classifier trains on: real token ids or synthetic input embeddings, with masks and
+    labels. Exactly one of `input_ids` / `inputs_embeds` is set."""
+    attention_mask: torch.Tensor                  # [N, L]
+    labels: torch.Tensor                          # [N] long, or [N, C] float
+    input_ids: Optional[torch.Tensor] = None      # [N, L] real data
+    inputs_embeds: Optional[torch.Tensor] = None  # [N, L, H] synthetic data
+    class_of: Optional[torch.Tensor] = None       # [N] the class each example stands for
+
+    def __post_init__(self):
+        if (self.input_ids is None) == (self.inputs_embeds is None):
+            raise ValueError("Examples need exactly one of input_ids or inputs_embeds")
+        if self.class_of is None:
+            self.class_of = (self.labels.argmax(1) if self.labels.dim() == 2 else self.labels).clone()
+
+    def __len__(self) -> int:
+        return self.attention_mask.shape[0]
+
+    def inputs(self, idx: torch.Tensor, device: torch.device) -> dict:
+        """Model keyword arguments of the examples `idx`, on `device`."""
+        kw = {"attention_mask": self.attention_mask[idx].to(device, non_blocking=True)}
+        if self.inputs_embeds is not None:
+            kw["inputs_embeds"] = self.inputs_embeds[idx].to(device, non_blocking=True)
+        else:
+            kw["input_ids"] = self.input_ids[idx].to(device, non_blocking=True)
+        return kw
+
+    def subset(self, idx) -> "Examples":
+        idx = torch.as_tensor(idx, dtype=torch.long)
+        return Examples(self.attention_mask[idx], self.labels[idx],
+                        None if self.input_ids is None else self.input_ids[idx],
+                        None if self.inputs_embeds is None else self.inputs_embeds[idx],
+                        self.class_of[idx])
+
+    @classmethod
+    def of(cls, split, idx=None) -> "Examples":
+        """Real examples of a tokenised split (`utils.data.TokenizedSplit`), all or `idx`."""
+        ex = cls(split.attention_mask, split.labels, input_ids=split.input_ids)
+        return ex if idx is None else ex.subset(idx)
 
 
-def batch_indices(n: int, batch_size: int, generator: Optional[torch.Generator] = None,
+# -------------------------------------------------------------------------------------- losses
+
+def label_loss(logits: torch.Tensor, labels: torch.Tensor, multilabel: bool,
+               reduction: str = "mean") -> torch.Tensor:
+    """The loss of predicted `logits` [B, C] against labels.
+
+    labels [B] long: cross-entropy. labels [B, C] in a single-label task: soft cross-entropy
+    against the normalised label vector (soft labels). labels [B, C] in a multi-label task: BCE,
+    averaged over classes. `reduction` 'mean' averages over examples, 'sum' adds them up.
+    """
+    if labels.dim() == 1:
+        return F.cross_entropy(logits, labels, reduction=reduction)
+    if multilabel:
+        per_example = F.binary_cross_entropy_with_logits(
+            logits, labels.float(), reduction="none").mean(1)                   # [B]
+    else:
+        target = labels.float().clamp_min(0)
+        target = target / target.sum(1, keepdim=True).clamp_min(1e-12)
+        per_example = -(target * F.log_softmax(logits, dim=1)).sum(1)            # [B]
+    return per_example.mean() if reduction == "mean" else per_example.sum()
+
+
+# A loss function: (model, model inputs, labels, example indices) -> scalar loss. It calls the
+# model itself, so it decides what the model returns (logits, hidden states, attention maps).
+LossFn = Callable[[torch.nn.Module, dict, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def label_loss_fn(multilabel: bool) -> LossFn:
+    """The plain supervised loss: `label_loss` of the model's logits."""
+    def loss_fn(model, inputs: dict, labels: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        return label_loss(model(**inputs).logits, labels, multilabel)
+    return loss_fn
+
+
+# ------------------------------------------------------------------------------------- batches
+
+def epoch_batches(n: int, batch_size: int, generator: Optional[torch.Generator] = None,
                   shuffle: bool = True) -> Iterator[torch.Tensor]:
+    """One pass over range(n) in batches (a seeded shuffle, or in order)."""
     order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
     for start in range(0, n, batch_size):
         yield order[start:start + batch_size]
+
+
+def endless_batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
+    """Endless batches of `batch_size` cycling over seeded shuffles of range(n) (a batch may span
+    two shuffles, so every batch is full)."""
+    buf: list = []
+    while True:
+        while len(buf) < batch_size:
+            buf.extend(torch.randperm(n, generator=generator).tolist())
+        yield torch.tensor(buf[:batch_size], dtype=torch.long)
+        buf = buf[batch_size:]
 
 
 def linear_warmup_decay(optimizer: torch.optim.Optimizer, total_steps: int, warmup_ratio: float
@@ -39,38 +133,44 @@ def linear_warmup_decay(optimizer: torch.optim.Optimizer, total_steps: int, warm
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def train_one_epoch(model, split: TokenizedSplit, optimizer, scheduler, batch_size: int,
-                    device: torch.device, generator: torch.Generator, show_progress: bool = False,
-                    desc: str = "train") -> float:
-    """One pass over `split` in a seeded order; returns the mean training loss."""
+# ------------------------------------------------------------------------------------- trainer
+
+def train_steps(model: torch.nn.Module, examples: Examples, batches: Iterable[torch.Tensor],
+                optimizer: torch.optim.Optimizer, device: torch.device, loss_fn: LossFn,
+                scheduler=None, clip_norm: Optional[float] = 1.0, total: Optional[int] = None,
+                show_progress: bool = False, desc: str = "train",
+                on_step: Optional[Callable[[int, float], Optional[dict]]] = None) -> float:
+    """One optimiser step per batch of `batches` (indices into `examples`); returns the mean loss
+    per example. `on_step(step, loss)` runs after each step (1-based) and may return values to show
+    on the progress bar (e.g. an accuracy it measured)."""
     model.train()
-    total, count = 0.0, 0
-    n_batches = math.ceil(len(split) / batch_size)
-    bar = progress(batch_indices(len(split), batch_size, generator), enabled=show_progress,
-                   total=n_batches, desc=desc)
-    for idx in bar:
-        logits = model(input_ids=split.input_ids[idx].to(device),
-                       attention_mask=split.attention_mask[idx].to(device)).logits
-        loss = classification_loss(logits, split.labels[idx].to(device))
+    loss_sum, count = 0.0, 0
+    bar = progress(batches, enabled=show_progress, total=total, desc=desc)
+    for step, idx in enumerate(bar, start=1):
+        model.train()
+        loss = loss_fn(model, examples.inputs(idx, device), examples.labels[idx].to(device), idx)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        if clip_norm is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
         optimizer.step()
         if scheduler is not None:
             scheduler.step()
-        total += loss.item() * len(idx)
+        value = loss.item()
+        loss_sum += value * len(idx)
         count += len(idx)
-        bar.set_postfix(loss=f"{loss.item():.4f}")
-    return total / max(1, count)
+        shown = on_step(step, value) if on_step is not None else None
+        bar.set_postfix(loss=f"{value:.4f}", **(shown or {}))
+    return loss_sum / max(1, count)
 
+
+# ---------------------------------------------------------------------------------- evaluation
 
 @torch.no_grad()
-def predict_logits(model, split: TokenizedSplit, batch_size: int, device: torch.device) -> torch.Tensor:
+def predict_logits(model, examples: Examples, batch_size: int, device: torch.device) -> torch.Tensor:
     model.eval()
-    out = []
-    for idx in batch_indices(len(split), batch_size, shuffle=False):
-        out.append(model(input_ids=split.input_ids[idx].to(device),
-                         attention_mask=split.attention_mask[idx].to(device)).logits.float().cpu())
+    out = [model(**examples.inputs(idx, device)).logits.float().cpu()
+           for idx in epoch_batches(len(examples), batch_size, shuffle=False)]
     return torch.cat(out)
 
 
@@ -88,5 +188,7 @@ def scores_from_logits(logits: torch.Tensor, labels: torch.Tensor) -> dict:
             "macro_f1": float(f1_score(true, pred, average="macro", zero_division=0))}
 
 
-def evaluate_classifier(model, split: TokenizedSplit, batch_size: int, device: torch.device) -> dict:
-    return scores_from_logits(predict_logits(model, split, batch_size, device), split.labels)
+def evaluate_classifier(model, split, batch_size: int, device: torch.device) -> dict:
+    """Scores of `model` on a tokenised split (or `Examples`)."""
+    examples = split if isinstance(split, Examples) else Examples.of(split)
+    return scores_from_logits(predict_logits(model, examples, batch_size, device), examples.labels)

@@ -20,7 +20,12 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 
-from utils.distributed import derive_seed
+from utils.config_schema import Config
+from utils.distributed import broadcast_object
+from utils.errors import UserError
+from utils.experts import load_expert_weights
+from utils.model import TextClassifier, build_classifier, freeze
+from utils.seeding import derive_seed, seeded_sample
 
 logger = logging.getLogger(__name__)
 
@@ -44,8 +49,7 @@ def class_pools(labels: torch.Tensor, nclass: int, exclude: Optional[Sequence[in
 
 def random_select(pool: torch.Tensor, k: int, seed: int) -> torch.Tensor:
     """k indices of `pool` drawn without replacement."""
-    gen = torch.Generator().manual_seed(seed)
-    return pool[torch.randperm(len(pool), generator=gen)[:k]]
+    return seeded_sample(pool, k, seed)
 
 
 @torch.no_grad()
@@ -100,7 +104,7 @@ def select_baseline(method: str, labels: torch.Tensor, nclass: int, ipc: int, se
     n_train = labels.shape[0]
     if method in NEEDS_FEATURES:
         if features is None:
-            raise ValueError(f"selection {method!r} needs the expert features of the training split")
+            raise UserError(f"selection {method!r} needs the expert features of the training split")
         assert features.shape[0] == n_train, (
             f"features cover {features.shape[0]} samples, the training split has {n_train}: "
             f"selectors only see the training split")
@@ -119,3 +123,41 @@ def select_baseline(method: str, labels: torch.Tensor, nclass: int, ipc: int, se
         assert bool((idx < n_train).all()) and set(idx.tolist()) <= set(pool.tolist())
         out[c] = idx
     return out
+
+
+def load_feature_expert(cfg: Config, nclass: int, device: torch.device, vocab_size: int
+                        ) -> TextClassifier:
+    """Expert `evaluate.feature_expert` with its final weights, frozen, in eval mode."""
+    k = cfg.evaluate.feature_expert
+    if k >= cfg.pretrain.num_premodel:
+        raise UserError(f"evaluate.feature_expert = {k} but there are only "
+                              f"{cfg.pretrain.num_premodel} experts (pretrain.num_premodel)")
+    model = build_classifier(cfg.network, nclass, pretrained=False, vocab_size=vocab_size)
+    model.load_state_dict(load_expert_weights(cfg, k, cfg.pretrain.epochs))
+    return freeze(model.to(device))
+
+
+@torch.no_grad()
+def expert_features(model: TextClassifier, attention_mask: torch.Tensor, batch_size: int,
+                    device: torch.device, input_ids: Optional[torch.Tensor] = None,
+                    inputs_embeds: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """[CLS] features of the last layer  # [N, H] (CPU, float32)"""
+    model.eval()
+    out = []
+    for s in range(0, attention_mask.shape[0], batch_size):
+        sl = slice(s, s + batch_size)
+        kw = ({"input_ids": input_ids[sl].to(device)} if input_ids is not None
+              else {"inputs_embeds": inputs_embeds[sl].float().to(device)})
+        feats = model(attention_mask=attention_mask[sl].to(device), layer_index=[-1], **kw).features
+        out.append(feats[0].float().cpu())
+    return torch.cat(out) if out else torch.zeros(0, model.hidden_size)
+
+
+def select_for(method: str, labels: torch.Tensor, nclass: int, ipc: int, seed: int,
+               features: Optional[torch.Tensor], exclude: Sequence[int]) -> Dict[int, torch.Tensor]:
+    """Collective: the baseline's selection, computed by every rank and broadcast from rank 0 so
+    that all ranks train on exactly the same samples."""
+    return broadcast_object(select_baseline(method, labels, nclass, ipc, seed, features,
+                                            exclude=exclude))
+
+

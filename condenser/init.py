@@ -1,0 +1,68 @@
+"""Initialisations of the synthetic set, by name (`condense.init`): one function per mode,
+`fn(ctx, c, ipc, factor) -> ClassData` for class c, in the `INITS` registry.
+
+- random     the word embeddings of `ipc` real samples of the class
+- noise      Gaussian noise with the per-dimension mean/std of the embedding table; real masks
+- mix        each sequence packs `factor` real snippets (NCFM's image tiling, for text)
+- mask_fill  real samples with a fraction of their tokens replaced (`condenser.init_text`)
+- manifold   the real samples nearest to k-means centres in a PCA space (`condenser.init_text`)
+
+('load', a saved set, is handled by `condenser.synthetic.build_shard`.)
+"""
+from __future__ import annotations
+
+from typing import Callable, Dict
+
+import torch
+
+from condenser.init_context import InitContext, from_indices, labels_for, real_ids
+from condenser.init_text import init_manifold, init_mask_fill
+from utils.synset import ClassData, segment_length
+
+InitFn = Callable[[InitContext, int, int, int], ClassData]
+
+
+def init_random(ctx: InitContext, c: int, ipc: int, factor: int = 1) -> ClassData:
+    """Embeddings of `ipc` real samples of class c."""
+    return from_indices(ctx, c, real_ids(ctx, c, ipc, ctx.class_seed(c)))
+
+
+def init_noise(ctx: InitContext, c: int, ipc: int, factor: int = 1) -> ClassData:
+    """Gaussian noise with the per-dimension mean/std of the embedding table; real masks."""
+    idx = real_ids(ctx, c, ipc, ctx.class_seed(c))
+    mask = ctx.train.attention_mask[idx].clone()            # [ipc, L]
+    mean = ctx.word_embeddings.mean(0)                      # [H]
+    std = ctx.word_embeddings.std(0)                        # [H]
+    L, H = mask.shape[1], ctx.word_embeddings.shape[1]
+    gen = torch.Generator().manual_seed(ctx.class_seed(c) + 1)
+    embeds = mean + std * torch.randn(ipc, L, H, generator=gen)
+    return ClassData(embeds, mask, labels_for(ctx, c, None, ipc))
+
+
+def init_mix(ctx: InitContext, c: int, ipc: int, factor: int = 1) -> ClassData:
+    """Each sequence packs `factor` real snippets, each `[CLS] tokens.. [SEP]` in a segment of
+    length L // factor (the text analogue of NCFM's factor x factor image tiling)."""
+    idx = real_ids(ctx, c, ipc * factor, ctx.class_seed(c)).view(ipc, factor)
+    L = ctx.train.input_ids.shape[1]
+    seg = segment_length(L, factor)
+    ids = torch.full((ipc, L), ctx.pad_id, dtype=torch.long)
+    mask = torch.zeros(ipc, L, dtype=torch.long)
+    for i in range(ipc):
+        for k in range(factor):
+            real = ctx.train.input_ids[idx[i, k]]
+            n_tok = int(ctx.train.attention_mask[idx[i, k]].sum())
+            content = real[1:n_tok - 1][:seg - 2]           # drop the real [CLS]/[SEP]
+            piece = torch.cat([torch.tensor([ctx.cls_id]), content, torch.tensor([ctx.sep_id])])
+            ids[i, k * seg:k * seg + len(piece)] = piece
+            mask[i, k * seg:k * seg + len(piece)] = 1
+    return ClassData(ctx.word_embeddings[ids].clone(), mask, labels_for(ctx, c, idx[:, 0], ipc))
+
+
+INITS: Dict[str, InitFn] = {"random": init_random, "noise": init_noise, "mix": init_mix,
+                            "mask_fill": init_mask_fill, "manifold": init_manifold}
+
+
+def init_class(mode: str, ctx: InitContext, c: int, ipc: int, factor: int) -> ClassData:
+    if mode not in INITS:
+        raise ValueError(f"unknown init mode {mode!r} ({', '.join(INITS)}, load)")
+    return INITS[mode](ctx, c, ipc, factor)

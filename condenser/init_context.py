@@ -1,0 +1,58 @@
+"""What every initialisation of the synthetic set reads: the real training split and the
+embedding table, and the helpers they share (which real samples, which labels)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from utils.config_schema import CondenseConfig
+from utils.data import TokenizedSplit
+from utils.seeding import derive_seed, seeded_sample
+from utils.synset import ClassData, SyntheticDataError
+
+
+@dataclass
+class InitContext:
+    """What initialisation needs: the real training split and the embedding table."""
+    train: TokenizedSplit
+    word_embeddings: torch.Tensor   # [V, H]
+    cls_id: int
+    sep_id: int
+    pad_id: int
+    nclass: int
+    multilabel: bool
+    seed: int
+    options: Optional[CondenseConfig] = None   # mask_fill / manifold settings
+
+    def class_seed(self, c: int) -> int:
+        """The seed of class c's initialisation (the same on every rank)."""
+        return derive_seed(self.seed, "init", c)
+
+
+def real_ids(ctx: InitContext, c: int, n: int, seed: int) -> torch.Tensor:
+    """n real sample indices of class c (with replacement only when the class is too small)."""
+    pool = ctx.train.class_indices[c]
+    if len(pool) == 0:
+        raise SyntheticDataError(f"class {c} has no training samples to initialise from")
+    return seeded_sample(pool, n, seed, replace_if_short=True)
+
+
+def labels_for(ctx: InitContext, c: int, idx: Optional[torch.Tensor], n: int) -> torch.Tensor:
+    """Labels of n sequences of class c: the class index, or (multi-label) the label sets of the
+    real samples `idx` they start from (one-hot of c without them)."""
+    if not ctx.multilabel:
+        return torch.full((n,), c, dtype=torch.long)
+    if idx is not None:
+        return ctx.train.labels[idx].clone().float()       # the real samples' label sets (contain c)
+    out = torch.zeros(n, ctx.nclass)
+    out[:, c] = 1.0
+    return out
+
+
+def from_indices(ctx: InitContext, c: int, idx: torch.Tensor) -> ClassData:
+    """Sequences that start as the real samples `idx` of class c (their word embeddings)."""
+    ids = ctx.train.input_ids[idx]                          # [n, L]
+    return ClassData(ctx.word_embeddings[ids].clone(), ctx.train.attention_mask[idx].clone(),
+                     labels_for(ctx, c, idx, len(idx)))

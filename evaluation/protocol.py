@@ -1,0 +1,319 @@
+"""Evaluation of condensed sets and of real-data baselines under one training protocol.
+
+The protocol (section `evaluate` of the config), the same for every method:
+
+- `num_eval` fresh classifiers per method, run i seeded with `derive_seed(run.seed, "evaluate", i)`
+  (the same seeds for every method, so methods are compared on paired runs); the runs are spread
+  over ranks with `shard_range` and gathered with a collective, so the numbers do not depend on
+  the world size;
+- each classifier is the PRE-TRAINED encoder (`network.model_path`, or `evaluate.eval_model_path`
+  for a cross-architecture check) with a new head, never an expert;
+- `steps` AdamW steps (`lr`, `weight_decay`, constant rate, gradient norm clipped to 1) on batches
+  of `batch_size` drawn by cycling over seeded shuffles of the (tiny) training set; the 'full'
+  baseline trains `full_steps` steps instead, since it has far more data;
+- test accuracy (and macro-F1; micro-F1 too for multi-label) every `eval_every` steps and at the
+  last one: the accuracy-vs-step curve;
+- model selection `select_by`: 'last' reports the last step; 'val' the evaluated step with the best
+  accuracy on `val_fraction` of the TRAINING split (stratified, seeded), which is then left out of
+  the baselines' selection pools and of 'full'. The test split never selects anything.
+
+Methods: 'synthetic' (a saved set: inputs_embeds + attention masks; 'multi' sets are decoded into
+`factor` examples per sequence; float label vectors in a single-label task are soft labels, trained
+with soft cross-entropy), and the baselines 'random', 'herding', 'kcenter' (`evaluation.selectors`, ipc
+= `condense.ipc` real training samples per class; herding and k-center on the [CLS] features of the
+last layer of expert `feature_expert`'s final weights) and 'full' (all training data).
+
+Each method gives one results entry (see `summarize`): per-run scores and curves, mean and std
+(numpy, ddof=0) over runs, and DD-Ranking-style `gap_to_full` = full mean - method mean and
+`gain_over_random` = method mean - random mean (test accuracy), taken from the same evaluation or,
+failing that, from the latest matching row of the shared results table.
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import logging
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from utils.config import PROJECT_ROOT
+from utils.config_schema import Config, NetworkConfig
+from utils.data import TokenizedSplit, class_indices, first_label, tokenize_dataset
+from utils.distributed import DistEnv, all_gather_objects, shard_range
+from utils.errors import UserError
+from utils.experts import dataset_tag
+from utils.model import (ModelError, TextClassifier, build_classifier, load_bert_config,
+                         load_tokenizer, model_tag, resolve_model_path)
+from utils.seeding import derive_seed, seed_everything
+from utils.synset import check_fits, to_examples
+from utils.training import (Examples, endless_batches, evaluate_classifier, label_loss_fn,
+                            train_steps)
+
+logger = logging.getLogger(__name__)
+
+BASELINES = ("random", "herding", "kcenter", "full")
+SYNTHETIC = "synthetic"
+
+
+class EvaluationError(UserError):
+    """The evaluation cannot run as asked; the message says what to change."""
+
+
+# ------------------------------------------------------------------------------ method names
+
+def parse_baselines(values: Optional[Sequence[str]]) -> List[str]:
+    """`--baseline random,herding --baseline full` -> ['random', 'herding', 'full'] (deduplicated,
+    in the given order); an unknown name is an error listing the allowed ones."""
+    out: List[str] = []
+    for value in values or []:
+        for name in (v.strip().lower() for v in str(value).split(",")):
+            if not name:
+                continue
+            if name not in BASELINES:
+                raise EvaluationError(f"unknown baseline {name!r}; allowed: {', '.join(BASELINES)} "
+                                      f"(several may be given comma-separated, e.g. "
+                                      f"--baseline random,herding,kcenter,full)")
+            if name not in out:
+                out.append(name)
+    return out
+
+
+# ------------------------------------------------------------------------- encoder and splits
+
+def _resolve_model_location(path: str) -> str:
+    """A relative eval_model_path that exists (from the current directory, else the project root)
+    becomes an absolute path; anything else (an alias, 'random', a hub name) stays as it is."""
+    if path == "random" or os.path.isabs(path):
+        return path
+    for base in (Path.cwd(), PROJECT_ROOT):
+        if (base / path).exists():
+            return str(base / path)
+    return path
+
+
+def eval_network(cfg: Config) -> NetworkConfig:
+    """The encoder the evaluation classifiers start from (network, or evaluate.eval_model_path)."""
+    path = cfg.evaluate.eval_model_path
+    if not path:
+        return cfg.network
+    return dataclasses.replace(cfg.network, model_path=_resolve_model_location(path))
+
+
+def encoder_hidden_size(net: NetworkConfig) -> int:
+    if net.model_path == "random":
+        return net.random_hidden
+    return int(load_bert_config(resolve_model_path(net.model_path)).hidden_size)
+
+
+def _eval_tokenizer(net: NetworkConfig, fallback):
+    """The eval encoder's own tokenizer; the run's tokenizer when its folder has none."""
+    if net.model_path == "random":
+        return load_tokenizer(net)
+    try:
+        return load_tokenizer(dataclasses.replace(net, tokenizer_path=None))
+    except ModelError:
+        if net.tokenizer_path:
+            return load_tokenizer(net)
+        logger.warning("%s has no tokenizer; using the run's tokenizer", net.model_path)
+        return fallback
+
+
+def subset(split: TokenizedSplit, idx: Sequence[int], nclass: int) -> TokenizedSplit:
+    idx = torch.as_tensor(list(idx), dtype=torch.long)
+    labels = split.labels[idx]
+    return TokenizedSplit(split.input_ids[idx], split.attention_mask[idx], labels,
+                          class_indices(labels, nclass))
+
+
+def validation_indices(labels: torch.Tensor, fraction: float, seed: int) -> List[int]:
+    """Stratified (first label for multi-label), seeded choice of `fraction` of each class of the
+    TRAINING split; a class with a single sample keeps it for training."""
+    by_class: Dict[int, List[int]] = {}
+    for i, y in enumerate(labels.tolist()):
+        stratum = first_label([c for c, v in enumerate(y) if v > 0]) if isinstance(y, list) else y
+        by_class.setdefault(stratum, []).append(i)
+    rng = random.Random(seed)
+    out: List[int] = []
+    for c in sorted(by_class):
+        idx = by_class[c][:]
+        rng.shuffle(idx)
+        k = max(1, round(fraction * len(idx))) if len(idx) > 1 else 0
+        out += idx[:k]
+    return sorted(out)
+
+
+@dataclass
+class EvalContext:
+    """What every evaluation run needs: config, ranks, encoder, and the tokenised splits (with the
+    eval encoder's tokenizer; sample order as in `Data`, so training indices are shared)."""
+    cfg: Config
+    env: DistEnv
+    net: NetworkConfig
+    nclass: int
+    multilabel: bool
+    class_names: List[str]
+    train: TokenizedSplit
+    test: TokenizedSplit
+    val: Optional[TokenizedSplit]
+    val_idx: List[int]
+    vocab_size: int
+    hidden_size: int
+
+    @property
+    def model(self) -> str:
+        return model_tag(self.net)
+
+    def selectable(self) -> List[int]:
+        """Training indices the methods may train on (the training split minus validation)."""
+        held = set(self.val_idx)
+        return [i for i in range(len(self.train)) if i not in held]
+
+
+def make_context(cfg: Config, env: DistEnv, data) -> EvalContext:
+    net = eval_network(cfg)
+    train, test, tokenizer = data.train, data.test, data.tokenizer
+    if net is not cfg.network:
+        tok = _eval_tokenizer(net, data.tokenizer)
+        if tok is not data.tokenizer and tok.get_vocab() != data.tokenizer.get_vocab():
+            logger.info("re-tokenising the data with the tokenizer of %s", net.model_path)
+            train, test = tokenize_dataset(data.dataset, tok, cfg.dataset.max_length,
+                                           cfg.dataset.cache_dir)
+            tokenizer = tok
+    nclass = data.dataset.nclass
+    val_idx: List[int] = []
+    val = None
+    if cfg.evaluate.select_by == "val":
+        val_idx = validation_indices(data.train.labels, cfg.evaluate.val_fraction,
+                                     derive_seed(cfg.run.seed, "validation"))
+        val = subset(train, val_idx, nclass)
+    return EvalContext(cfg, env, net, nclass, data.dataset.multilabel,
+                       list(data.dataset.class_names), train, test, val, val_idx,
+                       tokenizer.vocab_size, encoder_hidden_size(net))
+
+
+# --------------------------------------------------------------------------- the protocol
+
+def run_seed(seed: int, i: int) -> int:
+    return derive_seed(seed, "evaluate", i)
+
+
+def eval_steps(steps: int, every: int) -> List[int]:
+    return sorted(set(range(every, steps + 1, every)) | {steps})
+
+
+def train_classifier(ctx: EvalContext, ts: Examples, steps: int, seed: int, desc: str = "eval"
+                     ) -> dict:
+    """One evaluation run: a fresh classifier trained on `ts` (the one trainer,
+    `utils.training.train_steps`); returns its scores and accuracy-vs-step curve."""
+    ev, dev = ctx.cfg.evaluate, ctx.env.device
+    if len(ts) == 0:
+        raise EvaluationError(f"{desc}: no training examples")
+    seed_everything(seed)
+    model: TextClassifier = build_classifier(ctx.net, ctx.nclass, pretrained=True,
+                                             vocab_size=ctx.vocab_size).to(dev)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=ev.lr, weight_decay=ev.weight_decay)
+    gen = torch.Generator().manual_seed(derive_seed(seed, "batches"))
+    batches = endless_batches(len(ts), min(ev.batch_size, len(ts)), gen)
+    checkpoints = set(eval_steps(steps, ev.eval_every))
+    points: List[dict] = []
+    timing = {"eval": 0.0, "loss": float("nan")}
+
+    def on_step(step: int, loss: float) -> Optional[dict]:
+        timing["loss"] = loss
+        if step not in checkpoints:
+            return None
+        start = time.perf_counter()
+        point = {"step": step, **evaluate_classifier(model, ctx.test, ev.eval_batch_size, dev)}
+        if ctx.val is not None:
+            point["val_accuracy"] = evaluate_classifier(model, ctx.val, ev.eval_batch_size,
+                                                        dev)["accuracy"]
+        points.append(point)
+        timing["eval"] += time.perf_counter() - start
+        return {"acc": f"{point['accuracy']:.4f}"}
+
+    start = time.perf_counter()
+    train_steps(model, ts, itertools.islice(batches, steps), optimizer, dev,
+                label_loss_fn(ctx.multilabel), total=steps, show_progress=ctx.env.is_main,
+                desc=desc, on_step=on_step)
+    train_s = time.perf_counter() - start - timing["eval"]
+    if ev.select_by == "val":
+        chosen = max(points, key=lambda p: (p["val_accuracy"], -p["step"]))  # ties: earliest
+    else:
+        chosen = points[-1]
+    record = {"seed": seed, **{k: v for k, v in chosen.items() if k not in ("step",)},
+              "selected_step": chosen["step"], "final_loss": timing["loss"],
+              "train_seconds": round(train_s, 3), "eval_seconds": round(timing["eval"], 3),
+              "curve": [[p["step"], p["accuracy"]] for p in points]}
+    if ctx.val is not None:
+        record["val_curve"] = [[p["step"], p["val_accuracy"]] for p in points]
+    del model, optimizer
+    return record
+
+
+def evaluate_runs(ctx: EvalContext, method: str, ts: Examples, steps: int) -> List[dict]:
+    """Collective: this rank's share of the `num_eval` runs, gathered; every rank gets all runs,
+    in run order."""
+    n = ctx.cfg.evaluate.num_eval
+    local = []
+    for i in shard_range(n, ctx.env.world_size, ctx.env.rank):
+        rec = train_classifier(ctx, ts, steps, run_seed(ctx.cfg.run.seed, i),
+                               desc=f"{method} run {i + 1}/{n}")
+        local.append({"run": i, "rank": ctx.env.rank, **rec})
+        logger.info("%s run %d/%d: test accuracy %.4f (step %d, %.1fs)", method, i + 1, n,
+                    rec["accuracy"], rec["selected_step"], rec["train_seconds"])
+    return sorted((r for part in all_gather_objects(local) for r in part), key=lambda r: r["run"])
+
+
+METRICS = ("accuracy", "macro_f1", "micro_f1")
+
+
+def summarize(ctx: EvalContext, method: str, runs: List[dict], ts: Examples, steps: int,
+              ipc: int, **extra) -> dict:
+    """One results entry: per-run records, mean/std over runs (ddof=0), timing, and gap fields
+    (filled in by `add_gaps`)."""
+    metrics = {}
+    for m in METRICS:
+        if runs and m in runs[0]:
+            vals = np.array([r[m] for r in runs], dtype=np.float64)
+            metrics[m] = {"mean": float(vals.mean()), "std": float(vals.std())}
+    return {"method": method, "dataset": dataset_tag(ctx.cfg), "ipc": ipc, "model": ctx.model,
+            "n_train": len(ts), "steps": steps, "num_eval": len(runs),
+            "select_by": ctx.cfg.evaluate.select_by, "world_size": ctx.env.world_size,
+            "mean": metrics["accuracy"]["mean"], "std": metrics["accuracy"]["std"],
+            "metrics": metrics,
+            "train_seconds": float(np.mean([r["train_seconds"] for r in runs])),
+            "gap_to_full": None, "gain_over_random": None, **extra, "runs": runs}
+
+
+# ---------------------------------------------------------------------- synthetic, end to end
+
+def evaluate_synthetic(cfg: Config, env: DistEnv, data, syn: dict, source: str = "",
+                       ctx: Optional[EvalContext] = None) -> dict:
+    """Collective: the evaluation protocol on a synthetic set (the saved-file dict); returns its
+    results entry on every rank."""
+    ctx = ctx or make_context(cfg, env, data)
+    hint = (f" (evaluate it with an encoder of hidden size {syn['inputs_embeds'].shape[-1]}: "
+            f"evaluate.eval_model_path / --eval_model_path)")
+    check_fits(syn, source or "synthetic set", class_names=ctx.class_names,
+               hidden_size=ctx.hidden_size, hidden_hint=hint)
+    ts = to_examples(syn)
+    meta = syn["meta"]
+    if int(meta.get("ipc", cfg.condense.ipc)) != cfg.condense.ipc:
+        logger.warning("the synthetic set has ipc %s but condense.ipc is %d: baselines of this "
+                       "call use %d (pass --ipc %s to compare at the same ipc)", meta.get("ipc"),
+                       cfg.condense.ipc, cfg.condense.ipc, meta.get("ipc"))
+    runs = evaluate_runs(ctx, SYNTHETIC, ts, cfg.evaluate.steps)
+    return summarize(ctx, SYNTHETIC, runs, ts, cfg.evaluate.steps,
+                     int(meta.get("ipc", cfg.condense.ipc)), source=source,
+                     iteration=meta.get("iteration"), condense_method=meta.get("method"),
+                     factor=int(meta.get("factor", 1)),
+                     decode_type=str(meta.get("decode_type", "single")))
+
+
