@@ -27,6 +27,8 @@ run: setup
 	$(BIN)/torchrun --nproc_per_node=$(NPROC) condense/condense_script_text.py --config_path=config/demo.yaml
 
 test: setup
+	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
 
 experts: setup

@@ -2,7 +2,7 @@
 
     python benchmarks/bench_eval.py --dataset bbc --ipc 1 10 [--niter 200] [--method ncfm] \
         [--num_eval 5] [--nproc 2] [--no-full] [--baselines random,herding,kcenter|none] \
-        [--set condense.key=value ...]
+        [--suffix _name] [--set condense.key=value ...]
 
 For each ipc: experts (skipped when complete), condensation with `--niter` iterations, then
 evaluation of the synthetic set beside random / herding / k-center real subsets (and, for the
@@ -43,6 +43,7 @@ def main() -> None:
     p.add_argument("--no-full", dest="full", action="store_false")
     p.add_argument("--baselines", default="random,herding,kcenter",
                    help="real-subset baselines evaluated beside the synthetic set ('none' for none)")
+    p.add_argument("--suffix", default="", help="appended to the result names (keeps earlier runs)")
     p.add_argument("--set", dest="extra", action="append", default=[],
                    help="extra overrides for condensation (section.key=value)")
     a = p.parse_args()
@@ -51,7 +52,7 @@ def main() -> None:
     for n, ipc in enumerate(a.ipc):
         config = str(ROOT / "config" / f"ipc{ipc}" / f"{a.dataset}.yaml")
         torchrun(a.nproc, "pretrain_script_text.py", ["--config_path", config])
-        tag = f"{a.dataset}_{a.method}_ipc{ipc}"
+        tag = f"{a.dataset}_{a.method}_ipc{ipc}{a.suffix}"
         cdir = ROOT / "results" / "bench" / "condense" / tag
         cargs = ["--config_path", config, "--output_dir", str(cdir),
                  "--set", f"condense.method={a.method}"]

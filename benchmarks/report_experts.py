@@ -4,7 +4,8 @@
     python benchmarks/report_experts.py --config config/ipc10/bbc.yaml
 
 Reads the experts' manifest.json files (written by the training run itself, so the figures are
-those of the run) and writes benchmarks/results/experts_<config>.json (e.g. experts_ipc10-bbc.json) plus a markdown table.
+those of the run) and writes benchmarks/results/experts_<config>.json (e.g. experts_ipc10-bbc.json)
+plus a markdown table.
 """
 from __future__ import annotations
 

@@ -29,15 +29,23 @@ from typing import List, Optional, Sequence
 import torch
 
 from evaluation.plots import plot_accuracy_vs_step, plot_projection
-from evaluation.protocol import (BASELINES, SYNTHETIC, EvalContext, EvaluationError, evaluate_runs,
-                                 evaluate_synthetic, make_context, parse_baselines, summarize)
+from evaluation.protocol import (
+    BASELINES,
+    SYNTHETIC,
+    EvalContext,
+    EvaluationError,
+    evaluate_runs,
+    evaluate_synthetic,
+    make_context,
+    parse_baselines,
+    summarize,
+)
 from evaluation.results import add_gaps, append_results_table, log_entry, read_results_table
-from evaluation.selectors import (NEEDS_FEATURES, expert_features, load_feature_expert,
-                                  select_for)
+from evaluation.selectors import NEEDS_FEATURES, expert_features, load_feature_expert, select_for
+from utils.errors import UserError
 from utils.experts import ensure_experts, missing_experts
 from utils.io import atomic_write_json
 from utils.runtime import guarded_stage, load_data, start_run
-from utils.errors import UserError
 from utils.synset import load_synset, to_examples
 from utils.training import Examples
 

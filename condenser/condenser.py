@@ -23,8 +23,13 @@ import torch
 
 from condenser.expert_pool import ExpertPool
 from condenser.init_context import InitContext
-from condenser.objectives import (FeatureMatching, Objective, ObjectiveContext, build_objectives,
-                                  objective_specs)
+from condenser.objectives import (
+    FeatureMatching,
+    Objective,
+    ObjectiveContext,
+    build_objectives,
+    objective_specs,
+)
 from condenser.synthetic import SyntheticShard, build_shard
 from utils.config_schema import Config
 from utils.data import TokenizedSplit

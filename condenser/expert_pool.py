@@ -14,9 +14,9 @@ from typing import Dict, List, Sequence
 import torch
 
 from utils.config_schema import Config
-from utils.seeding import derive_seed
 from utils.experts import load_expert_weights
 from utils.model import TextClassifier, build_classifier, freeze
+from utils.seeding import derive_seed
 
 logger = logging.getLogger(__name__)
 

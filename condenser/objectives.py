@@ -22,9 +22,9 @@ from typing import Callable, Dict, List, Optional, Type
 import torch
 import torch.nn.functional as F
 
-from NCFM import DISTRIBUTION_METRICS, SamplingNet, get_metric, negate_grads, sample_frequencies
 from condenser.expert_pool import ExpertPool, choose_expert
 from condenser.synthetic import SyntheticShard
+from NCFM import DISTRIBUTION_METRICS, SamplingNet, get_metric, negate_grads, sample_frequencies
 from utils.config_schema import Config, ObjectiveSpec
 from utils.data import TokenizedSplit
 from utils.distributed import DistEnv, all_reduce_sum

@@ -49,12 +49,18 @@ from utils.data import TokenizedSplit, class_indices, first_label, tokenize_data
 from utils.distributed import DistEnv, all_gather_objects, shard_range
 from utils.errors import UserError
 from utils.experts import dataset_tag
-from utils.model import (ModelError, TextClassifier, build_classifier, load_bert_config,
-                         load_tokenizer, model_tag, resolve_model_path)
+from utils.model import (
+    ModelError,
+    TextClassifier,
+    build_classifier,
+    load_bert_config,
+    load_tokenizer,
+    model_tag,
+    resolve_model_path,
+)
 from utils.seeding import derive_seed, seed_everything
 from utils.synset import check_fits, to_examples
-from utils.training import (Examples, endless_batches, evaluate_classifier, label_loss_fn,
-                            train_steps)
+from utils.training import Examples, endless_batches, evaluate_classifier, label_loss_fn, train_steps
 
 logger = logging.getLogger(__name__)
 
@@ -253,7 +259,6 @@ def train_classifier(ctx: EvalContext, ts: Examples, steps: int, seed: int, desc
               "curve": [[p["step"], p["accuracy"]] for p in points]}
     if ctx.val is not None:
         record["val_curve"] = [[p["step"], p["val_accuracy"]] for p in points]
-    del model, optimizer
     return record
 
 

@@ -153,7 +153,7 @@ def test_sampling_net_moves_against_the_data(smoke_experts):
 def test_multilabel_end_to_end(tmp_path):
     # a small real multi-label set: BBC texts, each with its class and, for every third text,
     # the next class as a second label
-    from utils.data import read_bbc
+    from utils.readers import read_bbc
 
     texts, labels, names = read_bbc()
     rows = []

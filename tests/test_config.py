@@ -6,8 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from utils.config import (PROJECT_ROOT, ConfigError, config_from_args, load_config, make_parser,
-                          save_config)
+from utils.config import PROJECT_ROOT, ConfigError, config_from_args, load_config, make_parser, save_config
 from utils.config_schema import Config
 
 ROOT = Path(__file__).resolve().parents[1]

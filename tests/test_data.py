@@ -13,10 +13,19 @@ import torch
 
 from tests.conftest import shared_data
 from utils.config_schema import DatasetConfig, NetworkConfig
-from utils.data import (DataError, cap_per_class, class_indices, first_occurrences, label_tensor,
-                        load_text_dataset,
-                        read_bbc, stratified_split, tokenize_cached, tokenize_dataset)
+from utils.data import (
+    DataError,
+    cap_per_class,
+    class_indices,
+    first_occurrences,
+    label_tensor,
+    load_text_dataset,
+    stratified_split,
+    tokenize_cached,
+    tokenize_dataset,
+)
 from utils.model import load_tokenizer
+from utils.readers import read_bbc
 
 BBC_COUNTS = {"business": 510, "entertainment": 386, "politics": 417, "sports": 511, "tech": 401}
 

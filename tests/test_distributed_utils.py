@@ -11,9 +11,17 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from utils.distributed import (DistEnv, all_gather_objects, all_reduce_sum, broadcast_object, init_distributed, launched_by_torchrun, ownership_table, shard_range)
+from utils.distributed import (
+    DistEnv,
+    all_gather_objects,
+    all_reduce_sum,
+    broadcast_object,
+    init_distributed,
+    launched_by_torchrun,
+    ownership_table,
+    shard_range,
+)
 from utils.seeding import derive_seed, rng_state, set_rng_state
-
 
 # ---------------------------------------------------------------------------------- sharding
 

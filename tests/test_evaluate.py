@@ -8,13 +8,18 @@ import pytest
 import torch
 
 from condense import condense_script_text, evaluate_script_text
+from evaluation.protocol import BASELINES, make_context
+from evaluation.results import read_results_table
+from evaluation.selectors import (
+    expert_features,
+    herding_select,
+    kcenter_select,
+    load_feature_expert,
+    select_baseline,
+)
 from tests.conftest import SMOKE, torchrun
 from utils.config import load_config
 from utils.distributed import DistEnv
-from evaluation.protocol import BASELINES, make_context
-from evaluation.results import read_results_table
-from evaluation.selectors import (expert_features, herding_select, kcenter_select,
-                                  load_feature_expert, select_baseline)
 from utils.runtime import load_data
 
 SMALL = ["--set", "evaluate.num_eval=2", "--set", "evaluate.steps=4", "--set",

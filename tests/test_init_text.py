@@ -5,8 +5,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from condenser.init_text import class_token_counts, init_manifold, init_mask_fill
 from condenser.init_context import InitContext
+from condenser.init_text import class_token_counts, init_manifold, init_mask_fill
 from utils.config_schema import CondenseConfig, DatasetConfig, NetworkConfig
 from utils.data import load_text_dataset, tokenize_dataset
 from utils.model import load_tokenizer, packaged_minilm_dir

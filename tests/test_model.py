@@ -7,8 +7,15 @@ import torch
 from safetensors import safe_open
 
 from utils.config_schema import NetworkConfig
-from utils.model import (ModelError, TextClassifier, build_classifier, load_tokenizer, model_tag,
-                         packaged_minilm_dir, resolve_model_path)
+from utils.model import (
+    ModelError,
+    TextClassifier,
+    build_classifier,
+    load_tokenizer,
+    model_tag,
+    packaged_minilm_dir,
+    resolve_model_path,
+)
 
 
 @pytest.fixture(scope="module")

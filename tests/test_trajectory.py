@@ -4,8 +4,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from condenser.trajectory import (SyntheticBatch, backward_full, backward_tesla, select_subset,
-                                  student_endpoint, trajectory_distance, unroll_full)
+from condenser.trajectory import (
+    SyntheticBatch,
+    backward_full,
+    backward_tesla,
+    select_subset,
+    student_endpoint,
+    trajectory_distance,
+    unroll_full,
+)
 from utils.config_schema import NetworkConfig
 from utils.model import build_classifier
 

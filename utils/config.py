@@ -15,8 +15,8 @@ from typing import Any, Iterable, Optional, Sequence
 
 import yaml
 
-from utils.errors import UserError
 from utils.config_schema import Config
+from utils.errors import UserError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULTS = "defaults"

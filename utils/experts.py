@@ -25,17 +25,29 @@ from typing import Dict, List, Optional
 
 import torch
 
-from utils.errors import UserError
 from utils.config import config_to_dict
 from utils.config_schema import Config
 from utils.data import TokenizedSplit
 from utils.distributed import DistEnv, barrier, shard_range
-from utils.seeding import rng_state, seed_everything, set_rng_state
-from utils.io import (atomic_save_safetensors, atomic_torch_save, atomic_write_json,
-                      load_safetensors, read_json, safe_torch_load)
+from utils.errors import UserError
+from utils.io import (
+    atomic_save_safetensors,
+    atomic_torch_save,
+    atomic_write_json,
+    load_safetensors,
+    read_json,
+    safe_torch_load,
+)
 from utils.model import TextClassifier, build_classifier, model_tag
-from utils.training import (Examples, epoch_batches, evaluate_classifier, label_loss_fn,
-                            linear_warmup_decay, train_steps)
+from utils.seeding import rng_state, seed_everything, set_rng_state
+from utils.training import (
+    Examples,
+    epoch_batches,
+    evaluate_classifier,
+    label_loss_fn,
+    linear_warmup_decay,
+    train_steps,
+)
 
 logger = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
-from utils.errors import UserError
 from utils.config_schema import NetworkConfig
+from utils.errors import UserError
 
 logger = logging.getLogger(__name__)
 

@@ -5,9 +5,6 @@ Figures are drawn with matplotlib's Agg backend and written atomically (temporar
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Sequence
-
-import numpy as np
 
 from utils.io import atomic_write
 

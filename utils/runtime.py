@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 from utils.config import PROJECT_ROOT, ConfigError, config_from_args, make_parser, save_config
 from utils.config_schema import Config
-from utils.errors import UserError
 from utils.distributed import DistEnv, init_distributed, ownership_table
-from utils.seeding import seed_everything
+from utils.errors import UserError
 from utils.experts import dataset_tag
 from utils.logging_utils import setup_logging
+from utils.seeding import seed_everything
 
 if TYPE_CHECKING:
     from utils.data import TextDataset, TokenizedSplit

@@ -21,7 +21,6 @@ from sklearn.metrics import f1_score
 
 from utils.logging_utils import progress
 
-
 # ------------------------------------------------------------------------------------ examples
 
 @dataclass
