@@ -52,29 +52,33 @@ def read_bbc(root: Optional[Path] = None) -> tuple[list[str], list[int], list[st
     return texts, labels, classes
 
 
-def read_sst_file(path: Path) -> tuple[list[str], list[int]]:
-    texts, labels = [], []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+def _read_lines(path: Path, pattern: str, expected: str) -> tuple[list[str], list[str]]:
+    """(labels, texts) of a one-example-per-line file whose lines match `pattern`
+    (groups: label, text); blank lines are skipped."""
+    try:
+        content = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not valid UTF-8 at byte {exc.start}; convert the file to UTF-8 "
+                        f"(e.g. iconv -f latin1 -t utf-8)") from None
+    labels, texts = [], []
+    for n, line in enumerate(content.splitlines(), 1):
         if not line.strip():
             continue
-        m = re.match(r"^(\d+)\s+(.*)$", line)
+        m = re.match(pattern, line)
         if not m:
-            raise DataError(f"{path}:{n}: expected 'LABEL sentence', got {line[:60]!r}")
-        labels.append(int(m.group(1)))
+            raise DataError(f"{path}:{n}: expected {expected!r}, got {line[:60]!r}")
+        labels.append(m.group(1))
         texts.append(m.group(2))
-    return texts, labels
+    return labels, texts
+
+
+def read_sst_file(path: Path) -> tuple[list[str], list[int]]:
+    labels, texts = _read_lines(path, r"^(\d+)\s+(.*)$", "LABEL sentence")
+    return texts, [int(y) for y in labels]
 
 
 def read_trec_file(path: Path) -> tuple[list[str], list[str]]:
-    texts, labels = [], []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        m = re.match(r"^([A-Z]+):\S+\s+(.*)$", line)
-        if not m:
-            raise DataError(f"{path}:{n}: expected 'COARSE:fine question', got {line[:60]!r}")
-        labels.append(m.group(1))
-        texts.append(m.group(2))
+    labels, texts = _read_lines(path, r"^([A-Z]+):\S+\s+(.*)$", "COARSE:fine question")
     return texts, labels
 
 
