@@ -17,12 +17,12 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
-from condenser.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from condenser.condenser import Condenser
 from condenser.expert_pool import ExpertPool
 from condenser.report import plot_loss_curve, write_preview
 from evaluation.protocol import evaluate_synthetic
 from evaluation.results import record_eval_curve
+from utils.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from utils.config import config_to_dict
 from utils.config_schema import Config
 from utils.distributed import all_gather_objects, barrier, broadcast_object, peak_memory_mb

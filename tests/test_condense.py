@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from condense import condense_script_text, pretrain_script_text
-from condenser.checkpoint import complete_checkpoints
 from condenser.condenser import Condenser
 from condenser.expert_pool import ExpertPool
 from condenser.objectives import FeatureMatching
 from tests.conftest import SMOKE
+from utils.checkpoint import complete_checkpoints
 from utils.config import load_config
 from utils.distributed import DistEnv
 from utils.runtime import load_data

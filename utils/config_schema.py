@@ -318,6 +318,97 @@ class EvaluateConfig:
 
 
 @dataclass
+class KDLossSpec:
+    name: str = _f("logit_kd", "A registered distillation loss (distiller/losses.py: logit_kd, "
+                   "label_ce, hidden_mse, hidden_cos, attn_mse, attn_kl, classifier_match, "
+                   "layer_weight_match, cka_intra, cka_local, cka_global, trajectory_kd).")
+    weight: float = _f(1.0, "Weight of the loss in the sum (FSD's gamma for the CKA losses).")
+    layers: List[List[int]] = _f([], "Teacher -> student layer map, [[teacher, student], ...] as "
+                                 "hidden-state indices (0 = embeddings, -1 = last). Empty: every "
+                                 "student layer and the teacher layer it was initialised from "
+                                 "(or an evenly spaced one).")
+
+    def check(self):
+        if not self.name:
+            yield "name", "must name a loss"
+        if self.weight < 0:
+            yield "weight", "must be >= 0"
+        if any(len(pair) != 2 for pair in self.layers):
+            yield "layers", "must be [[teacher, student], ...] pairs"
+
+
+@dataclass
+class DistillConfig:
+    data: Literal["real", "synthetic", "both"] = _f(
+        "real", "What the student trains on: the real training split, a synthetic set "
+        "(condense.load_path / --load_path), or both (alternating batches).")
+    teacher_expert: int = _f(0, "The teacher: expert k of stage 1 (final weights), trained first if "
+                             "missing.")
+    teacher_path: Optional[str] = _f(None, "Instead of an expert: a Hugging Face BERT sequence "
+                                     "classifier folder (e.g. a student saved by this stage).",
+                                     path=True)
+    student_layers: int = _f(3, "Transformer layers of the student.")
+    student_hidden: Optional[int] = _f(None, "Hidden size of the student (null: the teacher's). A "
+                                       "smaller one needs init 'scratch'; hidden-state losses then "
+                                       "go through learnt projections and synthetic inputs_embeds "
+                                       "through a learnt input projection.")
+    init: Literal["teacher_layers", "scratch"] = _f(
+        "teacher_layers", "Student initialisation: the teacher's embeddings, the layers "
+        "`init_from_layers` and its head (DistilBERT style), or random weights.")
+    init_from_layers: List[int] = _f([], "Teacher layers (0-based) copied into the student's "
+                                     "layers; empty: evenly spaced (0, 2, 4 for 3 of 6).")
+    losses: List[KDLossSpec] = _f(
+        [KDLossSpec("logit_kd", 0.5), KDLossSpec("label_ce", 0.5)],
+        "The loss mix: [{name, weight, layers}, ...] (Hinton KD: logit_kd with weight alpha and "
+        "label_ce with 1 - alpha).")
+    temperature: float = _f(2.0, "Softmax temperature of logit_kd / trajectory_kd (the loss is "
+                            "scaled by T^2).")
+    steps: int = _f(300, "Optimiser steps of the student.")
+    batch_size: int = _f(32, "Global batch size (split over ranks; a multiple of the world size "
+                         "makes 2 ranks equal 1 process).")
+    lr: float = _f(1e-4, "AdamW learning rate (linear warm-up, then linear decay).")
+    weight_decay: float = _f(0.01, "AdamW weight decay.")
+    warmup_ratio: float = _f(0.1, "Fraction of steps of learning-rate warm-up.")
+    feature_warmup: float = _f(0.0, "Progressive schedule: every loss except logit_kd/label_ce "
+                               "ramps linearly from 0 to its weight over this fraction of steps.")
+    dropout: float = _f(0.1, "Dropout of the student (hidden, attention, head).")
+    num_centroid: int = _f(16, "cka_global: k-means centroids of the teacher's features (the "
+                           "memory, built once before training).")
+    trajectory_points: List[int] = _f([], "trajectory_kd: teacher epochs the student is pulled "
+                                      "toward in turn over training (empty: every saved epoch).")
+    save_every: int = _f(100, "Checkpoint every N steps (and at the end); re-running resumes.")
+    baseline: bool = _f(True, "Also train the same student without a teacher (label_ce only, same "
+                        "steps, seeds and data) for the report.")
+    quantize: bool = _f(True, "Report the student after dynamic int8 quantisation of its Linear "
+                        "layers (accuracy, size, latency).")
+    latency_batch: int = _f(32, "Batch size of the CPU latency measurement.")
+    latency_repeats: int = _f(10, "Timed forward passes per latency figure (median reported).")
+    eval_batch_size: int = _f(128, "Batch size for test evaluation and the teacher's cached logits.")
+    results_table: str = _f("results/distill.md", "Markdown table to which every run appends its "
+                            "rows (teacher, student, no-teacher student, int8).", path=True)
+
+    def check(self):
+        for key in ("student_layers", "steps", "batch_size", "save_every", "num_centroid",
+                    "latency_batch", "latency_repeats", "eval_batch_size"):
+            if getattr(self, key) < 1:
+                yield key, "must be >= 1"
+        if self.teacher_expert < 0:
+            yield "teacher_expert", "must be >= 0"
+        if self.student_hidden is not None and self.student_hidden < 8:
+            yield "student_hidden", "must be >= 8 or null"
+        if self.temperature <= 0:
+            yield "temperature", "must be > 0"
+        if self.lr <= 0:
+            yield "lr", "must be > 0"
+        if not 0.0 <= self.feature_warmup <= 1.0:
+            yield "feature_warmup", "must be in [0, 1]"
+        if not 0.0 <= self.dropout < 1.0:
+            yield "dropout", "must be in [0, 1)"
+        if not self.losses:
+            yield "losses", "needs at least one loss"
+
+
+@dataclass
 class RunConfig:
     seed: int = _f(0, "Seed of python, numpy and torch (and of the condensation's sampling).",
                    flag="seed")
@@ -341,4 +432,5 @@ class Config:
     optimization: OptimizationConfig = field(default_factory=OptimizationConfig)
     condense: CondenseConfig = field(default_factory=CondenseConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
     run: RunConfig = field(default_factory=RunConfig)

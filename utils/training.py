@@ -138,10 +138,12 @@ def train_steps(model: torch.nn.Module, examples: Examples, batches: Iterable[to
                 optimizer: torch.optim.Optimizer, device: torch.device, loss_fn: LossFn,
                 scheduler=None, clip_norm: Optional[float] = 1.0, total: Optional[int] = None,
                 show_progress: bool = False, desc: str = "train",
-                on_step: Optional[Callable[[int, float], Optional[dict]]] = None) -> float:
+                on_step: Optional[Callable[[int, float], Optional[dict]]] = None,
+                after_backward: Optional[Callable[[], None]] = None) -> float:
     """One optimiser step per batch of `batches` (indices into `examples`); returns the mean loss
-    per example. `on_step(step, loss)` runs after each step (1-based) and may return values to show
-    on the progress bar (e.g. an accuracy it measured)."""
+    per example. `after_backward()` runs between the backward pass and gradient clipping (data
+    parallelism averages the gradients over ranks there). `on_step(step, loss)` runs after each
+    step (1-based) and may return values to show on the progress bar."""
     model.train()
     loss_sum, count = 0.0, 0
     bar = progress(batches, enabled=show_progress, total=total, desc=desc)
@@ -150,6 +152,8 @@ def train_steps(model: torch.nn.Module, examples: Examples, batches: Iterable[to
         loss = loss_fn(model, examples.inputs(idx, device), examples.labels[idx].to(device), idx)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if after_backward is not None:
+            after_backward()
         if clip_norm is not None:
             torch.nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
         optimizer.step()

@@ -1,4 +1,4 @@
-"""Resumable condensation checkpoints.
+"""Resumable checkpoints (condensation, distillation): a folder per step, complete only with its marker.
 
     <output_dir>/checkpoints/iter_<NNNNNN>/state.pt      everything needed to continue
     <output_dir>/checkpoints/iter_<NNNNNN>/COMPLETE      metadata, written last: the marker

@@ -1,0 +1,170 @@
+"""Stage 4 - distill: compress a teacher into a smaller student on real data, a synthetic set, or both.
+
+    torchrun --nproc_per_node=2 condense/distill_script_text.py --config_path=config/distill/bbc.yaml \
+        [--load_path results/condense/.../syn_data_<iter>.pth] [--set distill.data=synthetic|real|both]
+
+The teacher is expert `distill.teacher_expert` of stage 1 (trained first if missing) or a BERT
+classifier folder (`distill.teacher_path`). The student (`distill.student_layers`, default 3) starts
+from the teacher's layers and trains `distill.steps` steps with the loss mix `distill.losses`
+(distiller/losses.py). With `distill.baseline`, the same student is also trained without a teacher
+(label_ce only, same steps, seeds and data). Re-running the same command resumes.
+
+Outputs under --output_dir (default results/distill/<dataset>/ipc<ipc>/<run_name>/): student/ (a
+Hugging Face model folder: AutoModelForSequenceClassification.from_pretrained loads it),
+distill/results.json (teacher, student, no-teacher student, int8 student: accuracy, macro-F1,
+parameters, size, CPU latency), distill/history.json, kd/ and no_teacher/ checkpoints, print.log,
+args.log; rows appended to `distill.results_table` (default results/distill.md).
+"""
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+from distiller.data import make_sources
+from distiller.distill import Distiller, TrajectoryTeacher
+from distiller.losses import NEEDS_ATTENTION
+from distiller.report import (
+    append_table,
+    latency_batch,
+    loss_names,
+    measure,
+    quantize_int8,
+    relative_to_teacher,
+)
+from distiller.student import build_student, count_parameters, load_hf_classifier, save_student
+from utils.config_schema import Config, KDLossSpec
+from utils.distributed import barrier
+from utils.errors import UserError
+from utils.experts import ensure_experts, load_expert_weights
+from utils.io import atomic_write_json
+from utils.model import build_classifier, freeze
+from utils.runtime import Data, guarded_stage, load_data, start_run
+from utils.seeding import derive_seed, seed_everything
+from utils.synset import check_fits, load_synset, to_examples
+from utils.training import Examples
+
+logger = logging.getLogger("distill")
+
+
+def load_teacher(cfg: Config, env, data: Data, eager: bool):
+    """(teacher, trajectory teacher or None): expert k's final weights, or a classifier folder."""
+    d, nclass = cfg.distill, data.dataset.nclass
+    if d.teacher_path:
+        return freeze(load_hf_classifier(d.teacher_path, eager).to(env.device)), None
+    if d.teacher_expert >= cfg.pretrain.num_premodel:
+        raise UserError(f"distill.teacher_expert = {d.teacher_expert} but there are only "
+                        f"{cfg.pretrain.num_premodel} experts (pretrain.num_premodel)")
+    ensure_experts(cfg, env, data)
+
+    def weights(epoch: int) -> dict:
+        return load_expert_weights(cfg, d.teacher_expert, epoch)
+
+    def frozen_expert(epoch: int):
+        model = build_classifier(cfg.network, nclass, pretrained=False, eager_attention=eager,
+                                 vocab_size=data.tokenizer.vocab_size)
+        model.load_state_dict(weights(epoch))
+        return freeze(model.to(env.device))
+
+    teacher = frozen_expert(cfg.pretrain.epochs)
+    trajectory = None
+    if any(s.name == "trajectory_kd" for s in d.losses):
+        points = list(d.trajectory_points) or list(range(1, cfg.pretrain.epochs + 1))
+        if not all(0 <= p <= cfg.pretrain.epochs for p in points):
+            raise UserError(f"distill.trajectory_points {points}: the expert has epochs "
+                            f"0..{cfg.pretrain.epochs}")
+        trajectory = TrajectoryTeacher(frozen_expert(points[0]), points, weights, d.steps)
+    return teacher, trajectory
+
+
+def synthetic_examples(cfg: Config, data: Data, hidden: int) -> Optional[Examples]:
+    if cfg.distill.data == "real":
+        return None
+    path = cfg.condense.load_path
+    if not path:
+        raise UserError(f"distill.data = {cfg.distill.data!r} needs a synthetic set: --load_path "
+                        f"results/condense/.../distilled_data/syn_data_<iter>.pth")
+    syn = load_synset(path)
+    check_fits(syn, path, class_names=data.dataset.class_names, hidden_size=hidden,
+               hidden_hint=" (the teacher's; distil with the model the set was condensed with)")
+    return to_examples(syn)
+
+
+def train_student(cfg, env, teacher, trajectory, data, sources, specs, out: Path, desc: str):
+    """A fresh student (identical start for every call) trained with `specs`."""
+    d = cfg.distill
+    eager = any(s.name in NEEDS_ATTENTION for s in specs)
+    seed_everything(derive_seed(cfg.run.seed, "student"))
+    student = build_student(teacher, data.dataset.nclass, d, eager_attention=eager,
+                            seed=derive_seed(cfg.run.seed, "student-init") % (2 ** 31),
+                            synthetic_inputs=d.data != "real").to(env.device)
+    distiller = Distiller(cfg, env, teacher, student, sources, data.dataset.multilabel, specs, out,
+                          trajectory, teacher.num_layers)
+    distiller.train(desc)
+    return student, distiller
+
+
+def report(cfg: Config, run, data: Data, teacher, student, baseline) -> list:
+    """Rank 0: every row measured in this process on the test split."""
+    d, dev = cfg.distill, run.env.device
+    test = Examples.of(data.test)
+    batch = latency_batch(test, d.latency_batch, dev)
+    teacher_params = sum(p.numel() for p in teacher.parameters())
+    rows = [measure("teacher", teacher, test, batch, teacher_params, d.eval_batch_size,
+                    d.latency_repeats, dev),
+            measure("student", student, test, batch, count_parameters(student), d.eval_batch_size,
+                    d.latency_repeats, dev)]
+    if baseline is not None:
+        rows.append(measure("student (no teacher)", baseline, test, batch,
+                            count_parameters(baseline), d.eval_batch_size, d.latency_repeats, dev))
+    if d.quantize and dev.type == "cpu":
+        from distiller.student import HFClassifier
+        q = HFClassifier(quantize_int8(student.model))
+        rows.append(measure("student int8", q, test, batch, count_parameters(student),
+                            d.eval_batch_size, d.latency_repeats, dev))
+    relative_to_teacher(rows)
+    return rows
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    run = start_run(argv, __doc__.splitlines()[0], "distill")
+    cfg, env = run.cfg, run.env
+    with guarded_stage() as stage:
+        d = cfg.distill
+        data = load_data(cfg)
+        eager = any(s.name in NEEDS_ATTENTION for s in d.losses)
+        teacher, trajectory = load_teacher(cfg, env, data, eager)
+        sources = make_sources(d.data, Examples.of(data.train),
+                               synthetic_examples(cfg, data, teacher.hidden_size))
+        logger.info("***** Running distillation *****  %s -> %d-layer student (init %s), data %s "
+                    "(%d examples), %d steps x batch %d, losses %s", "teacher_path "
+                    + d.teacher_path if d.teacher_path else f"expert {d.teacher_expert}",
+                    d.student_layers, d.init, d.data, len(sources), d.steps, d.batch_size,
+                    loss_names(d.losses))
+        student, distiller = train_student(cfg, env, teacher, trajectory, data, sources, d.losses,
+                                           run.out_dir / "kd", "distill")
+        baseline = None
+        if d.baseline:
+            baseline, _ = train_student(cfg, env, teacher, None, data, sources,
+                                        [KDLossSpec("label_ce", 1.0)], run.out_dir / "no_teacher",
+                                        "no-teacher")
+        if env.is_main:
+            folder = save_student(student, data.tokenizer, run.out_dir / "student")
+            rows = report(cfg, run, data, teacher, student, baseline)
+            context = {"dataset": cfg.dataset.name, "data": d.data, "losses": loss_names(d.losses),
+                       "student": f"L{d.student_layers}"
+                                  + (f"-H{d.student_hidden}" if d.student_hidden else ""),
+                       "steps": d.steps}
+            atomic_write_json(run.out_dir / "distill" / "results.json",
+                              {**context, "student_folder": str(folder), "rows": rows})
+            atomic_write_json(run.out_dir / "distill" / "history.json", distiller.history)
+            lines = append_table(Path(d.results_table), rows, context)
+            logger.info("results (appended to %s):\n%s", d.results_table, lines)
+            logger.info("student saved to %s", folder)
+        barrier()
+    return stage.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,250 @@
+"""Training a student against a teacher: the loss mix, data parallelism, checkpoints and resume.
+
+One `Distiller` trains one student with the configured `distill.losses` (or, for the no-teacher
+baseline, with `label_ce` alone) through the project's one trainer (`utils.training.train_steps`).
+
+- Data parallel: every rank holds the whole student; step i's global batch is the same on every
+  rank and each trains on its slice; gradients are averaged over ranks with one all-reduce per step
+  (what DDP does, without its bucketing) before clipping and the optimiser step.
+- The teacher is frozen. Its logits are computed once for the fixed training data and cached,
+  unless a loss needs its hidden states or attention maps (then it runs on each batch).
+- Checkpoints every `save_every` steps (utils.checkpoint: state, then the COMPLETE marker): the
+  student and projections, the centroid memory, optimiser, scheduler, step, history and every
+  rank's RNG. Re-running the same command resumes; the batches resume at the same global step.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from distiller.data import Sources, global_batches, rank_slice
+from distiller.losses import (
+    KD_LOSSES,
+    LOGIT_LOSSES,
+    NEEDS_ATTENTION,
+    NEEDS_HIDDEN,
+    CentroidMemory,
+    KDContext,
+    projection_key,
+    resolve_pairs,
+)
+from distiller.student import HFClassifier
+from utils.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from utils.config_schema import Config, KDLossSpec
+from utils.distributed import DistEnv, broadcast_object, gather_objects_to_main
+from utils.errors import UserError
+from utils.model import ClassifierOutput
+from utils.seeding import derive_seed, rng_state, seed_everything, set_rng_state
+from utils.training import linear_warmup_decay, train_steps
+
+logger = logging.getLogger(__name__)
+
+STATE_VERSION = 1
+
+
+class DistillModule(nn.Module):
+    """The trainable part: the student plus the learnt projections of the hidden-state losses."""
+
+    def __init__(self, student: HFClassifier, projections: nn.ModuleDict):
+        super().__init__()
+        self.student, self.projections = student, projections
+
+    def forward(self, **kw) -> ClassifierOutput:
+        return self.student(**kw)
+
+
+class TrajectoryTeacher:
+    """trajectory_kd: the teacher's checkpoints along its training, one per trajectory point;
+    `logits(step)` uses the checkpoint of the point that step falls in."""
+
+    def __init__(self, model: nn.Module, points: List[int], load: Callable[[int], dict], steps: int):
+        self.model, self.points, self.load, self.steps = model, points, load, steps
+        self.current: Optional[int] = None
+
+    def epoch_at(self, step: int) -> int:
+        return self.points[min(len(self.points) - 1, step * len(self.points) // self.steps)]
+
+    @torch.no_grad()
+    def logits(self, step: int, inputs: dict) -> torch.Tensor:
+        epoch = self.epoch_at(step)
+        if epoch != self.current:
+            self.model.load_state_dict(self.load(epoch))
+            self.current = epoch
+        return self.model(**inputs).logits
+
+
+def parse_specs(specs: List[KDLossSpec], teacher_layers: int, student_layers: int):
+    out = []
+    for spec in specs:
+        if spec.name not in KD_LOSSES:
+            raise UserError(f"distill.losses: unknown loss {spec.name!r}; registered: "
+                            f"{', '.join(sorted(KD_LOSSES))}")
+        try:
+            pairs = resolve_pairs(spec.layers, teacher_layers, student_layers)
+        except ValueError as exc:
+            raise UserError(f"distill.losses[{spec.name}].layers: {exc}") from None
+        out.append((spec, pairs))
+    return out
+
+
+class Distiller:
+    def __init__(self, cfg: Config, env: DistEnv, teacher: nn.Module, student: HFClassifier,
+                 sources: Sources, multilabel: bool, specs: List[KDLossSpec], out_dir: Path,
+                 trajectory: Optional[TrajectoryTeacher] = None, teacher_layers: int = 0):
+        d = cfg.distill
+        self.cfg, self.env, self.d = cfg, env, d
+        self.teacher, self.sources, self.multilabel = teacher, sources, multilabel
+        self.out_dir, self.trajectory = Path(out_dir), trajectory
+        self.specs = parse_specs(specs, teacher_layers, student.num_layers)
+        names = {s.name for s, _ in self.specs}
+        if "trajectory_kd" in names and trajectory is None:
+            raise UserError("distill.losses: trajectory_kd needs an expert teacher (its epoch "
+                            "checkpoints); distill.teacher_path has none")
+        self.need_hidden = bool(names & NEEDS_HIDDEN)
+        self.need_attention = bool(names & NEEDS_ATTENTION)
+        projections = nn.ModuleDict()
+        for spec, pairs in self.specs:
+            if spec.name in ("hidden_mse", "hidden_cos") and student.hidden_size != _width(teacher):
+                for t, s in pairs:
+                    projections[projection_key(t, s)] = nn.Linear(student.hidden_size, _width(teacher))
+        self.module = DistillModule(student, projections).to(env.device)
+        self.memory: Optional[CentroidMemory] = None
+        if "cka_global" in names:
+            self.memory = self._build_memory(student.hidden_size)
+        self.teacher_forward = self.need_hidden or self.need_attention
+        self.cache = None if self.teacher_forward or names <= {"label_ce"} else self._cache_logits()
+        self.optimizer = torch.optim.AdamW(self.module.parameters(), lr=d.lr,
+                                           weight_decay=d.weight_decay)
+        self.scheduler = linear_warmup_decay(self.optimizer, d.steps, d.warmup_ratio)
+        self.step = 0
+        self.history: List[dict] = []
+        self._parts: Dict[str, float] = {}
+
+    # --------------------------------------------------------------------------- teacher side
+    @torch.no_grad()
+    def _cache_logits(self) -> torch.Tensor:
+        """The teacher's logits for every training example  # [N, C] (CPU)"""
+        out = [self.teacher(**self.sources.inputs(idx, self.env.device)).logits.float().cpu()
+               for idx in self.sources.in_order(self.d.eval_batch_size)]
+        logger.info("teacher logits cached for %d training examples", len(self.sources))
+        return torch.cat(out)
+
+    @torch.no_grad()
+    def _build_memory(self, student_dim: int) -> CentroidMemory:
+        """FSD's train_memory step: k-means of the teacher's last-layer [CLS] features."""
+        feats = [self.teacher(**self.sources.inputs(idx, self.env.device),
+                              layer_index=[-1]).features[0].float().cpu()
+                 for idx in self.sources.in_order(self.d.eval_batch_size)]
+        memory = CentroidMemory.build(torch.cat(feats), self.d.num_centroid, student_dim,
+                                      derive_seed(self.cfg.run.seed, "centroids"))
+        logger.info("centroid memory: %d teacher centroids", memory.teacher.shape[0])
+        return memory.to(self.env.device)
+
+    # ------------------------------------------------------------------------------ the loss
+    def loss_fn(self, model: nn.Module, inputs: dict, labels: torch.Tensor, idx: torch.Tensor
+                ) -> torch.Tensor:
+        s_out = model(**inputs, output_hidden_states=self.need_hidden,
+                      output_attentions=self.need_attention)
+        if self.teacher_forward:
+            with torch.no_grad():
+                t_out = self.teacher(**inputs, output_hidden_states=self.need_hidden,
+                                     output_attentions=self.need_attention)
+        else:
+            logits = self.cache[idx].to(self.env.device) if self.cache is not None else None
+            t_out = ClassifierOutput(logits)
+        traj = self.trajectory.logits(self.step, inputs) if self.trajectory is not None else None
+        ctx = KDContext(s_out, t_out, labels, inputs["attention_mask"], self.d.temperature,
+                        self.multilabel, self.module.student, self.teacher, self.module.projections,
+                        self.memory, traj)
+        ramp = 1.0
+        if self.d.feature_warmup > 0:
+            ramp = min(1.0, (self.step + 1) / (self.d.feature_warmup * self.d.steps))
+        total = torch.zeros((), device=self.env.device)
+        self._parts = {}
+        for spec, pairs in self.specs:
+            value = KD_LOSSES[spec.name](ctx, pairs)
+            weight = spec.weight * (1.0 if spec.name in LOGIT_LOSSES else ramp)
+            total = total + weight * value
+            self._parts[spec.name] = value.item()
+        return total
+
+    def _average_gradients(self) -> None:
+        if self.env.world_size < 2:
+            return
+        for p in self.module.parameters():
+            if p.grad is not None:
+                dist.all_reduce(p.grad)
+                p.grad /= self.env.world_size
+
+    # --------------------------------------------------------------------------------- train
+    def train(self, desc: str = "distill") -> None:
+        """Train to `distill.steps`, resuming from the newest complete checkpoint in out_dir."""
+        self._resume()
+        if self.step >= self.d.steps:
+            logger.info("%s: already trained (%d steps)", desc, self.step)
+            return
+        batches = global_batches(self.sources, self.d.batch_size, derive_seed(self.cfg.run.seed, desc))
+        batches = rank_slice(itertools.islice(batches, self.step, self.d.steps), self.env.rank,
+                             self.env.world_size)
+
+        def on_step(_: int, loss: float) -> dict:
+            self.step += 1
+            self.history.append({"step": self.step, "loss": loss, **self._parts,
+                                 "lr": self.optimizer.param_groups[0]["lr"]})
+            if self.step % max(1, self.d.steps // 10) == 0 or self.step == self.d.steps:
+                logger.info("%s step %d/%d  loss %.4f  %s", desc, self.step, self.d.steps, loss,
+                            "  ".join(f"{k} {v:.4f}" for k, v in self._parts.items()))
+            if self.step % self.d.save_every == 0 or self.step == self.d.steps:
+                self.save()
+            return {}
+
+        train_steps(self.module, self.sources, batches, self.optimizer, self.env.device,
+                    self.loss_fn, self.scheduler, total=self.d.steps - self.step,
+                    show_progress=self.env.is_main, desc=desc, on_step=on_step,
+                    after_backward=self._average_gradients)
+
+    # --------------------------------------------------------------------------------- state
+    def state_dict(self) -> dict:
+        return {"version": STATE_VERSION, "step": self.step,
+                "module": {k: v.cpu() for k, v in self.module.state_dict().items()},
+                "memory": ({k: v.cpu() for k, v in self.memory.state_dict().items()}
+                           if self.memory is not None else None),
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "history": self.history, "world_size": self.env.world_size}
+
+    def save(self) -> None:
+        """Collective: every rank's RNG to rank 0, which writes the checkpoint."""
+        rngs = gather_objects_to_main(rng_state())
+        if self.env.is_main:
+            save_checkpoint({**self.state_dict(), "rng": rngs}, self.out_dir, self.step)
+
+    def _resume(self) -> None:
+        path = latest_checkpoint(self.out_dir) if self.env.is_main else None
+        path = broadcast_object(str(path) if path else None)
+        if not path:
+            return
+        state = broadcast_object(load_checkpoint(Path(path)) if self.env.is_main else None)
+        if state.get("version") != STATE_VERSION:
+            raise UserError(f"{path} was written by another textcondense version; use another "
+                            f"--output_dir")
+        self.module.load_state_dict(state["module"])
+        if self.memory is not None and state["memory"] is not None:
+            self.memory.load_state_dict(state["memory"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step, self.history = int(state["step"]), list(state["history"])
+        if state["world_size"] == self.env.world_size:
+            set_rng_state(state["rng"][self.env.rank])
+        else:
+            seed_everything(derive_seed(self.cfg.run.seed, "resume", self.step, self.env.rank))
+        logger.info("resumed from %s (step %d)", path, self.step)
+
+
+def _width(model: nn.Module) -> int:
+    return model.hidden_size

@@ -1,0 +1,172 @@
+"""The student: a smaller BERT sequence classifier built from (and initialised by) the teacher.
+
+The student is a plain Hugging Face `BertForSequenceClassification` (encoder, pooler, head), so a
+saved student is an ordinary model folder that `AutoModelForSequenceClassification.from_pretrained`
+loads and that gives the same logits. `HFClassifier` wraps any such model with the interface of
+`utils.model.TextClassifier` (ids or inputs_embeds in; logits, per-layer [CLS] features, hidden
+states and attention maps out), so teacher and student are called alike.
+
+Initialisation (`distill.init`):
+- `teacher_layers` (DistilBERT style): the teacher's embeddings, the transformer layers
+  `init_from_layers` (evenly spaced by default: 0, 2, 4 for 3 of 6) and its classification head;
+  the pooler starts as the identity map (weight I, bias 0; the teacher has no pooler).
+- `scratch`: random weights (any hidden size).
+
+With another hidden size than the teacher's, synthetic `inputs_embeds` (made in the teacher's
+embedding space) reach the student through a learnt linear projection `input_proj` that trains with
+it; the saved model folder is the student alone (token ids in).
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+import torch
+from torch import nn
+
+from utils.config_schema import DistillConfig
+from utils.errors import UserError
+from utils.model import ClassifierOutput
+
+
+class HFClassifier(nn.Module):
+    """A Hugging Face BERT sequence classifier with `TextClassifier`'s forward interface."""
+
+    def __init__(self, model: nn.Module, input_dim: Optional[int] = None):
+        super().__init__()
+        self.model = model
+        hidden = model.config.hidden_size
+        # synthetic inputs_embeds of another hidden size come in through this projection
+        self.input_proj = nn.Linear(input_dim, hidden) if input_dim and input_dim != hidden else None
+        self.init_layers: Optional[List[int]] = None     # teacher layers it was initialised from
+
+    @property
+    def hidden_size(self) -> int:
+        return self.model.config.hidden_size
+
+    @property
+    def num_layers(self) -> int:
+        return self.model.config.num_hidden_layers
+
+    @property
+    def classifier(self) -> nn.Linear:
+        return self.model.classifier
+
+    def layers(self) -> nn.ModuleList:
+        return self.model.bert.encoder.layer
+
+    def forward(self, input_ids=None, attention_mask=None, inputs_embeds=None,
+                layer_index: Optional[Sequence[int]] = None, output_attentions: bool = False,
+                output_hidden_states: bool = False) -> ClassifierOutput:
+        if inputs_embeds is not None and self.input_proj is not None:
+            inputs_embeds = self.input_proj(inputs_embeds)                  # [B, L, H_s]
+        want_hidden = output_hidden_states or layer_index is not None
+        out = self.model(input_ids=input_ids, inputs_embeds=inputs_embeds,
+                         attention_mask=attention_mask, output_hidden_states=want_hidden,
+                         output_attentions=output_attentions, return_dict=True)
+        features = None
+        if layer_index is not None:
+            features = torch.stack([out.hidden_states[i][:, 0] for i in layer_index])  # [K, B, H]
+        return ClassifierOutput(out.logits, features,
+                                out.attentions if output_attentions else None,
+                                out.hidden_states if want_hidden else None)
+
+
+def default_init_layers(teacher_layers: int, student_layers: int) -> List[int]:
+    """Evenly spaced teacher layers, starting at 0: 3 of 6 -> [0, 2, 4]."""
+    step = teacher_layers / student_layers
+    return [int(i * step) for i in range(student_layers)]
+
+
+def student_config(teacher_config, nclass: int, d: DistillConfig, eager_attention: bool):
+    cfg = copy.deepcopy(teacher_config)
+    cfg.num_hidden_layers = d.student_layers
+    if d.student_hidden is not None and d.student_hidden != teacher_config.hidden_size:
+        head_dim = teacher_config.hidden_size // teacher_config.num_attention_heads
+        cfg.hidden_size = d.student_hidden
+        cfg.num_attention_heads = max(1, d.student_hidden // head_dim)
+        if d.student_hidden % cfg.num_attention_heads:
+            raise UserError(f"distill.student_hidden = {d.student_hidden} is not a multiple of the "
+                            f"teacher's head size {head_dim}; pick a multiple of {head_dim}")
+        cfg.intermediate_size = 4 * d.student_hidden
+    cfg.num_labels = nclass
+    cfg.hidden_dropout_prob = cfg.attention_probs_dropout_prob = d.dropout
+    cfg.classifier_dropout = d.dropout
+    cfg.architectures = ["BertForSequenceClassification"]
+    cfg._attn_implementation = "eager" if eager_attention else "sdpa"
+    return cfg
+
+
+@torch.no_grad()
+def build_student(teacher, nclass: int, d: DistillConfig, eager_attention: bool = False,
+                  seed: int = 0, synthetic_inputs: bool = False) -> HFClassifier:
+    """A student for `teacher` (a `TextClassifier` or `HFClassifier`), initialised per `d.init`;
+    `synthetic_inputs`: it will be fed the teacher-space inputs_embeds of a synthetic set."""
+    from transformers import BertForSequenceClassification
+
+    tcfg = teacher_encoder(teacher).config
+    if d.student_layers > tcfg.num_hidden_layers and d.init == "teacher_layers":
+        raise UserError(f"distill.student_layers = {d.student_layers} but the teacher has only "
+                        f"{tcfg.num_hidden_layers}; use fewer layers or distill.init=scratch")
+    torch.manual_seed(seed)
+    model = BertForSequenceClassification(student_config(tcfg, nclass, d, eager_attention))
+    student = HFClassifier(model, input_dim=tcfg.hidden_size if synthetic_inputs else None)
+    if d.init == "scratch":
+        return student
+    if student.hidden_size != tcfg.hidden_size:
+        raise UserError(f"distill.init=teacher_layers needs the teacher's hidden size "
+                        f"({tcfg.hidden_size}); with student_hidden={d.student_hidden} use "
+                        f"distill.init=scratch")
+    chosen = list(d.init_from_layers) or default_init_layers(tcfg.num_hidden_layers, d.student_layers)
+    if len(chosen) != d.student_layers or not all(0 <= i < tcfg.num_hidden_layers for i in chosen):
+        raise UserError(f"distill.init_from_layers = {chosen}: needs {d.student_layers} teacher "
+                        f"layers in 0..{tcfg.num_hidden_layers - 1}")
+    enc = teacher_encoder(teacher)
+    model.bert.embeddings.load_state_dict(enc.embeddings.state_dict())
+    for s, t in enumerate(chosen):
+        model.bert.encoder.layer[s].load_state_dict(enc.encoder.layer[t].state_dict())
+    model.bert.pooler.dense.weight.copy_(torch.eye(tcfg.hidden_size))
+    model.bert.pooler.dense.bias.zero_()
+    model.classifier.load_state_dict(teacher.classifier.state_dict())
+    student.init_layers = chosen
+    return student
+
+
+def teacher_encoder(teacher) -> nn.Module:
+    """The teacher's `BertModel` (a `TextClassifier`'s encoder or an HF classifier's .bert)."""
+    return teacher.model.bert if isinstance(teacher, HFClassifier) else teacher.encoder
+
+
+def count_parameters(student: HFClassifier) -> int:
+    """Parameters of the deployable student (the saved model; without input_proj)."""
+    return sum(p.numel() for p in student.model.parameters())
+
+
+def save_student(student: HFClassifier, tokenizer, folder: Path) -> Path:
+    """A Hugging Face model folder (config.json, model.safetensors, tokenizer files)."""
+    folder = Path(folder)
+    tmp = folder.with_name(folder.name + ".tmp")
+    student.model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    if folder.exists():
+        import shutil
+        shutil.rmtree(folder)
+    tmp.replace(folder)
+    return folder
+
+
+def load_hf_classifier(path: str, eager_attention: bool = False) -> HFClassifier:
+    """A BERT sequence classifier folder (or hub name) as an `HFClassifier`."""
+    from transformers import AutoModelForSequenceClassification
+
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            path, attn_implementation="eager" if eager_attention else "sdpa")
+    except Exception as exc:  # noqa: BLE001 - turned into advice
+        raise UserError(f"cannot load a sequence classifier from {path!r} ({type(exc).__name__}: "
+                        f"{exc}); distill.teacher_path must be a Hugging Face BERT classifier "
+                        f"folder") from None
+    if model.config.model_type != "bert":
+        raise UserError(f"{path} is a {model.config.model_type!r} model; the teacher must be BERT")
+    return HFClassifier(model)

@@ -1,0 +1,229 @@
+"""Stage 4: the distillation losses, CKA, the student, and the script (1 and 2 processes, resume,
+synthetic data, the saved model folder)."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from condense import condense_script_text, distill_script_text
+from distiller.losses import KD_LOSSES, CentroidMemory, KDContext, linear_cka, resolve_pairs, uniform_pairs
+from distiller.student import build_student
+from tests.conftest import SMOKE, torchrun
+from utils.config_schema import DistillConfig, NetworkConfig
+from utils.model import ClassifierOutput, build_classifier, freeze
+from utils.training import label_loss
+
+B, L, H, C, HEADS, LAYERS = 4, 6, 32, 3, 2, 2
+
+
+def outputs(seed: int) -> ClassifierOutput:
+    g = torch.Generator().manual_seed(seed)
+    hidden = tuple(torch.randn(B, L, H, generator=g) for _ in range(LAYERS + 1))
+    att = tuple(torch.randn(B, HEADS, L, L, generator=g).softmax(-1) for _ in range(LAYERS))
+    return ClassifierOutput(torch.randn(B, C, generator=g), None, att, hidden)
+
+
+def context(student: ClassifierOutput, teacher: ClassifierOutput, s_model, t_model,
+            same_memory: bool) -> KDContext:
+    mask = torch.ones(B, L, dtype=torch.long)
+    mask[1, 4:] = 0
+    centroids = torch.randn(5, H, generator=torch.Generator().manual_seed(9))
+    memory = CentroidMemory(centroids, H)
+    memory.student.copy_(centroids if same_memory else centroids.flip(0))
+    memory.seen.fill_(1)
+    return KDContext(student, teacher, torch.tensor([0, 1, 2, 0]), mask, 2.0, False, s_model,
+                     t_model, torch.nn.ModuleDict(), memory, trajectory_logits=teacher.logits)
+
+
+@pytest.fixture(scope="module")
+def models():
+    net = NetworkConfig(model_path="random", random_layers=LAYERS, random_hidden=H,
+                        random_heads=HEADS)
+    torch.manual_seed(0)
+    a = build_classifier(net, C, vocab_size=50)
+    b = build_classifier(net, C, vocab_size=50)
+    return a, b
+
+
+@pytest.mark.parametrize("name", sorted(set(KD_LOSSES) - {"label_ce"}))
+def test_every_loss_is_zero_for_identical_inputs_and_positive_otherwise(name, models):
+    a, b = models
+    pairs = uniform_pairs(LAYERS, LAYERS)
+    same = KD_LOSSES[name](context(outputs(1), outputs(1), a, a, True), pairs)
+    assert float(same) == pytest.approx(0.0, abs=1e-5)
+    other = KD_LOSSES[name](context(outputs(2), outputs(1), b, a, False), pairs)
+    assert float(other) > 1e-4
+
+
+def test_label_ce_is_the_label_loss():
+    out = outputs(3)
+    ctx = context(out, outputs(4), None, None, True)
+    torch.testing.assert_close(KD_LOSSES["label_ce"](ctx, []), label_loss(out.logits, ctx.labels, False))
+
+
+def test_cka_invariances():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(20, 8, generator=g)
+    q, _ = torch.linalg.qr(torch.randn(8, 8, generator=g))
+    assert float(linear_cka(x, x)) == pytest.approx(1.0, abs=1e-6)
+    assert float(linear_cka(x, x @ q)) == pytest.approx(1.0, abs=1e-6)          # orthogonal
+    assert float(linear_cka(x, 3.7 * x)) == pytest.approx(1.0, abs=1e-6)       # isotropic scale
+    y = torch.randn(20, 5, generator=g)                                         # other width
+    assert 0.0 < float(linear_cka(x, y)) < 0.9
+    assert float(linear_cka(x, y)) == pytest.approx(float(linear_cka(x @ q * 2, y)), abs=1e-6)
+    # batched with a mask equals the unbatched CKA of the kept rows
+    xb, yb = torch.stack([x, x]), torch.stack([y, y])
+    mask = torch.ones(2, 20)
+    mask[1, 12:] = 0
+    got = linear_cka(xb, yb, mask)
+    assert float(got[0]) == pytest.approx(float(linear_cka(x, y)), abs=1e-6)
+    assert float(got[1]) == pytest.approx(float(linear_cka(x[:12], y[:12])), abs=1e-6)
+    assert torch.isfinite(linear_cka(torch.zeros(4, 3), torch.zeros(4, 3)))     # no 0/0
+
+
+def test_layer_maps():
+    assert uniform_pairs(6, 3) == [(2, 1), (4, 2), (6, 3)]
+    assert resolve_pairs([[-1, -1], [0, 0]], 6, 3) == [(6, 3), (0, 0)]
+    with pytest.raises(ValueError, match="out of range"):
+        resolve_pairs([[7, 1]], 6, 3)
+
+
+def test_student_from_teacher_layers_and_projection_shapes(models):
+    teacher = freeze(models[0])
+    d = DistillConfig(student_layers=1, init_from_layers=[1], dropout=0.0)
+    student = build_student(teacher, C, d)
+    enc = teacher.encoder
+    torch.testing.assert_close(student.model.bert.encoder.layer[0].attention.self.query.weight,
+                               enc.encoder.layer[1].attention.self.query.weight)
+    torch.testing.assert_close(student.model.classifier.weight, teacher.classifier.weight)
+    assert student.num_layers == 1 and student.input_proj is None
+    small = build_student(teacher, C, dataclasses.replace(d, student_hidden=16, init="scratch"),
+                          synthetic_inputs=True)
+    assert small.hidden_size == 16 and small.input_proj.weight.shape == (16, H)
+    out = small(inputs_embeds=torch.randn(2, L, H), attention_mask=torch.ones(2, L, dtype=torch.long),
+                output_hidden_states=True)
+    assert out.logits.shape == (2, C) and out.hidden_states[-1].shape == (2, L, 16)
+    with pytest.raises(ValueError, match="init=scratch"):
+        build_student(teacher, C, dataclasses.replace(d, student_hidden=16))
+
+
+# ------------------------------------------------------------------------------------ the script
+
+def distill(out: Path, experts: str, *extra: str) -> int:
+    return distill_script_text.main(["--config_path", SMOKE, "--output_dir", str(out),
+                                     "--set", f"pretrain.expert_dir={experts}",
+                                     "--set", f"distill.results_table={out / 'distill.md'}", *extra])
+
+
+def student_weights(out: Path) -> dict:
+    from safetensors.torch import load_file
+    return load_file(str(out / "student" / "model.safetensors"))
+
+
+FSD = ("distill.losses=[{name: logit_kd, weight: 0.5}, {name: label_ce, weight: 0.5}, "
+       "{name: cka_intra, weight: 1}, {name: cka_local, weight: 1}, {name: cka_global, weight: 1}, "
+       "{name: hidden_mse, weight: 1}, {name: attn_kl, weight: 1}]")
+
+
+def test_distill_end_to_end_and_saved_student_reloads(tmp_path, smoke_experts):
+    assert distill(tmp_path, smoke_experts, "--set", FSD) == 0
+    res = json.loads((tmp_path / "distill" / "results.json").read_text())
+    assert [r["model"] for r in res["rows"]] == ["teacher", "student", "student (no teacher)",
+                                                 "student int8"]
+    assert all(0 <= r["accuracy"] <= 1 and r["latency_ms"] > 0 and r["params"] > 0
+               for r in res["rows"])
+    hist = json.loads((tmp_path / "distill" / "history.json").read_text())
+    assert {"cka_intra", "cka_global", "attn_kl", "hidden_mse"} <= set(hist[0])
+    rows = [ln for ln in (tmp_path / "distill.md").read_text().splitlines() if ln.startswith("| 20")]
+    assert len(rows) == 4 and "| student int8 |" in rows[-1]
+    # the saved folder is an ordinary HF model that gives the student's logits
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "student").eval()
+    tok = AutoTokenizer.from_pretrained(tmp_path / "student")
+    batch = tok(["markets fell sharply", "the team won the cup"], return_tensors="pt", padding=True)
+    from distiller.student import HFClassifier
+    ours = HFClassifier(AutoModelForSequenceClassification.from_pretrained(tmp_path / "student")).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(**batch).logits,
+                                   ours(input_ids=batch["input_ids"],
+                                        attention_mask=batch["attention_mask"]).logits)
+
+
+def test_gradients_flow_to_the_student_only(models):
+    teacher = freeze(build_classifier(NetworkConfig(model_path="random", random_layers=LAYERS,
+                                                    random_hidden=H, random_heads=HEADS), C,
+                                      vocab_size=50, eager_attention=True))
+    student = build_student(teacher, C, DistillConfig(student_layers=1, dropout=0.0),
+                            eager_attention=True)
+    ids = torch.randint(5, 50, (B, L))
+    mask = torch.ones(B, L, dtype=torch.long)
+    kw = {"input_ids": ids, "attention_mask": mask, "output_hidden_states": True,
+          "output_attentions": True}
+    with torch.no_grad():
+        t_out = teacher(**kw)
+    s_out = student(**kw)
+    centroids = t_out.hidden_states[-1][:, 0].detach().clone()
+    ctx = KDContext(s_out, t_out, torch.tensor([0, 1, 2, 0]), mask, 2.0, False, student, teacher,
+                    torch.nn.ModuleDict(), CentroidMemory(centroids, H), t_out.logits)
+    pairs = [(2, 1)]
+    total = sum(fn(ctx, pairs) for fn in KD_LOSSES.values())
+    total.backward()
+    assert all(p.grad is None and not p.requires_grad for p in teacher.parameters())
+    grads = [p.grad for n, p in student.named_parameters() if "pooler" not in n]
+    assert all(g is not None for g in grads) and sum(float(g.abs().sum()) for g in grads) > 0
+
+
+def test_interrupted_run_equals_uninterrupted(tmp_path, smoke_experts):
+    """Kill after the step-3 checkpoint (simulated: delete later checkpoints and the student),
+    re-run: bit-identical student."""
+    import shutil
+    common = ["--set", "distill.baseline=false", "--set", "distill.quantize=false"]
+    full = tmp_path / "full"
+    assert distill(full, smoke_experts, *common) == 0
+    ref = student_weights(full)
+    for d in (full / "kd" / "checkpoints").glob("iter_*"):
+        if d.name != "iter_000003":
+            shutil.rmtree(d)
+    shutil.rmtree(full / "student")
+    assert distill(full, smoke_experts, *common) == 0
+    assert "resumed from" in (full / "print.log").read_text()
+    got = student_weights(full)
+    assert all(torch.equal(ref[k], got[k]) for k in ref)
+
+
+def test_two_ranks_equal_one_process(tmp_path, smoke_experts):
+    common = ["--config_path", SMOKE, "--set", f"pretrain.expert_dir={smoke_experts}",
+              "--set", "distill.dropout=0.0", "--set", "distill.baseline=false",
+              "--set", "distill.quantize=false", "--set", f"distill.results_table={tmp_path}/t.md"]
+    torchrun("condense/distill_script_text.py", [*common, "--output_dir", str(tmp_path / "two")])
+    assert distill_script_text.main([*common, "--output_dir", str(tmp_path / "one")]) == 0
+    a, b = student_weights(tmp_path / "two"), student_weights(tmp_path / "one")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4)
+
+
+def test_synthetic_and_both_with_a_smaller_student(tmp_path, smoke_experts):
+    cond = tmp_path / "cond"
+    assert condense_script_text.main(["--config_path", SMOKE, "--output_dir", str(cond), "--set",
+                                      f"pretrain.expert_dir={smoke_experts}"]) == 0
+    syn = str(cond / "distilled_data" / "syn_data_6.pth")
+    for data in ("synthetic", "both"):
+        out = tmp_path / data
+        assert distill(out, smoke_experts, "--load_path", syn, "--set", f"distill.data={data}",
+                       "--set", "distill.student_hidden=16", "--set", "distill.init=scratch",
+                       "--set", "distill.losses=[{name: logit_kd}, {name: hidden_mse}]") == 0
+        hist = json.loads((out / "distill" / "history.json").read_text())
+        assert len(hist) == 6 and all(h["hidden_mse"] > 0 for h in hist)
+
+
+def test_bad_inputs_exit_2(tmp_path, smoke_experts):
+    assert distill(tmp_path / "a", smoke_experts, "--set", "distill.losses=[{name: nope}]") == 2
+    assert "unknown loss 'nope'" in (tmp_path / "a" / "print.log").read_text()
+    assert distill(tmp_path / "b", smoke_experts, "--set", "distill.data=synthetic") == 2
+    assert "needs a synthetic set" in (tmp_path / "b" / "print.log").read_text()
+    assert distill(tmp_path / "c", smoke_experts, "--set", "distill.student_layers=5") == 2
+    assert "teacher has only 2" in (tmp_path / "c" / "print.log").read_text()
