@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from pathlib import Path
 from typing import Optional, Sequence
 
 from condenser.condenser import Condenser
@@ -22,10 +21,10 @@ from condenser.expert_pool import ExpertPool
 from condenser.report import plot_loss_curve, write_preview
 from evaluation.protocol import evaluate_synthetic
 from evaluation.results import record_eval_curve
-from utils.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from utils.checkpoint import check_resumable, load_latest, save_checkpoint, set_aside, settings_view
 from utils.config import config_to_dict
 from utils.config_schema import Config
-from utils.distributed import all_gather_objects, barrier, broadcast_object, peak_memory_mb
+from utils.distributed import all_gather_objects, barrier, main_then_broadcast, peak_memory_mb
 from utils.experts import ensure_experts
 from utils.io import atomic_write_json
 from utils.logging_utils import progress
@@ -45,14 +44,36 @@ def apply_debug(cfg: Config) -> None:
         cfg.condense.save_every = min(cfg.condense.save_every, cfg.condense.niter)
 
 
+# Settings a resumed run may change; every other key shapes the saved state and must match.
+RESUMABLE_CHANGES = ("condense.niter", "condense.save_every", "condense.log_every", "condense.eval_it",
+                     "condense.load_path", "condense.debug_niter", "dataset.cache_dir",
+                     "dataset.max_test_per_class", "pretrain.expert_dir", "pretrain.eval_batch_size",
+                     "evaluate.*", "distill.*", "run.output_dir", "run.run_name", "run.log_level",
+                     "run.gpu", "run.tf32", "run.resume")
+
+
+def resume_settings(cfg: Config) -> dict:
+    return settings_view(config_to_dict(cfg), RESUMABLE_CHANGES)
+
+
 def start_state(condenser: Condenser, cfg: Config, run, data: Data, ctx) -> None:
-    """Resume from the newest complete checkpoint in the output folder, else initialise."""
-    ckpt = latest_checkpoint(run.out_dir) if run.env.is_main else None
-    ckpt = broadcast_object(str(ckpt) if ckpt else None)
-    if ckpt:
-        logger.info("resuming from %s", ckpt)
-        state = broadcast_object(load_checkpoint(Path(ckpt)) if run.env.is_main else None)
-        condenser.load_state_dict(state, ctx)
+    """Resume from the newest loadable checkpoint in the output folder (refused when it was made
+    with other settings), else initialise; then write args.log (a refused run leaves it alone)."""
+    if cfg.run.resume == "never" and run.env.is_main:
+        set_aside(run.out_dir)
+    barrier()
+
+    def latest():
+        found = load_latest(run.out_dir)
+        if found is not None:
+            check_resumable(found[1], resume_settings(cfg), found[0])
+            return str(found[0]), found[1]
+        return None
+    found = main_then_broadcast(latest)
+    run.save_args()
+    if found:
+        logger.info("resuming from %s", found[0])
+        condenser.load_state_dict(found[1], ctx)
         return
     loaded = None
     if cfg.condense.init == "load":
@@ -60,9 +81,10 @@ def start_state(condenser: Condenser, cfg: Config, run, data: Data, ctx) -> None
             path = cfg.condense.load_path
             syn = load_synset(path)
             check_fits(syn, path, class_names=data.dataset.class_names, ipc=cfg.condense.ipc,
-                       max_length=cfg.dataset.max_length, hidden_size=condenser.hidden)
+                       max_length=cfg.dataset.max_length, hidden_size=condenser.hidden,
+                       all_classes=True)
             return split_by_class(syn)
-        loaded = broadcast_object(read() if run.env.is_main else None)
+        loaded = main_then_broadcast(read)
         logger.info("initialised from %s", cfg.condense.load_path)
     condenser.initialize(cfg.condense.init, ctx, loaded)
 
@@ -89,7 +111,7 @@ def save(condenser: Condenser, cfg: Config, run, data: Data) -> None:
                       data.dataset.class_names, path.with_name(f"syn_data_{it}_preview.txt"))
         plot_loss_curve(condenser.history, run.out_dir / "images" / "loss_curve.png")
         atomic_write_json(run.out_dir / "loss_history.json", condenser.history)
-        save_checkpoint(state, run.out_dir, it)
+        save_checkpoint({**state, "settings": resume_settings(cfg)}, run.out_dir, it)
         logger.info("saved %s  %s", path, tuple(syn["inputs_embeds"].shape))
     barrier()
 
@@ -118,7 +140,7 @@ def evaluate_now(condenser: Condenser, cfg: Config, run, data: Data) -> dict:
 def format_record(rec: dict) -> str:
     """One log line of an iteration: every term's value, the learning rate, the experts used."""
     text = "  ".join(f"{k[:-5]} {v:.5f}" for k, v in rec.items() if k.endswith("_loss"))
-    text += f"  lr {rec['lr']:.2e}"
+    text += f"  lr {rec['lr']:.2e}" + ("  SKIPPED (non-finite)" if rec.get("skipped") else "")
     if "lam" in rec:
         text += f"  expert {rec['expert']} lam {rec['lam']:.3f}"
     if "calib_expert" in rec and "lam" not in rec:
@@ -150,7 +172,8 @@ def write_summary(condenser: Condenser, run, seconds: float, iterations: int) ->
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    run = start_run(argv, __doc__.splitlines()[0], "condense", adjust=apply_debug)
+    run = start_run(argv, __doc__.splitlines()[0], "condense", adjust=apply_debug,
+                    defer_args_log=True)
     cfg, env = run.cfg, run.env
     with guarded_stage() as stage:
         data = load_data(cfg)

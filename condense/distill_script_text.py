@@ -17,6 +17,7 @@ args.log; rows appended to `distill.results_table` (default results/distill.md).
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 from pathlib import Path
@@ -34,7 +35,9 @@ from distiller.report import (
     relative_to_teacher,
 )
 from distiller.student import build_student, count_parameters, load_hf_classifier, save_student
-from utils.config_schema import Config, KDLossSpec
+from utils.checkpoint import settings_view
+from utils.config import config_to_dict
+from utils.config_schema import CondenseConfig, Config, KDLossSpec
 from utils.distributed import barrier
 from utils.errors import UserError
 from utils.experts import ensure_experts, load_expert_weights
@@ -91,8 +94,29 @@ def synthetic_examples(cfg: Config, data: Data, hidden: int) -> Optional[Example
     return to_examples(syn)
 
 
-def train_student(cfg, env, teacher, trajectory, data, sources, specs, out: Path, desc: str):
+# Settings a resumed distillation may change; every other key shapes the student and must match.
+RESUMABLE_CHANGES = ("distill.save_every", "distill.baseline", "distill.quantize",
+                     "distill.latency_batch", "distill.latency_repeats", "distill.eval_batch_size",
+                     "distill.results_table", "evaluate.*", "optimization.*", "dataset.cache_dir",
+                     "dataset.max_test_per_class", "dataset.batch_real", "pretrain.expert_dir",
+                     "pretrain.eval_batch_size", "run.output_dir", "run.run_name",
+                     "run.log_level", "run.gpu", "run.tf32", "run.resume")
+# the no-teacher student does not depend on the teacher's loss mix
+NO_TEACHER_IGNORES = ("distill.losses", "distill.temperature", "distill.feature_warmup",
+                      "distill.num_centroid", "distill.trajectory_points")
+
+
+def resume_settings(cfg: Config, baseline: bool) -> dict:
+    condense_keys = [f"condense.{f.name}" for f in dataclasses.fields(CondenseConfig)
+                     if f.name != "load_path"]
+    allowed = [*RESUMABLE_CHANGES, *condense_keys, *(NO_TEACHER_IGNORES if baseline else ())]
+    return settings_view(config_to_dict(cfg), allowed)
+
+
+def train_student(run, teacher, trajectory, data, sources, specs, out: Path, desc: str,
+                  baseline: bool = False):
     """A fresh student (identical start for every call) trained with `specs`."""
+    cfg, env = run.cfg, run.env
     d = cfg.distill
     eager = any(s.name in NEEDS_ATTENTION for s in specs)
     seed_everything(derive_seed(cfg.run.seed, "student"))
@@ -100,7 +124,10 @@ def train_student(cfg, env, teacher, trajectory, data, sources, specs, out: Path
                             seed=derive_seed(cfg.run.seed, "student-init") % (2 ** 31),
                             synthetic_inputs=d.data != "real").to(env.device)
     distiller = Distiller(cfg, env, teacher, student, sources, data.dataset.multilabel, specs, out,
-                          trajectory, teacher.num_layers)
+                          trajectory, teacher.num_layers, resume_settings(cfg, baseline))
+    distiller.resume()               # a folder of another run is refused here, before any work
+    if not baseline:
+        run.save_args()
     distiller.train(desc)
     return student, distiller
 
@@ -128,7 +155,7 @@ def report(cfg: Config, run, data: Data, teacher, student, baseline) -> list:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    run = start_run(argv, __doc__.splitlines()[0], "distill")
+    run = start_run(argv, __doc__.splitlines()[0], "distill", defer_args_log=True)
     cfg, env = run.cfg, run.env
     with guarded_stage() as stage:
         d = cfg.distill
@@ -142,13 +169,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     + d.teacher_path if d.teacher_path else f"expert {d.teacher_expert}",
                     d.student_layers, d.init, d.data, len(sources), d.steps, d.batch_size,
                     loss_names(d.losses))
-        student, distiller = train_student(cfg, env, teacher, trajectory, data, sources, d.losses,
+        student, distiller = train_student(run, teacher, trajectory, data, sources, d.losses,
                                            run.out_dir / "kd", "distill")
         baseline = None
         if d.baseline:
-            baseline, _ = train_student(cfg, env, teacher, None, data, sources,
+            baseline, _ = train_student(run, teacher, None, data, sources,
                                         [KDLossSpec("label_ce", 1.0)], run.out_dir / "no_teacher",
-                                        "no-teacher")
+                                        "no-teacher", baseline=True)
         if env.is_main:
             folder = save_student(student, data.tokenizer, run.out_dir / "student")
             rows = report(cfg, run, data, teacher, student, baseline)

@@ -15,7 +15,9 @@ each term's own state, the RNG; `gather_state` collects every rank's part on ran
 """
 from __future__ import annotations
 
+import copy
 import logging
+import math
 import time
 from typing import Dict, List, Optional
 
@@ -40,6 +42,10 @@ from utils.seeding import rng_state, set_rng_state
 logger = logging.getLogger(__name__)
 
 STATE_VERSION = 2
+
+
+class NonFiniteError(UserError):
+    """A loss or the synthetic data became NaN/Inf."""
 
 
 def make_optimizer(params: List[torch.Tensor], cfg: Config) -> torch.optim.Optimizer:
@@ -103,8 +109,15 @@ class Condenser:
         return term.loss_at(it, self.shard)
 
     def step(self) -> dict:
-        """One iteration; returns its record (term values summed over ranks)."""
+        """One iteration; returns its record (term values summed over ranks). A non-finite loss
+        or synthetic data (any rank) stops the run (`condense.on_nonfinite: stop`, NonFiniteError)
+        or undoes the iteration's update (`skip`)."""
         it, start = self.iteration, time.time()
+        snapshot = None
+        if self.cfg.condense.on_nonfinite == "skip":
+            snapshot = ([p.detach().clone() for p in self.shard.parameters()],
+                        copy.deepcopy(self.optimizer.state_dict()),
+                        [copy.deepcopy(t.state_dict()) for t in self.terms])
         local: Dict[str, float] = {}
         self.optimizer.zero_grad(set_to_none=True)
         for term in self.joint:
@@ -124,9 +137,13 @@ class Condenser:
 
         keys = [t.metric_key for t in self.terms]
         summed = [0.0 if t.replicated else local[t.metric_key] for t in self.terms]
-        summed = all_reduce_sum(torch.tensor(summed, dtype=torch.float64, device=self.env.device))
+        data_bad = any(not bool(torch.isfinite(p).all()) for p in self.shard.parameters())
+        summed = all_reduce_sum(torch.tensor(summed + [float(data_bad)], dtype=torch.float64,
+                                             device=self.env.device))
         values = {t.metric_key: (local[t.metric_key] if t.replicated else summed[i].item())
                   for i, t in enumerate(self.terms)}
+        if summed[-1].item() > 0 or not all(math.isfinite(v) for v in values.values()):
+            return self._nonfinite(it, values, snapshot, start)
         objective = sum(t.weight * values[t.metric_key] for t in self.joint)
         if self.scheduler is not None:
             self.scheduler.step(objective)
@@ -136,6 +153,29 @@ class Condenser:
         for term in self.terms:
             record.update(term.info())
         record["seconds"] = round(time.time() - start, 3)
+        self.history.append(record)
+        return record
+
+    def _nonfinite(self, it: int, values: dict, snapshot, start: float) -> dict:
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in values.items())
+        if snapshot is None:
+            raise NonFiniteError(
+                f"iteration {it + 1}: the condensation became non-finite ({shown}; NaN/Inf in a "
+                f"loss or in the synthetic data). Nothing from it was saved: the last saved set and "
+                f"checkpoint are intact. Lower optimization.lr_img, or set "
+                f"condense.on_nonfinite=skip to skip such iterations.")
+        params, opt, terms = snapshot
+        with torch.no_grad():
+            for p, old in zip(self.shard.parameters(), params):
+                p.copy_(old)
+        self.optimizer.load_state_dict(opt)
+        for term, state in zip(self.terms, terms):
+            term.load_state_dict(state)
+        logger.warning("iteration %d: non-finite (%s); its update was undone (on_nonfinite=skip)",
+                       it + 1, shown)
+        self.iteration += 1
+        record = {"iteration": self.iteration, "skipped": True,
+                  "lr": self.optimizer.param_groups[0]["lr"], "seconds": round(time.time() - start, 3)}
         self.history.append(record)
         return record
 

@@ -35,9 +35,9 @@ from distiller.losses import (
     resolve_pairs,
 )
 from distiller.student import HFClassifier
-from utils.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from utils.checkpoint import check_resumable, load_latest, save_checkpoint, set_aside
 from utils.config_schema import Config, KDLossSpec
-from utils.distributed import DistEnv, broadcast_object, gather_objects_to_main
+from utils.distributed import DistEnv, gather_objects_to_main, main_then_broadcast
 from utils.errors import UserError
 from utils.model import ClassifierOutput
 from utils.seeding import derive_seed, rng_state, seed_everything, set_rng_state
@@ -96,11 +96,13 @@ def parse_specs(specs: List[KDLossSpec], teacher_layers: int, student_layers: in
 class Distiller:
     def __init__(self, cfg: Config, env: DistEnv, teacher: nn.Module, student: HFClassifier,
                  sources: Sources, multilabel: bool, specs: List[KDLossSpec], out_dir: Path,
-                 trajectory: Optional[TrajectoryTeacher] = None, teacher_layers: int = 0):
+                 trajectory: Optional[TrajectoryTeacher] = None, teacher_layers: int = 0,
+                 settings: Optional[dict] = None):
         d = cfg.distill
         self.cfg, self.env, self.d = cfg, env, d
         self.teacher, self.sources, self.multilabel = teacher, sources, multilabel
         self.out_dir, self.trajectory = Path(out_dir), trajectory
+        self.settings = settings or {}      # what must match to resume (utils.checkpoint)
         self.specs = parse_specs(specs, teacher_layers, student.num_layers)
         names = {s.name for s, _ in self.specs}
         if "trajectory_kd" in names and trajectory is None:
@@ -125,6 +127,7 @@ class Distiller:
         self.step = 0
         self.history: List[dict] = []
         self._parts: Dict[str, float] = {}
+        self._resumed = False
 
     # --------------------------------------------------------------------------- teacher side
     @torch.no_grad()
@@ -185,7 +188,7 @@ class Distiller:
     # --------------------------------------------------------------------------------- train
     def train(self, desc: str = "distill") -> None:
         """Train to `distill.steps`, resuming from the newest complete checkpoint in out_dir."""
-        self._resume()
+        self.resume()
         if self.step >= self.d.steps:
             logger.info("%s: already trained (%d steps)", desc, self.step)
             return
@@ -222,17 +225,31 @@ class Distiller:
         """Collective: every rank's RNG to rank 0, which writes the checkpoint."""
         rngs = gather_objects_to_main(rng_state())
         if self.env.is_main:
-            save_checkpoint({**self.state_dict(), "rng": rngs}, self.out_dir, self.step)
+            save_checkpoint({**self.state_dict(), "rng": rngs, "settings": self.settings},
+                            self.out_dir, self.step)
 
-    def _resume(self) -> None:
-        path = latest_checkpoint(self.out_dir) if self.env.is_main else None
-        path = broadcast_object(str(path) if path else None)
-        if not path:
+    def resume(self) -> None:
+        """Collective, once: restore the newest loadable checkpoint of out_dir (refused when it was
+        made with other settings)."""
+        if self._resumed:
             return
-        state = broadcast_object(load_checkpoint(Path(path)) if self.env.is_main else None)
-        if state.get("version") != STATE_VERSION:
-            raise UserError(f"{path} was written by another textcondense version; use another "
-                            f"--output_dir")
+        self._resumed = True
+        if self.cfg.run.resume == "never" and self.env.is_main:
+            set_aside(self.out_dir)
+
+        def latest():
+            found = load_latest(self.out_dir)
+            if found is None:
+                return None
+            if found[1].get("version") != STATE_VERSION:
+                raise UserError(f"{found[0]} was written by another textcondense version; use "
+                                f"another --output_dir")
+            check_resumable(found[1], self.settings, found[0])
+            return str(found[0]), found[1]
+        found = main_then_broadcast(latest)
+        if not found:
+            return
+        path, state = found
         self.module.load_state_dict(state["module"])
         if self.memory is not None and state["memory"] is not None:
             self.memory.load_state_dict(state["memory"])

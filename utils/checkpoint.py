@@ -3,17 +3,24 @@
     <output_dir>/checkpoints/iter_<NNNNNN>/state.pt      everything needed to continue
     <output_dir>/checkpoints/iter_<NNNNNN>/COMPLETE      metadata, written last: the marker
 
-A folder without COMPLETE (a run killed while saving) is never picked. Only rank 0 reads or writes
-these files; other ranks receive the state through a broadcast.
+A folder without COMPLETE (a run killed while saving) is never picked; the marker holds the state
+file's SHA-256, so a torn or altered file is detected and the next older checkpoint is used
+(`load_latest`). Only rank 0 reads or writes these files; other ranks receive the state through a
+broadcast.
 """
 from __future__ import annotations
 
+import hashlib
+import logging
 import re
 import shutil
 from pathlib import Path
-from typing import Optional
+from typing import Iterable, List, Optional, Tuple
 
-from utils.io import atomic_torch_save, atomic_write_json, safe_torch_load
+from utils.errors import UserError
+from utils.io import ArtifactError, atomic_torch_save, atomic_write_json, read_json, safe_torch_load
+
+logger = logging.getLogger(__name__)
 
 MARKER = "COMPLETE"
 STATE = "state.pt"
@@ -38,16 +45,91 @@ def latest_checkpoint(out_dir: Path) -> Optional[Path]:
     return found[-1][1] if found else None
 
 
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def save_checkpoint(state: dict, out_dir: Path, iteration: int, keep: int = 2) -> Path:
-    """Write state then marker; keep the newest `keep` complete checkpoints."""
+    """Write state, then the marker holding the state's checksum; keep the newest `keep` complete
+    checkpoints."""
     d = checkpoint_dir(out_dir, iteration)
     d.mkdir(parents=True, exist_ok=True)
     atomic_torch_save(state, d / STATE)
-    atomic_write_json(d / MARKER, {"iteration": iteration, "state": STATE})
+    atomic_write_json(d / MARKER, {"iteration": iteration, "state": STATE,
+                                   "sha256": _sha256(d / STATE)})
     for _, old in complete_checkpoints(out_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return d
 
 
 def load_checkpoint(path: Path) -> dict:
-    return safe_torch_load(Path(path) / STATE)
+    """A checkpoint's state; refused (ArtifactError) when its file does not match the marker's
+    checksum (a torn or altered file) or cannot be loaded safely."""
+    path = Path(path)
+    marker = read_json(path / MARKER)
+    want = marker.get("sha256") if isinstance(marker, dict) else None
+    if want and _sha256(path / STATE) != want:
+        raise ArtifactError(f"{path / STATE} does not match the checksum in its {MARKER} marker "
+                            f"(a torn or altered file)")
+    return safe_torch_load(path / STATE)
+
+
+def load_latest(out_dir: Path) -> Optional[Tuple[Path, dict]]:
+    """The newest complete checkpoint that loads, with its state; a newer one that does not load
+    is skipped with a warning naming it and why. None when there is none."""
+    for _, path in reversed(complete_checkpoints(out_dir)):
+        try:
+            return path, load_checkpoint(path)
+        except (ArtifactError, ValueError, OSError) as exc:
+            logger.warning("skipping checkpoint %s: %s", path, exc)
+    return None
+
+
+def settings_view(cfg_dict: dict, allowed: Iterable[str]) -> dict:
+    """The config as {"section.key": value}, without the keys (or "section.*") a resumed run may
+    change; everything else shapes the saved state and must match to resume."""
+    allowed = set(allowed)
+    out = {}
+    for section, values in cfg_dict.items():
+        if f"{section}.*" in allowed:
+            continue
+        for key, value in values.items():
+            if f"{section}.{key}" not in allowed:
+                out[f"{section}.{key}"] = value
+    return out
+
+
+def settings_diff(saved: dict, current: dict) -> List[str]:
+    """'key: saved -> now' for every setting that differs."""
+    return [f"{k}: {saved.get(k, '(unset)')!r} -> {current.get(k, '(unset)')!r}"
+            for k in sorted(set(saved) | set(current)) if saved.get(k) != current.get(k)]
+
+
+def check_resumable(state: dict, current: dict, path: Path) -> None:
+    """Refuse to resume a checkpoint made with other settings (ResumeError lists them)."""
+    diff = settings_diff(state.get("settings", {}), current)
+    if diff:
+        raise ResumeError(f"{path} was made with other settings ({'; '.join(diff)}). Resuming it "
+                          f"would mix two runs: use another --output_dir, or --set "
+                          f"run.resume=never to start afresh here (the old checkpoints are moved "
+                          f"to checkpoints.old-<time>).")
+
+
+def set_aside(out_dir: Path) -> Optional[Path]:
+    """`run.resume=never`: move existing checkpoints out of the way (never deleted)."""
+    root = Path(out_dir) / "checkpoints"
+    if not root.is_dir():
+        return None
+    import time
+    dest = root.with_name(f"checkpoints.old-{time.strftime('%Y%m%d-%H%M%S')}")
+    root.rename(dest)
+    logger.warning("run.resume=never: earlier checkpoints moved to %s", dest)
+    return dest
+
+
+class ResumeError(UserError):
+    """The output folder holds a checkpoint of another run."""

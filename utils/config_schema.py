@@ -232,6 +232,10 @@ class CondenseConfig:
         "syn_steps); 'tesla' replays the steps with constant memory (first-order, as TESLA).")
     trajectory_weight: float = _f(1.0, "Weight of the trajectory loss in method 'combined' (the "
                                   "NCFM loss keeps weight 1).")
+    on_nonfinite: Literal["stop", "skip"] = _f(
+        "stop", "When a loss or the synthetic data becomes NaN/Inf (all ranks agree): 'stop' ends "
+        "the run with an error, keeping the last good saved set; 'skip' undoes that iteration's "
+        "update and goes on. A non-finite set is never saved.")
     eval_it: List[int] = _f([], "Iterations after which the synthetic set is evaluated (the "
                             "`evaluate` protocol) during condensation; results are logged and "
                             "appended to <output_dir>/eval_curve.json.")
@@ -420,6 +424,11 @@ class RunConfig:
     debug: bool = _f(False, "Few classes, few iterations, frequent logs.", flag="debug")
     tf32: bool = _f(True, "Allow TF32 matmuls (CUDA only; ignored on CPU).", flag="tf32")
     gpu: Optional[str] = _f(None, "Visible CUDA devices, e.g. '0,1' (harmless on CPU).", flag="gpu")
+    resume: Literal["auto", "never"] = _f("auto", "'auto': re-running into an output folder resumes "
+                                          "its newest loadable checkpoint (refused when the "
+                                          "settings that shape the state differ); 'never': start "
+                                          "afresh, moving earlier checkpoints to "
+                                          "checkpoints.old-<time>.")
     log_level: Literal["debug", "info", "warning"] = _f("info", "Log level of rank 0 (other ranks "
                                                         "log warnings only).")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any, List, Optional
+from typing import Any, Callable, List, Optional
 
 import torch
 import torch.distributed as dist
@@ -117,6 +117,24 @@ def gather_objects_to_main(obj: Any) -> Optional[List[Any]]:
     out: Optional[List[Any]] = [None] * dist.get_world_size() if dist.get_rank() == 0 else None
     dist.gather_object(obj, out, dst=0)
     return out
+
+
+def main_then_broadcast(fn: Callable[[], Any]) -> Any:
+    """Collective: run `fn` on rank 0 and give its result to every rank. A user error raised by
+    `fn` is raised on every rank with the same message (so the other ranks exit cleanly with it
+    instead of losing their peer)."""
+    from utils.errors import UserError
+
+    result, error = None, None
+    if not _active() or dist.get_rank() == 0:
+        try:
+            result = fn()
+        except UserError as exc:
+            error = (type(exc).__name__, str(exc))
+    error = broadcast_object(error)
+    if error is not None:
+        raise UserError(error[1])
+    return broadcast_object(result)
 
 
 def broadcast_object(obj: Any, src: int = 0) -> Any:

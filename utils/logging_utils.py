@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -49,10 +50,47 @@ def setup_logging(rank: int = 0, level: str = "info", log_file: Optional[str] = 
         pass
 
 
+class _LogProgress:
+    """Progress for redirected output: a log line every `every` seconds (step, rate, ETA)."""
+
+    def __init__(self, iterable, every: float, total: Optional[int] = None, desc: str = "", **_):
+        self.iterable, self.every, self.desc = iterable, every, desc
+        self.total = total if total is not None else (len(iterable) if hasattr(iterable, "__len__")
+                                                      else None)
+        self.postfix: dict = {}
+
+    def set_postfix(self, *args, **kw) -> None:
+        self.postfix = {**(args[0] if args else {}), **kw}
+
+    def __iter__(self):
+        start = last = time.monotonic()
+        for i, item in enumerate(self.iterable, 1):
+            yield item
+            now = time.monotonic()
+            if now - last >= self.every:
+                last = now
+                rate = i / (now - start)
+                eta = (f", ETA {_clock((self.total - i) / rate)}" if self.total and rate > 0
+                       else "")
+                extra = "".join(f" {k}={v}" for k, v in self.postfix.items())
+                logging.getLogger("progress").info("%s: %d%s (%.2f/s%s)%s", self.desc or "progress",
+                                                   i, f"/{self.total}" if self.total else "",
+                                                   rate, eta, extra)
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
 def progress(iterable=None, *, enabled: bool, **kw):
-    """A tqdm bar on rank 0 only (`enabled`), on an interactive terminal only: redirected output
-    (log files, CI) gets the periodic log lines instead of carriage-return noise.
-    TEXTCONDENSE_PROGRESS=1 forces bars on, =0 off."""
+    """Progress of a long loop on rank 0 only (`enabled`): a tqdm bar on an interactive terminal;
+    redirected output (log files, CI) gets a log line every TEXTCONDENSE_LOG_SECONDS seconds
+    (default 30: step, rate, ETA) instead of carriage-return noise. TEXTCONDENSE_PROGRESS=1 forces
+    bars on, =0 off (and no periodic lines)."""
     force = os.environ.get("TEXTCONDENSE_PROGRESS")
     show = enabled and (sys.stderr.isatty() if force is None else force == "1")
+    if enabled and not show and force is None:
+        every = float(os.environ.get("TEXTCONDENSE_LOG_SECONDS", "30"))
+        return _LogProgress(iterable, every, **kw)
     return tqdm(iterable, disable=not show, dynamic_ncols=True, leave=False, **kw)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,14 @@ class Run:
     env: DistEnv
     out_dir: Path
     args: argparse.Namespace
+    stage: str = ""
+    argv: Optional[list] = None
+
+    def save_args(self) -> None:
+        """Rank 0: the resolved config as args.log in the output folder."""
+        if self.env.is_main:
+            save_config(self.cfg, self.out_dir / "args.log",
+                        {"stage": self.stage, "argv": self.argv, "world_size": self.env.world_size})
 
 
 def default_output_dir(cfg: Config, stage: str) -> Path:
@@ -38,11 +47,14 @@ def default_output_dir(cfg: Config, stage: str) -> Path:
 def start_run(argv: Optional[Sequence[str]], description: str, stage: str,
               add_args: Optional[Callable[[argparse.ArgumentParser], None]] = None,
               output_dir: Optional[Callable[[Config], Path]] = None,
-              adjust: Optional[Callable[[Config], None]] = None) -> Run:
+              adjust: Optional[Callable[[Config], None]] = None,
+              defer_args_log: bool = False) -> Run:
     """Parse CLI + YAML, start the process group, configure logging, seed, write args.log.
 
     Config errors are reported before any process group or file is created. `output_dir` gives
     the stage's default output folder; `adjust` may derive config values before args.log is saved.
+    With `defer_args_log` the stage writes args.log itself (`Run.save_args`) once it has accepted
+    the output folder (a resumable stage refuses a folder of another run without touching it).
     """
     parser = make_parser(description)
     if add_args:
@@ -56,20 +68,38 @@ def start_run(argv: Optional[Sequence[str]], description: str, stage: str,
         raise SystemExit(2) from None
     if adjust:
         adjust(cfg)
-    env = init_distributed(cfg.run.gpu, cfg.run.tf32)
     out = Path(cfg.run.output_dir) if cfg.run.output_dir else (
         output_dir(cfg) if output_dir else default_output_dir(cfg, stage))
-    if env.is_main:
-        out.mkdir(parents=True, exist_ok=True)
+    if int(os.environ.get("RANK", "0")) == 0:
+        _make_output_dir(out)              # before any process group: nothing to tear down
+    env = init_distributed(cfg.run.gpu, cfg.run.tf32)
     setup_logging(env.rank, cfg.run.log_level, str(out / "print.log"))
     seed_everything(cfg.run.seed + env.rank)
-    if env.is_main:
-        save_config(cfg, out / "args.log", {"stage": stage, "argv": list(argv if argv is not None
-                                                                          else sys.argv[1:]),
-                                            "world_size": env.world_size})
+    run = Run(cfg, env, out, args, stage, list(argv if argv is not None else sys.argv[1:]))
+    if not defer_args_log:
+        run.save_args()
     logger.info("%s: world size %d (%s), device %s, output %s", stage, env.world_size,
                 env.backend or "single process", env.device, out)
-    return Run(cfg, env, out, args)
+    return run
+
+
+def _make_output_dir(out: Path) -> None:
+    """Create the output folder, or stop (exit 2, before any work) saying why it cannot be used."""
+    problem = None
+    if out.exists() and not out.is_dir():
+        problem = "it exists and is a file"
+    else:
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            probe = out / ".write-test"
+            probe.write_text("")
+            probe.unlink()
+        except OSError as exc:
+            problem = f"it cannot be written ({exc.strerror or exc})"
+    if problem:
+        setup_logging(0)
+        logger.error("output folder %s: %s; choose another --output_dir", out, problem)
+        raise SystemExit(2)
 
 
 def log_ownership(n_items: int, world_size: int, what: str) -> None:

@@ -111,6 +111,9 @@ def validate(syn, source: str) -> dict:
                                  f"{tuple(syn['inputs_embeds'].shape)}, attention_mask "
                                  f"{tuple(syn['attention_mask'].shape)}, labels "
                                  f"{tuple(syn['labels'].shape)}, {N} class_of entries)")
+    if not bool(torch.isfinite(syn["inputs_embeds"]).all()):
+        raise SyntheticDataError(f"{source}: the set holds NaN/Inf values and can be neither "
+                                 f"trained on nor evaluated; use an earlier syn_data_<iter>.pth")
     return syn
 
 
@@ -127,15 +130,21 @@ def load_synset(path: Optional[str]) -> dict:
 
 def check_fits(syn: dict, source: str, *, class_names: Optional[Sequence[str]] = None,
                hidden_size: Optional[int] = None, ipc: Optional[int] = None,
-               max_length: Optional[int] = None, hidden_hint: str = "") -> None:
-    """The set fits a run: the same class names, and (when given) hidden size, ipc, max_length.
-    Every mismatch is listed in one error."""
+               max_length: Optional[int] = None, hidden_hint: str = "",
+               all_classes: bool = False) -> None:
+    """The set fits a run: the same class names, and (when given) hidden size, ipc, max_length;
+    with `all_classes`, sequences of every class. Every mismatch is listed in one error."""
     problems = []
     names = list(syn["meta"].get("class_names", []))
     if class_names is not None and names != list(class_names):
         problems.append(f"its classes {names} differ from the dataset's {list(class_names)}")
     elif class_names is not None and int(syn["class_of"].max()) >= len(class_names):
         problems.append(f"class indices beyond the dataset's {len(class_names)}")
+    if all_classes and class_names is not None:
+        missing = sorted(set(range(len(class_names))) - set(syn["class_of"].tolist()))
+        if missing:
+            problems.append(f"it has no sequences of the classes "
+                            f"{[class_names[c] for c in missing]}")
     N, L, H = syn["inputs_embeds"].shape
     if hidden_size is not None and H != hidden_size:
         problems.append(f"hidden size {H}, but the model has hidden size {hidden_size}{hidden_hint}")
