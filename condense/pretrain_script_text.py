@@ -13,6 +13,7 @@ import sys
 from typing import Optional, Sequence
 
 from utils.experts import expert_set_dir, expert_summary, train_experts
+from utils.logging_utils import setup_logging
 from utils.runtime import guarded_stage, load_data, log_ownership, start_run
 
 logger = logging.getLogger("pretrain")
@@ -24,7 +25,19 @@ def _output_dir_is_expert_dir(cfg) -> None:
         cfg.run.output_dir = None  # logs go beside the experts
 
 
+def _explicit_expert_dir_conflict(argv: Sequence[str]) -> bool:
+    """--output_dir together with an explicit --set pretrain.expert_dir: two answers to one
+    question."""
+    return "--output_dir" in argv and any(a.startswith("pretrain.expert_dir=") for a in argv)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if _explicit_expert_dir_conflict(argv):
+        setup_logging(0)
+        logger.error("--output_dir and --set pretrain.expert_dir both say where the experts go; "
+                     "give one of them")
+        return 2
     run = start_run(argv, __doc__.splitlines()[0], "pretrain", output_dir=expert_set_dir,
                     adjust=_output_dir_is_expert_dir)
     cfg, env = run.cfg, run.env

@@ -2,6 +2,7 @@
 embedding table, and the helpers they share (which real samples, which labels)."""
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Optional
 
@@ -11,6 +12,8 @@ from utils.config_schema import CondenseConfig
 from utils.data import TokenizedSplit
 from utils.seeding import derive_seed, seeded_sample
 from utils.synset import ClassData, SyntheticDataError
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -36,6 +39,11 @@ def real_ids(ctx: InitContext, c: int, n: int, seed: int) -> torch.Tensor:
     pool = ctx.train.class_indices[c]
     if len(pool) == 0:
         raise SyntheticDataError(f"class {c} has no training samples to initialise from")
+    if len(pool) < n:
+        logger.warning("class %d has %d training samples for %d synthetic sequences: %d of them "
+                       "start as copies of the same real samples and differ only as optimisation "
+                       "moves them (init 'noise' or a smaller ipc avoids it)", c, len(pool), n,
+                       n - len(pool))
     return seeded_sample(pool, n, seed, replace_if_short=True)
 
 

@@ -128,6 +128,11 @@ class FeatureMatching(Objective):
             raise UserError(f"condense.dis_metrics: {exc}") from None
         self.options = {opt: getattr(c, key) for opt, key in self.metric.config_options.items()}
         self.hidden = ctx.pool.match_model.hidden_size
+        n = ctx.pool.match_model.num_layers
+        bad = [i for i in ctx.cfg.network.layer_index if not -(n + 1) <= i <= n]
+        if bad:
+            raise UserError(f"network.layer_index {ctx.cfg.network.layer_index}: {bad} out of range; "
+                            f"the model has hidden states 0..{n} (or -{n + 1}..-1; 0 = embeddings)")
         self.sampling_net: Optional[SamplingNet] = None
         self.sampling_opt = None
         if c.sampling_net and self.metric.needs_frequencies:

@@ -23,6 +23,8 @@ def plot_loss_curve(history: List[dict], path: Path) -> None:
               "traj_loss": "trajectory loss (normalised distance)"}
     keys = list(dict.fromkeys(k for h in history for k in h if k.endswith("_loss")))
     panels = [(k, titles.get(k, k.replace("_", " "))) for k in keys]
+    if not panels:                    # every iteration so far was skipped (non-finite)
+        return
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
     for ax, (key, title) in zip(axes[0], panels):
         values = [h.get(key, float("nan")) for h in history]

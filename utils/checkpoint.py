@@ -115,20 +115,25 @@ def check_resumable(state: dict, current: dict, path: Path) -> None:
     if diff:
         raise ResumeError(f"{path} was made with other settings ({'; '.join(diff)}). Resuming it "
                           f"would mix two runs: use another --output_dir, or --set "
-                          f"run.resume=never to start afresh here (the old checkpoints are moved "
-                          f"to checkpoints.old-<time>).")
+                          f"run.resume=never to start afresh here (the earlier checkpoints and sets "
+                          f"are moved to <name>.old-<time>).")
 
 
-def set_aside(out_dir: Path) -> Optional[Path]:
-    """`run.resume=never`: move existing checkpoints out of the way (never deleted)."""
-    root = Path(out_dir) / "checkpoints"
-    if not root.is_dir():
-        return None
+def set_aside(out_dir: Path, names: Iterable[str] = ("checkpoints", "distilled_data")
+              ) -> List[Path]:
+    """`run.resume=never`: move an earlier run's checkpoints (and saved sets) out of the way to
+    <name>.old-<time>; nothing is deleted."""
     import time
-    dest = root.with_name(f"checkpoints.old-{time.strftime('%Y%m%d-%H%M%S')}")
-    root.rename(dest)
-    logger.warning("run.resume=never: earlier checkpoints moved to %s", dest)
-    return dest
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    moved = []
+    for name in names:
+        root = Path(out_dir) / name
+        if root.is_dir():
+            dest = root.with_name(f"{name}.old-{stamp}")
+            root.rename(dest)
+            moved.append(dest)
+            logger.warning("run.resume=never: the earlier %s moved to %s", name, dest)
+    return moved
 
 
 class ResumeError(UserError):

@@ -424,11 +424,13 @@ class RunConfig:
     debug: bool = _f(False, "Few classes, few iterations, frequent logs.", flag="debug")
     tf32: bool = _f(True, "Allow TF32 matmuls (CUDA only; ignored on CPU).", flag="tf32")
     gpu: Optional[str] = _f(None, "Visible CUDA devices, e.g. '0,1' (harmless on CPU).", flag="gpu")
+    collective_timeout_s: float = _f(1800.0, "Seconds a rank waits in a collective for the others "
+                                     "before failing (a crashed peer never leaves it hanging).")
     resume: Literal["auto", "never"] = _f("auto", "'auto': re-running into an output folder resumes "
                                           "its newest loadable checkpoint (refused when the "
                                           "settings that shape the state differ); 'never': start "
-                                          "afresh, moving earlier checkpoints to "
-                                          "checkpoints.old-<time>.")
+                                          "afresh, moving earlier checkpoints and saved sets to "
+                                          "<name>.old-<time>.")
     log_level: Literal["debug", "info", "warning"] = _f("info", "Log level of rank 0 (other ranks "
                                                         "log warnings only).")
 

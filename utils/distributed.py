@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Callable, List, Optional
 
 import torch
@@ -44,8 +45,23 @@ def set_visible_gpus(gpu: Optional[str]) -> None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
 
 
-def init_distributed(gpu: Optional[str] = None, tf32: bool = True) -> DistEnv:
-    """Set up the process group when launched by torchrun; pick the device from LOCAL_RANK."""
+def _restart_safe_store(world: int, timeout: timedelta):
+    """Under torchrun's static rendezvous (the default launcher flags) every worker attempt talks
+    to the same agent-hosted store, so a restarted worker would read the dead attempt's addresses
+    (Gloo: 'connectFullMesh failed ... Connection refused'). Keys are prefixed per attempt
+    (TORCHELASTIC_RESTART_COUNT), so `--max-restarts` works with the default flags too."""
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return None                      # c10d rendezvous (--standalone): a fresh store per attempt
+    base = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world,
+                         is_master=False, timeout=timeout)
+    return dist.PrefixStore(f"textcondense/attempt{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}",
+                            base)
+
+
+def init_distributed(gpu: Optional[str] = None, tf32: bool = True, timeout_s: float = 1800
+                     ) -> DistEnv:
+    """Set up the process group when launched by torchrun; pick the device from LOCAL_RANK.
+    A collective that waits longer than `timeout_s` fails instead of hanging."""
     set_visible_gpus(gpu)
     cuda = torch.cuda.is_available()
     if cuda:
@@ -62,7 +78,11 @@ def init_distributed(gpu: Optional[str] = None, tf32: bool = True) -> DistEnv:
     else:
         device, backend = torch.device("cpu"), "gloo"
     if not dist.is_initialized():
-        dist.init_process_group(backend=backend, device_id=device if cuda else None)
+        timeout = timedelta(seconds=timeout_s)
+        store = _restart_safe_store(world, timeout)
+        extra = {"store": store, "rank": rank, "world_size": world} if store is not None else {}
+        dist.init_process_group(backend=backend, device_id=device if cuda else None,
+                                timeout=timeout, **extra)
     return DistEnv(rank, world, local_rank, device, backend)
 
 

@@ -55,6 +55,7 @@ def resolve_model_path(name: str) -> str:
 def load_bert_config(path: str):
     from transformers import AutoConfig
 
+    _check_local(path, "network.model_path")
     local = Path(path)
     if local.exists() and not (local / "config.json").is_file():
         raise ModelError(f"model folder {path} has no config.json; it must hold a Hugging Face "
@@ -85,11 +86,20 @@ def load_tokenizer(net: NetworkConfig):
     path = net.tokenizer_path or (PACKAGED_MODEL_ALIASES[0] if net.model_path == "random"
                                   else net.model_path)
     path = resolve_model_path(path)
+    _check_local(path, "network.tokenizer_path" if net.tokenizer_path else "network.model_path")
     try:
         return AutoTokenizer.from_pretrained(path)
     except Exception as exc:  # noqa: BLE001
         raise ModelError(f"cannot load a tokenizer from {path!r} ({type(exc).__name__}: {exc}); "
-                         f"set network.tokenizer_path") from None
+                         f"point network.model_path at a folder with tokenizer files, or set "
+                         f"network.tokenizer_path to one") from None
+
+
+def _check_local(path: str, key: str) -> None:
+    """A path that is clearly local (absolute, or ./ ../ ~) must exist."""
+    if path.startswith(("/", "./", "../", "~")) and not Path(path).expanduser().exists():
+        raise ModelError(f"{key} {path!r} does not exist: give a model folder (config.json, "
+                         f"weights, tokenizer files), the packaged 'all-MiniLM-L6-v2', or a hub name")
 
 
 @dataclass

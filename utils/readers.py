@@ -86,16 +86,27 @@ def read_table(path: Path, text_column: str, label_column: str) -> tuple[list[st
     import pandas as pd
 
     suffix = path.suffix.lower()
-    if suffix == ".csv":
-        df = pd.read_csv(path)
-    elif suffix == ".tsv":
-        df = pd.read_csv(path, sep="\t")
-    elif suffix in (".jsonl", ".json"):
-        df = pd.read_json(path, lines=suffix == ".jsonl")
-    elif suffix == ".parquet":
-        df = pd.read_parquet(path)
-    else:
+    if suffix not in TABLE_EXTS:
         raise DataError(f"{path}: unsupported file type (use one of {', '.join(TABLE_EXTS)})")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path} is empty: it needs a header (or JSON keys) with the columns "
+                        f"dataset.text_column and dataset.label_column, and one row per example")
+    try:
+        if suffix == ".csv":
+            df = pd.read_csv(path)
+        elif suffix == ".tsv":
+            df = pd.read_csv(path, sep="\t")
+        elif suffix in (".jsonl", ".json"):
+            df = pd.read_json(path, lines=suffix == ".jsonl")
+        else:
+            df = pd.read_parquet(path)
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not valid UTF-8 at byte {exc.start}; convert the file to UTF-8 "
+                        f"(e.g. iconv -f latin1 -t utf-8)") from None
+    except ValueError as exc:
+        raise DataError(f"{path}: cannot be read as {suffix[1:]} ({exc})") from None
+    if len(df) == 0:
+        raise DataError(f"{path} has no rows")
     for col, key in ((text_column, "text_column"), (label_column, "label_column")):
         if col not in df.columns:
             raise DataError(f"{path}: no column '{col}' (dataset.{key}); columns are "

@@ -72,7 +72,7 @@ def start_run(argv: Optional[Sequence[str]], description: str, stage: str,
         output_dir(cfg) if output_dir else default_output_dir(cfg, stage))
     if int(os.environ.get("RANK", "0")) == 0:
         _make_output_dir(out)              # before any process group: nothing to tear down
-    env = init_distributed(cfg.run.gpu, cfg.run.tf32)
+    env = init_distributed(cfg.run.gpu, cfg.run.tf32, cfg.run.collective_timeout_s)
     setup_logging(env.rank, cfg.run.log_level, str(out / "print.log"))
     seed_everything(cfg.run.seed + env.rank)
     run = Run(cfg, env, out, args, stage, list(argv if argv is not None else sys.argv[1:]))
