@@ -32,8 +32,12 @@ class DatasetConfig:
                    "(csv/tsv/jsonl/parquet), or a Hugging Face hub name such as 'ag_news'.")
     format: Literal["auto", "bbc", "sst", "trec", "table", "hub"] = _f(
         "auto", "How to read `name`/`data_dir`: 'auto' guesses from the name and files.")
-    data_dir: Optional[str] = _f(None, "Folder (or file) holding the data for local formats; "
-                                 "for sst/trec a folder with train.txt and test.txt.", path=True)
+    path: Optional[str] = _f(None, "Local data: a csv/tsv/jsonl/json/parquet file (split here with "
+                             "test_size) or a folder with train.* and optionally test.* (sst/trec: "
+                             "train.txt, test.txt). `name` is then only a display name (folder "
+                             "names, tables). Template: config/datasets/custom.yaml.", path=True)
+    data_dir: Optional[str] = _f(None, "Older spelling of `path` (kept working); `path` wins when "
+                                 "both are set.", path=True)
     nclass: int = _f(5, "Number of classes; must agree with the data.")
     max_length: int = _f(64, "Tokens per sequence (truncation and padding length).")
     batch_real: int = _f(32, "Real samples per class drawn at each condensation iteration.")

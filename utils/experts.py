@@ -93,8 +93,11 @@ def fingerprint(cfg: Config) -> dict:
     """Every setting that shapes an expert (derived from the config sections, not listed by hand);
     experts with another fingerprint live in another folder and are never mixed."""
     full = config_to_dict(cfg)
-    return {section: {k: v for k, v in full[section].items() if k not in skip}
-            for section, skip in NOT_SHAPING.items()}
+    out = {section: {k: v for k, v in full[section].items() if k not in skip}
+           for section, skip in NOT_SHAPING.items()}
+    # `dataset.path` is the newer spelling of `data_dir`: one location, one fingerprint key
+    out["dataset"]["data_dir"] = out["dataset"].pop("path", None) or out["dataset"]["data_dir"]
+    return out
 
 
 def fingerprint_hash(cfg: Config) -> str:

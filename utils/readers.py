@@ -116,52 +116,87 @@ def read_table(path: Path, text_column: str, label_column: str) -> tuple[list[st
 
 # --------------------------------------------------------------------------------- the loader
 
+def data_location(cfg: DatasetConfig) -> Optional[Path]:
+    """Where local data is read: `path`, else the older `data_dir`, else `name` when it is a path."""
+    given = cfg.path or cfg.data_dir
+    if given:
+        return Path(given)
+    return Path(cfg.name) if Path(cfg.name).exists() else None
+
+
+def _location_key(cfg: DatasetConfig) -> str:
+    return "dataset.path" if cfg.path else "dataset.data_dir"
+
+
+def _train_candidates(folder: Path) -> list:
+    return sorted(p for p in folder.glob("train.*") if p.suffix.lower() in (".txt", *TABLE_EXTS))
+
+
 def detect_format(cfg: DatasetConfig) -> str:
+    """The source format of `dataset.format: auto`; an ambiguous folder is an error that lists the
+    candidates and the key to set."""
     if cfg.format != "auto":
         return cfg.format
-    if cfg.name == "bbc" and cfg.data_dir is None:
+    location = data_location(cfg)
+    if cfg.name == "bbc" and location is None:
         return "bbc"
-    location = Path(cfg.data_dir) if cfg.data_dir else Path(cfg.name)
-    if location.is_file():
+    if location is not None and location.is_file():
         return "table"
-    if location.is_dir():
-        train = location / "train.txt"
-        if train.is_file():
-            first = next((ln for ln in train.read_text(encoding="utf-8").splitlines() if ln.strip()), "")
-            if re.match(r"^\d+\s", first):
-                return "sst"
-            if re.match(r"^[A-Z]+:\S+\s", first):
-                return "trec"
-            raise DataError(f"{train}: neither SST ('LABEL sentence') nor TREC ('COARSE:fine "
-                            f"question') format; set dataset.format")
-        if any(location.glob("train.*")):
+    if location is not None and location.is_dir():
+        candidates = _train_candidates(location)
+        if len(candidates) > 1:
+            raise DataError(f"{location} holds several training files "
+                            f"({', '.join(p.name for p in candidates)}): set dataset.format "
+                            f"(sst or trec for train.txt, table for the others) or point "
+                            f"dataset.path at one file")
+        if not candidates:
+            raise DataError(f"{location}: no train.txt or train.<csv|tsv|jsonl|json|parquet> inside")
+        if candidates[0].suffix.lower() != ".txt":
             return "table"
-        raise DataError(f"{location}: no train.txt or train.<csv|tsv|jsonl|parquet> inside")
-    if cfg.data_dir is not None:
-        raise DataError(f"dataset.data_dir {cfg.data_dir!r} does not exist; point it at the data "
-                        f"folder or file")
-    if "/" in cfg.name or cfg.name.replace("_", "").isalnum():
+        train = candidates[0]
+        first = next((ln for ln in train.read_text(encoding="utf-8", errors="replace").splitlines()
+                      if ln.strip()), "")
+        if re.match(r"^\d+\s", first):
+            return "sst"
+        if re.match(r"^[A-Z]+:\S+\s", first):
+            return "trec"
+        raise DataError(f"{train}: neither SST ('LABEL sentence') nor TREC ('COARSE:fine "
+                        f"question') format; set dataset.format")
+    if cfg.path or cfg.data_dir:
+        raise DataError(f"{_location_key(cfg)} {str(cfg.path or cfg.data_dir)!r} does not exist; "
+                        f"point it at the data file or folder")
+    if "/" in cfg.name or cfg.name.replace("_", "").replace("-", "").isalnum():
         return "hub"
     raise DataError(f"dataset.name {cfg.name!r} is neither 'bbc', a local path, nor a hub name")
 
 
-def _split_files(folder: Path, pattern: str) -> tuple[Path, Optional[Path]]:
-    train = sorted(folder.glob(f"train{pattern}"))
-    test = sorted(folder.glob(f"test{pattern}"))
-    if not train:
-        raise DataError(f"{folder}: no train{pattern} file")
-    return train[0], (test[0] if test else None)
+def _split_files(folder: Path, suffixes: tuple) -> tuple[Path, Optional[Path]]:
+    """The train and (optional) test file of a folder; more than one candidate is an error."""
+    found = {}
+    for split in ("train", "test"):
+        files = sorted(p for p in folder.glob(f"{split}.*") if p.suffix.lower() in suffixes)
+        if len(files) > 1:
+            raise DataError(f"{folder} holds several {split} files ({', '.join(p.name for p in files)}"
+                            f"): keep one, or point dataset.path at a single file")
+        found[split] = files[0] if files else None
+    if found["train"] is None:
+        raise DataError(f"{folder}: no train file ({'/'.join(suffixes)})")
+    return found["train"], found["test"]
 
 
 def read_source(cfg: DatasetConfig, fmt: str):
     """Return (train_texts, train_raw_labels, test_texts|None, test_raw|None, class_names|None)."""
-    location = Path(cfg.data_dir) if cfg.data_dir else Path(cfg.name)
+    location = data_location(cfg)
     if fmt == "bbc":
-        texts, labels, names = read_bbc(Path(cfg.data_dir) if cfg.data_dir else None)
+        texts, labels, names = read_bbc(location)
         return texts, labels, None, None, names
+    if fmt != "hub" and (location is None or not location.exists()):
+        raise DataError(f"dataset.format {fmt!r} reads local files, but {_location_key(cfg)} "
+                        f"{str(location) if location else '(unset)'!r} does not exist; point "
+                        f"dataset.path at the data file or folder")
     if fmt in ("sst", "trec"):
         reader = read_sst_file if fmt == "sst" else read_trec_file
-        train_f, test_f = _split_files(location, ".txt")
+        train_f, test_f = _split_files(location, (".txt",))
         tr_t, tr_y = reader(train_f)
         te_t, te_y = reader(test_f) if test_f else (None, None)
         names = None if fmt == "sst" else sorted(set(tr_y) | set(te_y or []))
@@ -170,7 +205,7 @@ def read_source(cfg: DatasetConfig, fmt: str):
         if location.is_file():
             tr_t, tr_y = read_table(location, cfg.text_column, cfg.label_column)
             return tr_t, tr_y, None, None, None
-        train_f, test_f = _split_files(location, ".*")
+        train_f, test_f = _split_files(location, TABLE_EXTS)
         tr_t, tr_y = read_table(train_f, cfg.text_column, cfg.label_column)
         te_t, te_y = read_table(test_f, cfg.text_column, cfg.label_column) if test_f else (None, None)
         return tr_t, tr_y, te_t, te_y, None
@@ -186,7 +221,8 @@ def _read_hub(cfg: DatasetConfig):
     except Exception as exc:  # noqa: BLE001 - turned into advice
         raise DataError(f"dataset {cfg.name!r} is not a local path and could not be loaded from "
                         f"the Hugging Face hub ({type(exc).__name__}: {exc}). Offline, use 'bbc' or "
-                        f"a local file/folder (dataset.data_dir).") from None
+                        f"a local file/folder: dataset.path (see config/datasets/custom.yaml)"
+                        f".") from None
     if "train" not in ds:
         raise DataError(f"hub dataset {cfg.name!r} has no 'train' split (splits: {list(ds)})")
     names = None
