@@ -111,7 +111,12 @@ def write_outputs(ctx: EvalContext, entries: List[dict], out: Path, syn: Optiona
     logger.info("results (appended to %s):\n%s", table, rows)
     logger.info("results written to %s", out / "eval" / "results.json")
     try:
-        plot_accuracy_vs_step(entries, out / "eval" / "accuracy_vs_step.png")
+        ev = cfg.evaluate
+        note = ""
+        if ev.eval_every and ev.curve_rows and ev.curve_rows < len(data.test):
+            note = (f"points before the last step: {ev.curve_rows} of {len(data.test)} test rows; "
+                    f"last step: all")
+        plot_accuracy_vs_step(entries, out / "eval" / "accuracy_vs_step.png", note)
         if syn is not None and expert is not None:
             dev, bs = ctx.env.device, cfg.evaluate.eval_batch_size
             test = data.test                                  # the experts' tokenisation

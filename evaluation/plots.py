@@ -22,8 +22,9 @@ def mean_curve(runs: Sequence[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return np.array(steps), values.mean(0), values.std(0)
 
 
-def plot_accuracy_vs_step(entries: Sequence[dict], path: Path) -> None:
-    """One line per method: mean test accuracy over runs (band: ± std) against training step."""
+def plot_accuracy_vs_step(entries: Sequence[dict], path: Path, note: str = "") -> None:
+    """One line per method: mean test accuracy over runs (band: ± std) against training step;
+    `note` says which test rows the points before the last step used."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for e in entries:
@@ -34,7 +35,8 @@ def plot_accuracy_vs_step(entries: Sequence[dict], path: Path) -> None:
         ax.fill_between(steps, mean - std, mean + std, color=line.get_color(), alpha=0.15)
     ax.set_xlabel("training step")
     ax.set_ylabel("test accuracy")
-    ax.set_title("test accuracy vs step (mean ± std over runs)")
+    ax.set_title("test accuracy vs step (mean ± std over runs)" + (f"\n{note}" if note else ""),
+                 fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -11,8 +11,9 @@ The protocol (section `evaluate` of the config), the same for every method:
 - `steps` AdamW steps (`lr`, `weight_decay`, constant rate, gradient norm clipped to 1) on batches
   of `batch_size` drawn by cycling over seeded shuffles of the (tiny) training set; the 'full'
   baseline trains `full_steps` steps instead, since it has far more data;
-- test accuracy (and macro-F1; micro-F1 too for multi-label) every `eval_every` steps and at the
-  last one: the accuracy-vs-step curve;
+- test accuracy (and macro-F1; micro-F1 too for multi-label) at the last step on the whole test
+  split; with `eval_every`, also every N steps on `curve_rows` test rows (a fixed subsample): the
+  accuracy-vs-step curve;
 - model selection `select_by`: 'last' reports the last step; 'val' the evaluated step with the best
   accuracy on `val_fraction` of the TRAINING split (stratified, seeded), which is then left out of
   the baselines' selection pools and of 'full'. The test split never selects anything.
@@ -210,8 +211,17 @@ def run_seed(seed: int, i: int) -> int:
     return derive_seed(seed, "evaluate", i)
 
 
-def eval_steps(steps: int, every: int) -> List[int]:
-    return sorted(set(range(every, steps + 1, every)) | {steps})
+def eval_steps(steps: int, every: Optional[int]) -> List[int]:
+    """The evaluated steps: every `every` steps and the last one (only the last when None)."""
+    return sorted(set(range(every, steps + 1, every) if every else ()) | {steps})
+
+
+def curve_subset(test: TokenizedSplit, rows: Optional[int], seed: int) -> TokenizedSplit:
+    """A fixed, seeded subsample of the test split for intermediate curve points."""
+    if rows is None or rows >= len(test):
+        return test
+    idx = torch.randperm(len(test), generator=torch.Generator().manual_seed(seed))[:rows].sort().values
+    return subset(test, idx.tolist(), len(test.class_indices))
 
 
 def train_classifier(ctx: EvalContext, ts: Examples, steps: int, seed: int, desc: str = "eval"
@@ -228,6 +238,7 @@ def train_classifier(ctx: EvalContext, ts: Examples, steps: int, seed: int, desc
     gen = torch.Generator().manual_seed(derive_seed(seed, "batches"))
     batches = endless_batches(len(ts), min(ev.batch_size, len(ts)), gen)
     checkpoints = set(eval_steps(steps, ev.eval_every))
+    curve_test = curve_subset(ctx.test, ev.curve_rows, derive_seed(ctx.cfg.run.seed, "curve"))
     points: List[dict] = []
     timing = {"eval": 0.0, "loss": float("nan")}
 
@@ -236,7 +247,9 @@ def train_classifier(ctx: EvalContext, ts: Examples, steps: int, seed: int, desc
         if step not in checkpoints:
             return None
         start = time.perf_counter()
-        point = {"step": step, **evaluate_classifier(model, ctx.test, ev.eval_batch_size, dev)}
+        # the reported step is scored on the whole split: the last one, or any under select_by val
+        split = ctx.test if step == steps or ev.select_by == "val" else curve_test
+        point = {"step": step, **evaluate_classifier(model, split, ev.eval_batch_size, dev)}
         if ctx.val is not None:
             point["val_accuracy"] = evaluate_classifier(model, ctx.val, ev.eval_batch_size,
                                                         dev)["accuracy"]
@@ -273,7 +286,13 @@ def evaluate_runs(ctx: EvalContext, method: str, ts: Examples, steps: int) -> Li
         local.append({"run": i, "rank": ctx.env.rank, **rec})
         logger.info("%s run %d/%d: test accuracy %.4f (step %d, %.1fs)", method, i + 1, n,
                     rec["accuracy"], rec["selected_step"], rec["train_seconds"])
-    return sorted((r for part in all_gather_objects(local) for r in part), key=lambda r: r["run"])
+    runs = sorted((r for part in all_gather_objects(local) for r in part), key=lambda r: r["run"])
+    for r in runs:                        # the other ranks' runs, in rank 0's log
+        if r["rank"] != ctx.env.rank:
+            logger.info("%s run %d/%d (rank %d): test accuracy %.4f (step %d, %.1fs)", method,
+                        r["run"] + 1, n, r["rank"], r["accuracy"], r["selected_step"],
+                        r["train_seconds"])
+    return runs
 
 
 METRICS = ("accuracy", "macro_f1", "micro_f1")

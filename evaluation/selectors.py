@@ -24,6 +24,7 @@ from utils.config_schema import Config
 from utils.distributed import broadcast_object
 from utils.errors import UserError
 from utils.experts import load_expert_weights
+from utils.logging_utils import progress
 from utils.model import TextClassifier, build_classifier, freeze
 from utils.seeding import derive_seed, seeded_sample
 
@@ -144,7 +145,10 @@ def expert_features(model: TextClassifier, attention_mask: torch.Tensor, batch_s
     """[CLS] features of the last layer  # [N, H] (CPU, float32)"""
     model.eval()
     out = []
-    for s in range(0, attention_mask.shape[0], batch_size):
+    n = attention_mask.shape[0]
+    logger.info("expert features of %d rows (batches of %d)", n, batch_size)
+    for s in progress(range(0, n, batch_size), enabled=True, desc="features",
+                      total=-(-n // batch_size)):
         sl = slice(s, s + batch_size)
         kw = ({"input_ids": input_ids[sl].to(device)} if input_ids is not None
               else {"inputs_embeds": inputs_embeds[sl].float().to(device)})

@@ -181,7 +181,7 @@ def test_same_seed_same_numbers_and_val_selection(tmp_path, smoke_experts, synth
     assert evaluate(out, smoke_experts, "--baseline", "random,full", "--set",
                     "evaluate.select_by=val", "--set", "evaluate.val_fraction=0.25") == 0
     rnd, full = results(out)
-    cfg = load_config(SMOKE, [("pretrain.expert_dir", smoke_experts),
+    cfg = load_config(SMOKE, [("pretrain.expert_dir", smoke_experts), ("evaluate.eval_every", 2),
                               ("evaluate.select_by", "val"), ("evaluate.val_fraction", 0.25)])
     ctx = make_context(cfg, DistEnv(), load_data(cfg))
     assert len(ctx.val_idx) == 30
@@ -247,3 +247,21 @@ def test_errors_exit_2(tmp_path, smoke_experts, synthetic):
                     "random", "--set", "network.random_hidden=64") == 2
     log = (out / "print.log").read_text()
     assert "hidden size 32" in log and "hidden size 64" in log
+
+
+def test_default_scores_once_and_matches_the_curve_run(tmp_path, smoke_experts, synthetic):
+    """Without eval_every the test split is scored once, at the last step, with the same accuracy
+    as a run that also drew a curve (on a subsample of test rows)."""
+    syn = str(synthetic)
+    once, curve = tmp_path / "once", tmp_path / "curve"
+    args = ["--config_path", SMOKE, "--load_path", syn, "--set", f"pretrain.expert_dir={smoke_experts}",
+            "--set", "evaluate.num_eval=2", "--set", "evaluate.steps=4", "--set", "evaluate.lr=0.001"]
+    assert evaluate_script_text.main([*args, "--output_dir", str(once),
+                                      "--set", f"evaluate.results_table={once / 'r.md'}"]) == 0
+    assert evaluate_script_text.main([*args, "--output_dir", str(curve), "--set",
+                                      "evaluate.eval_every=2", "--set", "evaluate.curve_rows=10",
+                                      "--set", f"evaluate.results_table={curve / 'r.md'}"]) == 0
+    a, b = results(once)[0]["runs"], results(curve)[0]["runs"]
+    assert [r["curve"] for r in a] == [[[4, r["accuracy"]]] for r in a]
+    assert [len(r["curve"]) for r in b] == [2, 2]
+    assert [r["accuracy"] for r in a] == [r["accuracy"] for r in b]

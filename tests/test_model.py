@@ -193,7 +193,7 @@ def test_minilm_ids_vs_embeds_on_real_sentences(minilm):
 # ------------------------------------------------------------------------------------ errors
 
 def test_missing_folder_is_model_error(tmp_path):
-    with pytest.raises(ModelError, match="neither a local model folder nor a reachable hub name"):
+    with pytest.raises(ModelError, match="does not exist"):
         build_classifier(NetworkConfig(model_path=str(tmp_path / "no_such_model")), 2)
     with pytest.raises(ModelError, match="Offline, use 'all-MiniLM-L6-v2'"):
         build_classifier(NetworkConfig(model_path="no-such-org/no-such-model-xyz"), 2)

@@ -138,7 +138,7 @@ def test_mmd_linear_and_rbf(feat_real):
 
 def test_distribution_loss_registry(feat_real, freqs):
     feat_syn = torch.randn(NUM_SYN, DIM, generator=_gen(10))
-    assert set(DISTRIBUTION_METRICS) == {"NCFM", "MMD"}
+    assert {"NCFM", "MMD"} <= set(DISTRIBUTION_METRICS)   # (tests may register more)
     torch.testing.assert_close(
         distribution_loss("NCFM", feat_real, feat_syn, t=freqs, alpha=0.3, beta=0.7),
         cf_loss(feat_real, feat_syn, freqs, alpha=0.3, beta=0.7),

@@ -283,8 +283,13 @@ class EvaluateConfig:
     lr: float = _f(1e-4, "AdamW learning rate of the evaluation classifiers (constant; gradients "
                    "clipped to norm 1).")
     weight_decay: float = _f(0.01, "AdamW weight decay of the evaluation classifiers.")
-    eval_every: int = _f(25, "Evaluate on the test split every N steps (and at the last step): the "
-                         "accuracy-vs-step curve.")
+    eval_every: Optional[int] = _f(None, "Also evaluate every N steps for an accuracy-vs-step curve "
+                                   "(on `curve_rows` test rows); null: test accuracy once, at the "
+                                   "last step (cheapest). select_by 'val' needs it.")
+    curve_rows: Optional[int] = _f(512, "Test rows (a fixed, seeded subsample) used for the curve "
+                                   "points before the last step; null: the whole test split. The "
+                                   "reported step is always scored on the whole test split (with "
+                                   "select_by 'val', every evaluated step is).")
     full_steps: int = _f(300, "Training steps of the 'full' baseline (all training data), used "
                          "instead of `steps`; same optimiser, batch size and evaluation.")
     select_by: Literal["last", "val"] = _f(
@@ -309,10 +314,14 @@ class EvaluateConfig:
                               "extraction.")
 
     def check(self):
-        for key in ("num_eval", "steps", "batch_size", "eval_every", "full_steps",
-                    "eval_batch_size"):
+        for key in ("num_eval", "steps", "batch_size", "full_steps", "eval_batch_size"):
             if getattr(self, key) < 1:
                 yield key, "must be >= 1"
+        for key in ("eval_every", "curve_rows"):
+            if getattr(self, key) is not None and getattr(self, key) < 1:
+                yield key, "must be >= 1 or null"
+        if self.select_by == "val" and self.eval_every is None:
+            yield "select_by", "'val' chooses among evaluated steps: set evaluate.eval_every"
         if self.lr <= 0:
             yield "lr", "must be > 0"
         if self.weight_decay < 0:

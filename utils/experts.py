@@ -178,6 +178,9 @@ def train_expert(k: int, cfg: Config, train: TokenizedSplit, test: TokenizedSpli
         scheduler.load_state_dict(state["scheduler"])
         set_rng_state(state["rng"])
 
+    per_epoch = -(-len(train) // p.batch_size)
+    logger.info("expert %d: %d epochs x %d steps (%d rows, batch %d); progress lines give the rate "
+                "and ETA", k, p.epochs - done, per_epoch, len(train), p.batch_size)
     for epoch in range(done + 1, p.epochs + 1):
         start = time.time()
         gen = torch.Generator().manual_seed(seed * 1000 + epoch)  # data order of this epoch
