@@ -187,3 +187,35 @@ def test_catalogue_of_bad_inputs(tmp_path, smoke_experts, capsys):
     assert not failures, "\n".join(failures)
     after = {p: p.read_bytes() for p in done.rglob("*") if p.is_file() and p.name != "print.log"}
     assert after == before
+
+
+def test_rank0_refusal_reaches_every_rank(tmp_path, smoke_experts):
+    """A --load_path refused on rank 0 ends both ranks with the same message, not a lost peer."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+           f"--master-port={free_port()}", str(ROOT / "condense" / "condense_script_text.py"),
+           "--config_path", SMOKE, "--set", f"pretrain.expert_dir={smoke_experts}",
+           "--init", "load", "--load_path", str(tmp_path / "missing.pth"),
+           "--output_dir", str(tmp_path / "out")]
+    proc = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                          capture_output=True, text=True, timeout=300)
+    text = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    for rank in (0, 1):
+        assert any(f"E [rank {rank}]" in ln and "synthetic set not found" in ln
+                   for ln in text.splitlines()), text[-3000:]
+    assert "Connection closed" not in text and "Traceback (most recent call last)" not in \
+        "\n".join(ln for ln in text.splitlines() if "[rank" in ln)
+
+
+def test_small_class_warns_about_duplicate_starts(tmp_path, smoke_experts):
+    assert condense(tmp_path, smoke_experts, "--ipc", "30", "--set", "condense.niter=1") == 0
+    log = (tmp_path / "print.log").read_text()
+    assert "training samples for 30 synthetic sequences" in log and "copies" in log
+
+
+def test_progress_lines_without_a_terminal(tmp_path, smoke_experts, monkeypatch):
+    monkeypatch.setenv("TEXTCONDENSE_LOG_SECONDS", "0")
+    monkeypatch.delenv("TEXTCONDENSE_PROGRESS", raising=False)
+    assert condense(tmp_path, smoke_experts, "--set", "condense.niter=3") == 0
+    lines = [ln for ln in (tmp_path / "print.log").read_text().splitlines() if "progress:" in ln]
+    assert any("condense: 3/3" in ln and "ETA" in ln for ln in lines), lines
