@@ -160,46 +160,45 @@ def trajectory_kd(ctx: KDContext, pairs: Pairs) -> torch.Tensor:
     return _soft_kd(ctx.student.logits, ctx.trajectory_logits, ctx.temperature, ctx.multilabel)
 
 
+def _over_pairs(pairs: Pairs, per_pair: Callable[[int, int], torch.Tensor]) -> torch.Tensor:
+    """The mean of a per-layer-pair loss over the layer map."""
+    return torch.stack([per_pair(t, s) for t, s in pairs]).mean()
+
+
 @register_kd_loss("hidden_mse")
 def hidden_mse(ctx: KDContext, pairs: Pairs) -> torch.Tensor:
-    losses = []
-    for t, s in pairs:
+    def per_pair(t: int, s: int) -> torch.Tensor:
         h_t, h_s = ctx.teacher.hidden_states[t], ctx.student.hidden_states[s]      # [B, L, H]
         diff = (_project(ctx, t, s, h_s, h_t) - h_t).pow(2).mean(-1)               # [B, L]
-        losses.append(_masked_mean(diff, ctx.mask))
-    return torch.stack(losses).mean()
+        return _masked_mean(diff, ctx.mask)
+    return _over_pairs(pairs, per_pair)
 
 
 @register_kd_loss("hidden_cos")
 def hidden_cos(ctx: KDContext, pairs: Pairs) -> torch.Tensor:
-    losses = []
-    for t, s in pairs:
+    def per_pair(t: int, s: int) -> torch.Tensor:
         h_t, h_s = ctx.teacher.hidden_states[t], ctx.student.hidden_states[s]
         cos = F.cosine_similarity(_project(ctx, t, s, h_s, h_t), h_t, dim=-1)       # [B, L]
-        losses.append(_masked_mean(1.0 - cos, ctx.mask))
-    return torch.stack(losses).mean()
+        return _masked_mean(1.0 - cos, ctx.mask)
+    return _over_pairs(pairs, per_pair)
 
 
 @register_kd_loss("attn_mse")
 def attn_mse(ctx: KDContext, pairs: Pairs) -> torch.Tensor:
-    losses = []
-    for t, s in pairs:
-        a_t, a_s = _attention_pair(ctx, t, s)
-        rows = ctx.mask[:, None, :, None].to(a_s.dtype)                           # query rows
-        losses.append(((a_s - a_t).pow(2) * rows).sum() / (rows.sum() * a_s.shape[1]
-                                                           * a_s.shape[-1]).clamp_min(1.0))
-    return torch.stack(losses).mean()
+    def per_pair(t: int, s: int) -> torch.Tensor:
+        a_t, a_s = _attention_pair(ctx, t, s)                                      # [B, h, L, L]
+        per_row = (a_s - a_t).pow(2).mean(-1)                                      # [B, h, L]
+        return _masked_mean(per_row.mean(1), ctx.mask)                             # query rows
+    return _over_pairs(pairs, per_pair)
 
 
 @register_kd_loss("attn_kl")
 def attn_kl(ctx: KDContext, pairs: Pairs) -> torch.Tensor:
-    losses = []
-    for t, s in pairs:
+    def per_pair(t: int, s: int) -> torch.Tensor:
         a_t, a_s = _attention_pair(ctx, t, s)
         kl = (a_t * (a_t.clamp_min(1e-12).log() - a_s.clamp_min(1e-12).log())).sum(-1)  # [B, h, L]
-        rows = ctx.mask[:, None, :].to(kl.dtype).expand_as(kl)
-        losses.append((kl * rows).sum() / rows.sum().clamp_min(1.0))
-    return torch.stack(losses).mean()
+        return _masked_mean(kl.mean(1), ctx.mask)
+    return _over_pairs(pairs, per_pair)
 
 
 @register_kd_loss("classifier_match")
@@ -232,19 +231,15 @@ def layer_weight_match(ctx: KDContext, pairs: Pairs) -> torch.Tensor:
 @register_kd_loss("cka_intra")
 def cka_intra(ctx: KDContext, pairs: Pairs) -> torch.Tensor:
     """1 - CKA of the token-by-token structure of each sample (padding excluded)."""
-    losses = []
-    for t, s in pairs:
-        cka = linear_cka(ctx.teacher.hidden_states[t], ctx.student.hidden_states[s], ctx.mask)  # [B]
-        losses.append(1.0 - cka.mean())
-    return torch.stack(losses).mean()
+    return _over_pairs(pairs, lambda t, s: 1.0 - linear_cka(
+        ctx.teacher.hidden_states[t], ctx.student.hidden_states[s], ctx.mask).mean())
 
 
 @register_kd_loss("cka_local")
 def cka_local(ctx: KDContext, pairs: Pairs) -> torch.Tensor:
     """1 - CKA of the sample-by-sample structure of the batch ([CLS] of mapped layers)."""
-    losses = [1.0 - linear_cka(ctx.teacher.hidden_states[t][:, 0], ctx.student.hidden_states[s][:, 0])
-              for t, s in pairs]
-    return torch.stack(losses).mean()
+    return _over_pairs(pairs, lambda t, s: 1.0 - linear_cka(
+        ctx.teacher.hidden_states[t][:, 0], ctx.student.hidden_states[s][:, 0]))
 
 
 @register_kd_loss("cka_global")
