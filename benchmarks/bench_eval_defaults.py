@@ -28,11 +28,13 @@ def main() -> None:
     p.add_argument("--config", default="config/ipc1/bbc.yaml")
     p.add_argument("--load_path", required=True)
     p.add_argument("--nproc", type=int, default=2)
+    p.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     a = p.parse_args()
     tag = Path(a.config).parent.name + "-" + Path(a.config).stem
     out = {"benchmark": "eval_defaults", "config": a.config, "synthetic_set": a.load_path,
            "date": time.strftime("%Y-%m-%d"), "settings": {}}
-    for name, extra in SETTINGS.items():
+    for name in a.settings:
+        extra = SETTINGS[name]
         odir = ROOT / "results" / "bench" / "eval_defaults" / f"{tag}_{name}"
         start = time.time()
         torchrun(a.nproc, "evaluate_script_text.py",
