@@ -56,9 +56,10 @@ def resume_settings(cfg: Config) -> dict:
     return settings_view(config_to_dict(cfg), RESUMABLE_CHANGES)
 
 
-def start_state(condenser: Condenser, cfg: Config, run, data: Data, ctx) -> None:
-    """Resume from the newest loadable checkpoint in the output folder (refused when it was made
-    with other settings), else initialise; then write args.log (a refused run leaves it alone)."""
+def find_resumable(cfg: Config, run) -> Optional[tuple]:
+    """Collective, before any work: the newest loadable checkpoint of the output folder as (path,
+    state), refused when it was made with other settings; then args.log is written (a refused run
+    leaves the folder's args.log alone)."""
     if cfg.run.resume == "never" and run.env.is_main:
         set_aside(run.out_dir)
     barrier()
@@ -71,6 +72,11 @@ def start_state(condenser: Condenser, cfg: Config, run, data: Data, ctx) -> None
         return None
     found = main_then_broadcast(latest)
     run.save_args()
+    return found
+
+
+def start_state(condenser: Condenser, cfg: Config, data: Data, ctx, found: Optional[tuple]) -> None:
+    """Resume from `found` (see find_resumable), else initialise."""
     if found:
         logger.info("resuming from %s", found[0])
         condenser.load_state_dict(found[1], ctx)
@@ -176,6 +182,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     defer_args_log=True)
     cfg, env = run.cfg, run.env
     with guarded_stage() as stage:
+        found = find_resumable(cfg, run)
         data = load_data(cfg)
         ensure_experts(cfg, env, data)
         nclass = data.dataset.nclass
@@ -185,7 +192,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         for rank, owned in enumerate(all_gather_objects(condenser.my_classes)):
             logger.info("rank %d owns classes %s", rank, owned or "none")
         ctx = condenser.init_context(data.tokenizer, nclass, data.dataset.multilabel)
-        start_state(condenser, cfg, run, data, ctx)
+        start_state(condenser, cfg, data, ctx, found)
         c = cfg.condense
         logger.info("***** Running condensation *****  objectives: %s; %d classes x ipc %d, init "
                     "%s, %d iterations (from %d), sampling net %s, %d experts",
