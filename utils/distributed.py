@@ -50,8 +50,9 @@ def _restart_safe_store(world: int, timeout: timedelta):
     to the same agent-hosted store, so a restarted worker would read the dead attempt's addresses
     (Gloo: 'connectFullMesh failed ... Connection refused'). Keys are prefixed per attempt
     (TORCHELASTIC_RESTART_COUNT), so `--max-restarts` works with the default flags too."""
-    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
-        return None                      # c10d rendezvous (--standalone): a fresh store per attempt
+    if (os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True"
+            or int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0")) == 0):
+        return None                      # no restarts possible: torch's own env:// store
     base = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world,
                          is_master=False, timeout=timeout)
     return dist.PrefixStore(f"textcondense/attempt{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}",
