@@ -112,3 +112,9 @@ def test_save_config_roundtrip(tmp_path):
     saved = yaml.safe_load((tmp_path / "args.log").read_text())
     assert saved["config"]["condense"]["ipc"] == 3 and saved["stage"] == "test"
     assert saved["config"]["network"]["model_path"] == "random"
+
+
+def test_config_reference_is_up_to_date():
+    """docs/config.md is generated from the schema (`make docs`); a new key must be documented."""
+    from utils.config_doc import render
+    assert (PROJECT_ROOT / "docs" / "config.md").read_text() == render() + "\n"
