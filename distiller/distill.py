@@ -6,8 +6,9 @@ baseline, with `label_ce` alone) through the project's one trainer (`utils.train
 - Data parallel: every rank holds the whole student; step i's global batch is the same on every
   rank and each trains on its slice; gradients are averaged over ranks with one all-reduce per step
   (what DDP does, without its bucketing) before clipping and the optimiser step.
-- The teacher is frozen. Its logits are computed once for the fixed training data and cached,
-  unless a loss needs its hidden states or attention maps (then it runs on each batch).
+- The teacher is frozen. Its logits are computed once for the fixed training data (the batches
+  shared out over the ranks, then gathered) and cached, unless a loss needs its hidden states or
+  attention maps (then it runs on each batch).
 - Checkpoints every `save_every` steps (utils.checkpoint: state, then the COMPLETE marker): the
   student and projections, the centroid memory, optimiser, scheduler, step, history and every
   rank's RNG. Re-running the same command resumes; the batches resume at the same global step.
@@ -37,7 +38,7 @@ from distiller.losses import (
 from distiller.student import HFClassifier
 from utils.checkpoint import check_resumable, load_latest, save_checkpoint, set_aside
 from utils.config_schema import Config, KDLossSpec
-from utils.distributed import DistEnv, gather_objects_to_main, main_then_broadcast
+from utils.distributed import DistEnv, all_gather_objects, gather_objects_to_main, main_then_broadcast
 from utils.errors import UserError
 from utils.model import ClassifierOutput
 from utils.seeding import derive_seed, rng_state, seed_everything, set_rng_state
@@ -131,20 +132,27 @@ class Distiller:
 
     # --------------------------------------------------------------------------- teacher side
     @torch.no_grad()
+    def _teacher_pass(self, out_of: Callable[[ClassifierOutput], torch.Tensor], **kw) -> torch.Tensor:
+        """Collective: `out_of(teacher output)` for every training example, in index order; the
+        batches are shared out over the ranks and gathered  # [N, ...] (CPU)"""
+        batches = list(self.sources.in_order(self.d.eval_batch_size))
+        mine = {i: out_of(self.teacher(**self.sources.inputs(idx, self.env.device), **kw)).float().cpu()
+                for i, idx in enumerate(batches) if i % self.env.world_size == self.env.rank}
+        merged = {}
+        for part in all_gather_objects(mine):
+            merged.update(part)
+        return torch.cat([merged[i] for i in range(len(batches))])
+
     def _cache_logits(self) -> torch.Tensor:
         """The teacher's logits for every training example  # [N, C] (CPU)"""
-        out = [self.teacher(**self.sources.inputs(idx, self.env.device)).logits.float().cpu()
-               for idx in self.sources.in_order(self.d.eval_batch_size)]
+        logits = self._teacher_pass(lambda out: out.logits)
         logger.info("teacher logits cached for %d training examples", len(self.sources))
-        return torch.cat(out)
+        return logits
 
-    @torch.no_grad()
     def _build_memory(self, student_dim: int) -> CentroidMemory:
         """FSD's train_memory step: k-means of the teacher's last-layer [CLS] features."""
-        feats = [self.teacher(**self.sources.inputs(idx, self.env.device),
-                              layer_index=[-1]).features[0].float().cpu()
-                 for idx in self.sources.in_order(self.d.eval_batch_size)]
-        memory = CentroidMemory.build(torch.cat(feats), self.d.num_centroid, student_dim,
+        feats = self._teacher_pass(lambda out: out.features[0], layer_index=[-1])
+        memory = CentroidMemory.build(feats, self.d.num_centroid, student_dim,
                                       derive_seed(self.cfg.run.seed, "centroids"))
         logger.info("centroid memory: %d teacher centroids", memory.teacher.shape[0])
         return memory.to(self.env.device)
