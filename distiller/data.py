@@ -62,10 +62,6 @@ class Sources:
         part, local = self.locate(idx)
         return part.inputs(local, device)
 
-    def attention_mask(self, idx: torch.Tensor) -> torch.Tensor:
-        part, local = self.locate(idx)
-        return part.attention_mask[local]
-
 
 def global_batches(sources: Sources, batch_size: int, seed: int) -> Iterator[torch.Tensor]:
     """Endless global batches (indices into `sources`), the same on every rank; sources take

@@ -113,9 +113,10 @@ class Distiller:
         self.need_attention = bool(names & NEEDS_ATTENTION)
         projections = nn.ModuleDict()
         for spec, pairs in self.specs:
-            if spec.name in ("hidden_mse", "hidden_cos") and student.hidden_size != _width(teacher):
+            if spec.name in ("hidden_mse", "hidden_cos") and student.hidden_size != teacher.hidden_size:
                 for t, s in pairs:
-                    projections[projection_key(t, s)] = nn.Linear(student.hidden_size, _width(teacher))
+                    projections[projection_key(t, s)] = nn.Linear(student.hidden_size,
+                                                                        teacher.hidden_size)
         self.module = DistillModule(student, projections).to(env.device)
         self.memory: Optional[CentroidMemory] = None
         if "cka_global" in names:
@@ -269,7 +270,3 @@ class Distiller:
         else:
             seed_everything(derive_seed(self.cfg.run.seed, "resume", self.step, self.env.rank))
         logger.info("resumed from %s (step %d)", path, self.step)
-
-
-def _width(model: nn.Module) -> int:
-    return model.hidden_size
