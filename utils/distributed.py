@@ -87,8 +87,17 @@ def init_distributed(gpu: Optional[str] = None, tf32: bool = True, timeout_s: fl
     return DistEnv(rank, world, local_rank, device, backend)
 
 
-def cleanup_distributed() -> None:
+def cleanup_distributed(together: bool = True) -> None:
+    """Tear the process group down. After a normal end (`together`) a barrier comes first, so no
+    rank destroys the group while a peer's last collective is still in flight (seen as 'terminate
+    called without an active exception' at exit under load); after an error, at once (a peer may
+    never reach the barrier)."""
     if dist.is_available() and dist.is_initialized():
+        if together:
+            try:
+                dist.barrier()
+            except Exception:  # noqa: BLE001 - a peer already gone: tear down regardless
+                pass
         dist.destroy_process_group()
 
 

@@ -142,7 +142,7 @@ class guarded_stage:
     def __exit__(self, exc_type, exc, tb) -> bool:
         from utils.distributed import cleanup_distributed
 
-        cleanup_distributed()
+        cleanup_distributed(together=exc is None)
         if exc is not None and isinstance(exc, UserError):
             logger.error("%s", exc)
             logger.debug("where it was raised (run.log_level=debug):", exc_info=exc)
