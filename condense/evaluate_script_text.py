@@ -41,7 +41,8 @@ from evaluation.protocol import (
     summarize,
 )
 from evaluation.results import add_gaps, append_results_table, log_entry, read_results_table
-from evaluation.selectors import NEEDS_FEATURES, expert_features, load_feature_expert, select_for
+from evaluation.selectors import NEEDS_FEATURES, load_feature_expert, select_for
+from utils.coreset import expert_features
 from utils.errors import UserError
 from utils.experts import ensure_experts, missing_experts
 from utils.io import atomic_write_json

@@ -34,6 +34,7 @@ from condenser.objectives import (
 )
 from condenser.synthetic import SyntheticShard, build_shard
 from utils.config_schema import Config
+from utils.coreset import expert_features
 from utils.data import TokenizedSplit
 from utils.distributed import DistEnv, all_reduce_sum, gather_objects_to_main, shard_range
 from utils.errors import UserError
@@ -79,7 +80,19 @@ class Condenser:
     def init_context(self, tokenizer, nclass: int, multilabel: bool) -> InitContext:
         return InitContext(self.train, self.pool.embedding_table().detach().cpu(),
                            tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id,
-                           nclass, multilabel, self.cfg.run.seed, self.cfg.condense)
+                           nclass, multilabel, self.cfg.run.seed, self.cfg.condense,
+                           features=self._train_features)
+
+    def _train_features(self, idx: torch.Tensor) -> torch.Tensor:
+        """Pooled last-layer features of training samples `idx` under the final weights of expert
+        `evaluate.feature_expert` (the herding baseline's features)  # [n, H]"""
+        k = self.cfg.evaluate.feature_expert
+        if k >= self.pool.num:
+            raise UserError(f"evaluate.feature_expert = {k} but there are only {self.pool.num} "
+                            f"experts (pretrain.num_premodel)")
+        return expert_features(self.pool.load_final(k), self.train.attention_mask[idx],
+                               self.cfg.pretrain.eval_batch_size, self.env.device,
+                               input_ids=self.train.input_ids[idx])
 
     def initialize(self, mode: str, ctx: InitContext, loaded: Optional[dict] = None) -> None:
         c = self.cfg.condense

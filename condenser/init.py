@@ -6,6 +6,9 @@
 - mix        each sequence packs `factor` real snippets (NCFM's image tiling, for text)
 - mask_fill  real samples with a fraction of their tokens replaced (`condenser.init_text`)
 - manifold   the real samples nearest to k-means centres in a PCA space (`condenser.init_text`)
+- herding    the real samples herding picks on the features of expert `evaluate.feature_expert`
+             (final weights) - the herding baseline's picks, so condensation starts where the
+             best cheap selection ends and has to add to it
 
 ('load', a saved set, is handled by `condenser.synthetic.build_shard`.)
 """
@@ -17,6 +20,7 @@ import torch
 
 from condenser.init_context import InitContext, from_indices, labels_for, real_ids
 from condenser.init_text import init_manifold, init_mask_fill
+from utils.coreset import herding_select
 from utils.synset import ClassData, segment_length
 
 InitFn = Callable[[InitContext, int, int, int], ClassData]
@@ -58,8 +62,21 @@ def init_mix(ctx: InitContext, c: int, ipc: int, factor: int = 1) -> ClassData:
     return ClassData(ctx.word_embeddings[ids].clone(), mask, labels_for(ctx, c, idx[:, 0], ipc))
 
 
+def init_herding(ctx: InitContext, c: int, ipc: int, factor: int = 1) -> ClassData:
+    """The `ipc` training samples of class c that herding picks on expert features (all of them,
+    repeated, when the class has no more)."""
+    pool = ctx.train.class_indices[c]
+    if len(pool) <= ipc:
+        return init_random(ctx, c, ipc, factor)
+    if ctx.features is None:
+        raise ValueError("init 'herding' needs InitContext.features (expert features)")
+    feats = ctx.features(pool)                                        # [N_c, H]
+    return from_indices(ctx, c, pool[herding_select(feats, ipc)])
+
+
 INITS: Dict[str, InitFn] = {"random": init_random, "noise": init_noise, "mix": init_mix,
-                            "mask_fill": init_mask_fill, "manifold": init_manifold}
+                            "mask_fill": init_mask_fill, "manifold": init_manifold,
+                            "herding": init_herding}
 
 
 def init_class(mode: str, ctx: InitContext, c: int, ipc: int, factor: int) -> ClassData:

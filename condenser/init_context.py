@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 
@@ -28,6 +28,8 @@ class InitContext:
     multilabel: bool
     seed: int
     options: Optional[CondenseConfig] = None   # mask_fill / manifold settings
+    # training indices [n] -> an expert's pooled last-layer features [n, H] (init 'herding')
+    features: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
 
     def class_seed(self, c: int) -> int:
         """The seed of class c's initialisation (the same on every rank)."""

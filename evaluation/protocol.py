@@ -16,7 +16,10 @@ The protocol (section `evaluate` of the config), the same for every method:
   accuracy-vs-step curve;
 - model selection `select_by`: 'last' reports the last step; 'val' the evaluated step with the best
   accuracy on `val_fraction` of the TRAINING split (stratified, seeded), which is then left out of
-  the baselines' selection pools and of 'full'. The test split never selects anything.
+  the baselines' selection pools and of 'full'. The test split never selects anything;
+- labels `label_mode`: 'hard' (what the set carries) or 'expert_soft' (every method, synthetic and
+  baselines alike, trains on the softened predictions of expert `feature_expert`): soft labels
+  for all methods or for none, never for one side only.
 
 Methods: 'synthetic' (a saved set: inputs_embeds + attention masks; 'multi' sets are decoded into
 `factor` examples per sequence; float label vectors in a single-label task are soft labels, trained
@@ -44,12 +47,13 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
+from evaluation.selectors import load_feature_expert
 from utils.config import PROJECT_ROOT
 from utils.config_schema import Config, NetworkConfig
 from utils.data import TokenizedSplit, class_indices, first_label, tokenize_dataset
 from utils.distributed import DistEnv, all_gather_objects, shard_range
 from utils.errors import UserError
-from utils.experts import dataset_tag
+from utils.experts import dataset_tag, ensure_experts
 from utils.model import (
     ModelError,
     TextClassifier,
@@ -172,6 +176,7 @@ class EvalContext:
     val_idx: List[int]
     vocab_size: int
     hidden_size: int
+    label_expert: Optional[TextClassifier] = None   # label_mode expert_soft: relabels every method
 
     @property
     def model(self) -> str:
@@ -200,9 +205,33 @@ def make_context(cfg: Config, env: DistEnv, data) -> EvalContext:
         val_idx = validation_indices(data.train.labels, cfg.evaluate.val_fraction,
                                      derive_seed(cfg.run.seed, "validation"))
         val = subset(train, val_idx, nclass)
+    label_expert = None
+    if cfg.evaluate.label_mode == "expert_soft":
+        if train is not data.train:
+            raise EvaluationError("label_mode expert_soft needs an eval encoder that shares the "
+                                  "experts' tokenizer (evaluate.eval_model_path)")
+        ensure_experts(cfg, env, data)                # collective: every rank, same errors
+        label_expert = load_feature_expert(cfg, nclass, env.device, data.tokenizer.vocab_size)
     return EvalContext(cfg, env, net, nclass, data.dataset.multilabel,
                        list(data.dataset.class_names), train, test, val, val_idx,
-                       tokenizer.vocab_size, encoder_hidden_size(net))
+                       tokenizer.vocab_size, encoder_hidden_size(net), label_expert)
+
+
+@torch.no_grad()
+def expert_soft_labels(ctx: EvalContext, ts: Examples) -> Examples:
+    """`ts` with its labels replaced by the label expert's softened predictions
+    softmax(logits / T) (sigmoid for multi-label)  # labels [N, C] float"""
+    ev, dev, model = ctx.cfg.evaluate, ctx.env.device, ctx.label_expert
+    out = []
+    for s in range(0, len(ts), ev.eval_batch_size):
+        idx = torch.arange(s, min(s + ev.eval_batch_size, len(ts)))
+        logits = model(**ts.inputs(idx, dev)).logits.float() / ev.label_temperature   # [b, C]
+        out.append((torch.sigmoid(logits) if ctx.multilabel else logits.softmax(-1)).cpu())
+    labels = torch.cat(out)
+    if ts.inputs_embeds is not None:
+        return Examples(ts.attention_mask, labels, inputs_embeds=ts.inputs_embeds,
+                        class_of=ts.class_of)
+    return Examples(ts.attention_mask, labels, input_ids=ts.input_ids, class_of=ts.class_of)
 
 
 # --------------------------------------------------------------------------- the protocol
@@ -279,6 +308,8 @@ def evaluate_runs(ctx: EvalContext, method: str, ts: Examples, steps: int) -> Li
     """Collective: this rank's share of the `num_eval` runs, gathered; every rank gets all runs,
     in run order."""
     n = ctx.cfg.evaluate.num_eval
+    if ctx.label_expert is not None:
+        ts = expert_soft_labels(ctx, ts)
     local = []
     for i in shard_range(n, ctx.env.world_size, ctx.env.rank):
         rec = train_classifier(ctx, ts, steps, run_seed(ctx.cfg.run.seed, i),
@@ -309,7 +340,8 @@ def summarize(ctx: EvalContext, method: str, runs: List[dict], ts: Examples, ste
             metrics[m] = {"mean": float(vals.mean()), "std": float(vals.std())}
     return {"method": method, "dataset": dataset_tag(ctx.cfg), "ipc": ipc, "model": ctx.model,
             "n_train": len(ts), "steps": steps, "num_eval": len(runs),
-            "select_by": ctx.cfg.evaluate.select_by, "world_size": ctx.env.world_size,
+            "select_by": ctx.cfg.evaluate.select_by, "labels": ctx.cfg.evaluate.label_mode,
+            "world_size": ctx.env.world_size,
             "mean": metrics["accuracy"]["mean"], "std": metrics["accuracy"]["std"],
             "metrics": metrics,
             "train_seconds": float(np.mean([r["train_seconds"] for r in runs])),

@@ -25,7 +25,9 @@ def log_entry(e: dict) -> None:
 def add_gaps(entries: List[dict], previous: Sequence[dict] = ()) -> None:
     """gap_to_full = full mean - method mean, gain_over_random = method mean - random mean
     (test accuracy). References come from `entries`, else from `previous` table rows (dicts with
-    method/dataset/ipc/model/select_by/accuracy); full rows match any ipc."""
+    method/dataset/ipc/model/select_by/labels/accuracy) of the same label mode; full rows match
+    any ipc. Under hard labels, gap_to_full is DD-Ranking's hard-label recovery (HLR, lower is
+    better); gain_over_random is its improvement over random (IOR) under the row's own labels."""
     def ref(method: str) -> Optional[float]:
         for e in entries:
             if e["method"] == method:
@@ -35,6 +37,7 @@ def add_gaps(entries: List[dict], previous: Sequence[dict] = ()) -> None:
         e0 = entries[0]
         for row in reversed(list(previous)):
             if (row.get("method") == method and row.get("dataset") == e0["dataset"]
+                    and (row.get("labels") or "hard") == e0.get("labels", "hard")
                     and row.get("model") == e0["model"] and row.get("select_by") == e0["select_by"]
                     and (method == "full" or str(row.get("ipc")) == str(e0["ipc"]))
                     and row.get("accuracy") is not None):
@@ -49,13 +52,15 @@ def add_gaps(entries: List[dict], previous: Sequence[dict] = ()) -> None:
 
 # ---------------------------------------------------------------------- the results table
 
-TABLE_COLUMNS = ("date", "dataset", "ipc", "method", "model", "select_by", "steps", "runs",
-                 "accuracy (%)", "macro-F1 (%)", "gap to full (pp)", "gain over random (pp)",
-                 "s/run", "source")
+TABLE_COLUMNS = ("date", "dataset", "ipc", "method", "model", "select_by", "labels", "steps",
+                 "runs", "accuracy (%)", "macro-F1 (%)", "gap to full (pp)",
+                 "gain over random (pp)", "s/run", "source")
 TABLE_TITLE = ("# Evaluation results\n\nOne row per evaluated method (condense/evaluate_script_text.py); "
                "accuracy and macro-F1 on the test split, mean ± std over runs; gaps in percentage "
-               "points (DD-Ranking style: gap to full = full - method, gain over random = method - "
-               "random).\n\n")
+               "points (DD-Ranking style: gap to full = full - method, the hard-label recovery HLR under "
+               "hard labels; gain over random = method - random, the improvement over random IOR). "
+               "`labels`: hard, or expert_soft (every method of the row's evaluation trained on "
+               "the expert's soft labels).\n\n")
 
 
 def _pm(stat: Optional[dict]) -> str:
@@ -68,7 +73,7 @@ def _pp(v: Optional[float]) -> str:
 
 def table_row(e: dict, date: str) -> str:
     cells = [date, e["dataset"], str(e["ipc"]), e["method"], e["model"], e["select_by"],
-             str(e["steps"]), str(e["num_eval"]), _pm(e["metrics"].get("accuracy")),
+             e.get("labels", "hard"), str(e["steps"]), str(e["num_eval"]), _pm(e["metrics"].get("accuracy")),
              _pm(e["metrics"].get("macro_f1")), _pp(e["gap_to_full"]), _pp(e["gain_over_random"]),
              f"{e['train_seconds']:.1f}", str(e.get("source", ""))]
     return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
@@ -111,6 +116,8 @@ def append_results_table(path: str | os.PathLike, entries: Sequence[dict]) -> st
     date = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     rows = "".join(table_row(e, date) + "\n" for e in entries)
     old = path.read_text(encoding="utf-8") if path.is_file() else ""
+    if old.strip() and table_header().splitlines()[0] not in old:
+        old = _migrated(read_results_table(path))         # a table from an older textcondense
     if not old.strip():
         old = TABLE_TITLE + table_header()
     elif not old.endswith("\n"):
@@ -119,6 +126,12 @@ def append_results_table(path: str | os.PathLike, entries: Sequence[dict]) -> st
     return table_header() + rows
 
 
+def _migrated(rows: Sequence[dict]) -> str:
+    """Old rows under today's columns (a column they lack is empty; labels were always hard)."""
+    defaults = {"labels": "hard"}
+    lines = ["| " + " | ".join(row.get(c, defaults.get(c, "")) for c in TABLE_COLUMNS) + " |\n"
+             for row in rows]
+    return TABLE_TITLE + table_header() + "".join(lines)
 
 
 def record_eval_curve(path: Path, iteration: int, entry: dict, seconds: float) -> List[dict]:

@@ -10,15 +10,10 @@ import torch
 from condense import condense_script_text, evaluate_script_text
 from evaluation.protocol import BASELINES, make_context
 from evaluation.results import read_results_table
-from evaluation.selectors import (
-    expert_features,
-    herding_select,
-    kcenter_select,
-    load_feature_expert,
-    select_baseline,
-)
+from evaluation.selectors import load_feature_expert, select_baseline
 from tests.conftest import SMOKE, torchrun
 from utils.config import load_config
+from utils.coreset import expert_features, herding_select, kcenter_select
 from utils.distributed import DistEnv
 from utils.runtime import load_data
 

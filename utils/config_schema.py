@@ -80,9 +80,15 @@ class NetworkConfig:
                          "model), a local folder with a BERT config and weights, a hub name, or "
                          "'random' for a small randomly initialised BERT (tests).", path=True)
     net_type: Literal["bert"] = _f("bert", "Encoder family. Only BERT encoders are supported.")
-    layer_index: List[int] = _f([-1], "Hidden layers whose [CLS] feature is matched (0 = "
+    layer_index: List[int] = _f([-1], "Hidden layers whose pooled feature is matched (0 = "
                                 "embeddings, -1 = last). Several layers are matched and summed.")
     dropout: float = _f(0.1, "Dropout before the classification head.")
+    pooling: Literal["cls", "mean", "auto"] = _f(
+        "cls", "How a sequence becomes one vector, for the classification head, the experts, the "
+        "selectors and the matched features alike: 'cls' (the [CLS] state), 'mean' (the mean "
+        "over unmasked tokens), 'auto' (the model folder's sentence-transformers pooling config, "
+        "1_Pooling/config.json: mean for all-MiniLM-L6-v2; cls when there is none).",
+        flag="pooling")
     random_layers: int = _f(2, "Layers of the 'random' test model.")
     random_hidden: int = _f(32, "Hidden size of the 'random' test model.")
     random_heads: int = _f(2, "Attention heads of the 'random' test model.")
@@ -177,12 +183,14 @@ class CondenseConfig:
                                          "and only when iter_calib > 0).")
     ipc: int = _f(10, "Synthetic sequences per class.", flag="ipc")
     niter: int = _f(500, "Optimisation iterations.")
-    init: Literal["random", "noise", "mix", "mask_fill", "manifold", "load"] = _f(
+    init: Literal["random", "noise", "mix", "mask_fill", "manifold", "herding", "load"] = _f(
         "random", flag="init",
         help="Initialisation: 'random' real samples of the class, 'noise' Gaussian matched "
         "to the embedding statistics, 'mix' each sequence packed with `factor` real snippets, "
         "'mask_fill' real samples with a fraction of tokens replaced, 'manifold' the real samples "
-        "nearest to k-means centres in a PCA space, 'load' a saved synthetic set (load_path).")
+        "nearest to k-means centres in a PCA space, 'herding' the samples the herding baseline "
+        "picks (features of expert evaluate.feature_expert), 'load' a saved synthetic set "
+        "(load_path).")
     mask_ratio: float = _f(0.15, "init 'mask_fill': fraction of content tokens replaced.")
     mask_strategy: Literal["uniform", "random", "important"] = _f(
         "random", "init 'mask_fill': which positions: evenly spaced, random, or the tokens most "
@@ -312,8 +320,18 @@ class EvaluateConfig:
     results_table: str = _f("results/results.md", "Markdown table to which every evaluation "
                             "appends one row per method (created with a header if missing).",
                             path=True)
-    feature_expert: int = _f(0, "Expert whose final weights give the [CLS] features for herding, "
-                             "k-center and the projection plot.")
+    feature_expert: int = _f(0, "Expert whose final weights give the pooled features for "
+                             "herding (baseline and condense.init herding), k-center, the "
+                             "projection plot, and the labels of label_mode expert_soft.")
+    label_mode: Literal["hard", "expert_soft"] = _f(
+        "hard", flag="label_mode",
+        help="Labels every method trains on: 'hard' the labels the set carries (class indices; "
+        "soft vectors when a synthetic set stores them); 'expert_soft' the softened predictions "
+        "of expert `feature_expert` (final weights) on each training example, for the synthetic "
+        "set and every baseline alike (DD-Ranking: soft labels alone can explain a gain, so "
+        "compare soft with soft).")
+    label_temperature: float = _f(1.0, "label_mode expert_soft: temperature T of the expert's "
+                                  "softmax (sigmoid for multi-label), softmax(logits / T).")
     eval_batch_size: int = _f(128, "Batch size for test/validation evaluation and feature "
                               "extraction.")
 
@@ -334,6 +352,8 @@ class EvaluateConfig:
             yield "val_fraction", "must be in (0, 1)"
         if self.feature_expert < 0:
             yield "feature_expert", "must be >= 0"
+        if self.label_temperature <= 0:
+            yield "label_temperature", "must be > 0"
         if self.eval_model_path is not None and not self.eval_model_path.strip():
             yield "eval_model_path", "must be a model path or alias, or null"
 

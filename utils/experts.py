@@ -38,7 +38,7 @@ from utils.io import (
     read_json,
     safe_torch_load,
 )
-from utils.model import TextClassifier, build_classifier, model_tag
+from utils.model import TextClassifier, build_classifier, model_tag, resolve_pooling
 from utils.seeding import rng_state, seed_everything, set_rng_state
 from utils.training import (
     Examples,
@@ -89,11 +89,18 @@ NOT_SHAPING = {
 }
 
 
+# Shaping keys added after experts were first trained: left out of the fingerprint while they
+# hold the value that reproduces the older behaviour, so existing experts keep their folder.
+ADDED_LATER = {"network": {"pooling": "cls"}}
+
+
 def fingerprint(cfg: Config) -> dict:
     """Every setting that shapes an expert (derived from the config sections, not listed by hand);
     experts with another fingerprint live in another folder and are never mixed."""
     full = config_to_dict(cfg)
-    out = {section: {k: v for k, v in full[section].items() if k not in skip}
+    full["network"]["pooling"] = resolve_pooling(cfg.network)      # 'auto' = what it resolves to
+    out = {section: {k: v for k, v in full[section].items() if k not in skip
+                     and ADDED_LATER.get(section, {}).get(k, object()) != v}
            for section, skip in NOT_SHAPING.items()}
     # `dataset.path` is the newer spelling of `data_dir`: one location, one fingerprint key
     out["dataset"]["data_dir"] = out["dataset"].pop("path", None) or out["dataset"]["data_dir"]

@@ -11,6 +11,7 @@ gradients (the trajectory-matching unroll; the fused CPU kernel has no double ba
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,18 +106,54 @@ def _check_local(path: str, key: str) -> None:
 @dataclass
 class ClassifierOutput:
     logits: torch.Tensor                       # [B, C]
-    features: Optional[torch.Tensor] = None    # [len(layer_index), B, H] [CLS] features
+    features: Optional[torch.Tensor] = None    # [len(layer_index), B, H] pooled features
     attentions: Optional[tuple] = None         # per layer [B, heads, L, L]
     hidden_states: Optional[tuple] = None      # per layer [B, L, H]
 
 
-class TextClassifier(nn.Module):
-    """BERT encoder + classification head over the last layer's [CLS] token."""
+POOLINGS = ("cls", "mean")
 
-    def __init__(self, encoder: nn.Module, num_labels: int, dropout: float = 0.1):
+
+def resolve_pooling(net: NetworkConfig) -> str:
+    """`network.pooling`: 'cls' or 'mean' as given; 'auto' reads the model folder's
+    sentence-transformers pooling config (`1_Pooling/config.json`): mean when it says
+    pooling_mode_mean_tokens, else cls (also for hub names, 'random' and folders without one)."""
+    if net.pooling != "auto":
+        return net.pooling
+    if net.model_path == "random":
+        return "cls"
+    cfg_file = Path(resolve_model_path(net.model_path)) / "1_Pooling" / "config.json"
+    if cfg_file.is_file():
+        try:
+            if json.loads(cfg_file.read_text()).get("pooling_mode_mean_tokens"):
+                return "mean"
+        except (OSError, ValueError):
+            logger.warning("unreadable %s: pooling falls back to cls", cfg_file)
+    return "cls"
+
+
+def pool(hidden: torch.Tensor, attention_mask: Optional[torch.Tensor], pooling: str) -> torch.Tensor:
+    """One vector per sequence: the [CLS] state, or the mean over unmasked tokens.
+    hidden  # [B, L, H] -> [B, H]"""
+    if pooling == "cls":
+        return hidden[:, 0]
+    if attention_mask is None:
+        return hidden.mean(1)
+    m = attention_mask.to(hidden.dtype).unsqueeze(-1)                    # [B, L, 1]
+    return (hidden * m).sum(1) / m.sum(1).clamp_min(1.0)
+
+
+class TextClassifier(nn.Module):
+    """BERT encoder + classification head over the pooled last layer ([CLS] token or mean)."""
+
+    def __init__(self, encoder: nn.Module, num_labels: int, dropout: float = 0.1,
+                 pooling: str = "cls"):
         super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling {pooling!r}: one of {POOLINGS}")
         self.encoder = encoder
         self.num_labels = num_labels
+        self.pooling = pooling
         hidden = encoder.config.hidden_size
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(hidden, num_labels)
@@ -154,11 +191,12 @@ class TextClassifier(nn.Module):
         out = self.encoder(input_ids=input_ids, inputs_embeds=inputs_embeds,
                            attention_mask=attention_mask, output_hidden_states=want_hidden,
                            output_attentions=output_attentions, return_dict=True)
-        cls = out.last_hidden_state[:, 0]                                   # [B, H]
-        logits = self.classifier(self.dropout(cls))                         # [B, C]
+        pooled = pool(out.last_hidden_state, attention_mask, self.pooling)  # [B, H]
+        logits = self.classifier(self.dropout(pooled))                      # [B, C]
         features = None
-        if layer_index is not None:
-            features = torch.stack([out.hidden_states[i][:, 0] for i in layer_index])  # [K, B, H]
+        if layer_index is not None:                                         # [K, B, H]
+            features = torch.stack([pool(out.hidden_states[i], attention_mask, self.pooling)
+                                    for i in layer_index])
         return ClassifierOutput(logits, features,
                                 out.attentions if output_attentions else None,
                                 out.hidden_states if output_hidden_states else None)
@@ -188,7 +226,7 @@ def build_classifier(net: NetworkConfig, num_labels: int, pretrained: bool = Tru
         encoder = AutoModel.from_pretrained(path, config=config, add_pooling_layer=False)
     else:
         encoder = AutoModel.from_config(config, add_pooling_layer=False)
-    return TextClassifier(encoder, num_labels, net.dropout)
+    return TextClassifier(encoder, num_labels, net.dropout, resolve_pooling(net))
 
 
 def freeze(model: nn.Module) -> nn.Module:

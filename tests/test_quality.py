@@ -1,0 +1,162 @@
+"""The quality knobs: pooling modes, `init: herding`, the expert-soft-label protocol and the
+results table's label column."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from condense import condense_script_text, evaluate_script_text
+from condenser.init import init_herding
+from condenser.init_context import InitContext
+from evaluation.protocol import expert_soft_labels, make_context
+from evaluation.results import append_results_table, read_results_table
+from evaluation.selectors import load_feature_expert, select_baseline
+from tests.conftest import SMOKE
+from utils.config import load_config
+from utils.config_schema import NetworkConfig
+from utils.coreset import expert_features
+from utils.distributed import DistEnv
+from utils.experts import expert_set_dir
+from utils.model import build_classifier, pool, resolve_pooling
+from utils.runtime import load_data
+from utils.training import Examples
+
+SMALL = ["--set", "evaluate.num_eval=2", "--set", "evaluate.steps=4", "--set", "evaluate.lr=0.001"]
+
+
+# ------------------------------------------------------------------------------------ pooling
+
+def test_pool_cls_and_masked_mean():
+    hidden = torch.arange(2 * 3 * 2, dtype=torch.float32).view(2, 3, 2)   # [B=2, L=3, H=2]
+    mask = torch.tensor([[1, 1, 0], [1, 1, 1]])
+    assert torch.equal(pool(hidden, mask, "cls"), hidden[:, 0])
+    mean = pool(hidden, mask, "mean")
+    assert torch.allclose(mean[0], hidden[0, :2].mean(0))                 # padding left out
+    assert torch.allclose(mean[1], hidden[1].mean(0))
+
+
+def test_pooling_modes_give_the_documented_features():
+    torch.manual_seed(0)
+    ids = torch.randint(1000, 2000, (3, 8))
+    mask = torch.ones(3, 8, dtype=torch.long)
+    mask[0, 5:] = 0
+    for mode in ("cls", "mean"):
+        net = NetworkConfig(model_path="random", pooling=mode)
+        model = build_classifier(net, 4).eval()
+        out = model(input_ids=ids, attention_mask=mask, layer_index=[-1, 1],
+                    output_hidden_states=True)
+        for k, layer in enumerate([-1, 1]):
+            h = out.hidden_states[layer]                                   # [B, L, H]
+            want = h[:, 0] if mode == "cls" else torch.stack(
+                [h[i, mask[i].bool()].mean(0) for i in range(3)])
+            assert torch.allclose(out.features[k], want, atol=1e-6)
+        # the head reads the same pooled last layer
+        assert torch.allclose(out.logits, model.classifier(out.features[0]), atol=1e-6)
+
+
+def test_auto_pooling_reads_the_model_folder_and_keeps_old_expert_folders():
+    assert resolve_pooling(NetworkConfig(pooling="auto")) == "mean"       # MiniLM: 1_Pooling says mean
+    assert resolve_pooling(NetworkConfig(model_path="random", pooling="auto")) == "cls"
+    cfg = load_config(SMOKE)
+    mean = dataclasses.replace(cfg, network=dataclasses.replace(cfg.network, pooling="mean"))
+    auto = dataclasses.replace(cfg, network=dataclasses.replace(cfg.network, pooling="auto"))
+    assert expert_set_dir(mean) != expert_set_dir(cfg)                   # mean retrains
+    assert expert_set_dir(auto) == expert_set_dir(cfg)                   # random + auto = cls
+
+
+# ---------------------------------------------------------------------------- init: herding
+
+def test_init_herding_starts_from_the_herding_baseline(smoke_experts):
+    cfg = load_config(SMOKE, [("pretrain.expert_dir", smoke_experts)])
+    data = load_data(cfg)
+    expert = load_feature_expert(cfg, 5, torch.device("cpu"), data.tokenizer.vocab_size)
+    feats = expert_features(expert, data.train.attention_mask, 64, torch.device("cpu"),
+                            input_ids=data.train.input_ids)
+    tok = data.tokenizer
+    calls = []
+
+    def features(idx):
+        calls.append(idx)
+        return feats[idx]
+
+    ctx = InitContext(data.train, expert.embed(torch.arange(tok.vocab_size)).detach(),
+                      tok.cls_token_id, tok.sep_token_id, tok.pad_token_id, 5, False, 0,
+                      cfg.condense, features=features)
+    sel = select_baseline("herding", data.train.labels, 5, 3, seed=0, features=feats)
+    for c in range(5):
+        d = init_herding(ctx, c, 3)
+        # only the class's training samples are looked at, and the picks are herding's
+        assert torch.equal(calls[-1], data.train.class_indices[c])
+        want = data.train.input_ids[sel[c]]
+        assert torch.equal(d.embeds, ctx.word_embeddings[want])
+        assert torch.equal(d.mask, data.train.attention_mask[sel[c]])
+        assert (d.labels == c).all()
+
+
+def test_condense_with_init_herding(tmp_path, smoke_experts):
+    out = tmp_path / "run"
+    assert condense_script_text.main(["--config_path", SMOKE, "--output_dir", str(out),
+                                      "--set", f"pretrain.expert_dir={smoke_experts}",
+                                      "--init", "herding", "--set", "condense.niter=1"]) == 0
+    syn = torch.load(out / "distilled_data" / "syn_data_1.pth", weights_only=True)
+    assert syn["inputs_embeds"].shape[0] == 10 and torch.isfinite(syn["inputs_embeds"]).all()
+    assert "herding" in (out / "print.log").read_text()
+
+
+# ------------------------------------------------------------------- expert soft labels
+
+def test_expert_soft_labels_are_the_experts_predictions(smoke_experts):
+    cfg = load_config(SMOKE, [("pretrain.expert_dir", smoke_experts),
+                              ("evaluate.label_mode", "expert_soft"),
+                              ("evaluate.label_temperature", 2.0)])
+    data = load_data(cfg)
+    ctx = make_context(cfg, DistEnv(), data)
+    idx = torch.arange(12)
+    ts = Examples.of(ctx.train, idx)
+    soft = expert_soft_labels(ctx, ts)
+    assert soft.labels.shape == (12, 5) and soft.labels.dtype == torch.float32
+    assert torch.allclose(soft.labels.sum(1), torch.ones(12), atol=1e-5)
+    with torch.no_grad():
+        logits = ctx.label_expert(input_ids=ts.input_ids, attention_mask=ts.attention_mask).logits
+    assert torch.allclose(soft.labels, (logits / 2.0).softmax(-1), atol=1e-6)
+    assert torch.equal(soft.class_of, ts.class_of) and torch.equal(soft.input_ids, ts.input_ids)
+    # the same for synthetic examples (inputs_embeds)
+    emb = Examples(ts.attention_mask, ts.labels, inputs_embeds=ctx.label_expert.embed(ts.input_ids))
+    assert torch.allclose(expert_soft_labels(ctx, emb).labels, soft.labels, atol=1e-5)
+
+
+def test_evaluate_label_mode_expert_soft_for_every_method(tmp_path, smoke_experts):
+    out = tmp_path / "eval"
+    table = tmp_path / "results.md"
+    assert evaluate_script_text.main(["--config_path", SMOKE, "--output_dir", str(out),
+                                      "--set", f"pretrain.expert_dir={smoke_experts}",
+                                      "--set", f"evaluate.results_table={table}",
+                                      "--baseline", "random,herding", "--label_mode",
+                                      "expert_soft", *SMALL]) == 0
+    entries = json.loads((out / "eval" / "results.json").read_text())
+    assert [e["labels"] for e in entries] == ["expert_soft", "expert_soft"]
+    rows = read_results_table(table)
+    assert [(r["method"], r["labels"]) for r in rows] == [("random", "expert_soft"),
+                                                         ("herding", "expert_soft")]
+
+
+def test_an_old_results_table_gets_the_labels_column(tmp_path):
+    old = tmp_path / "results.md"
+    old.write_text("# Evaluation results\n\n| date | dataset | ipc | method | model | select_by | "
+                   "steps | runs | accuracy (%) | macro-F1 (%) | gap to full (pp) | gain over "
+                   "random (pp) | s/run | source |\n|---|---|---|---|---|---|---|---|---|---|---|"
+                   "---|---|---|\n| 2026-11-24 17:58 | bbc | 1 | random | m | last | 100 | 5 | "
+                   "52.54 ± 2.35 | 49.86 ± 2.02 | +42.96 | +0.00 | 106.1 | train split |\n")
+    entry = {"dataset": "bbc", "ipc": 1, "method": "herding", "model": "m", "select_by": "last",
+             "labels": "expert_soft", "steps": 100, "num_eval": 5,
+             "metrics": {"accuracy": {"mean": 0.7, "std": 0.01}}, "gap_to_full": None,
+             "gain_over_random": None, "train_seconds": 1.0, "source": "x"}
+    append_results_table(old, [entry])
+    rows = read_results_table(old)
+    assert [(r["method"], r["labels"], r["accuracy"]) for r in rows] == [
+        ("random", "hard", pytest.approx(0.5254)), ("herding", "expert_soft", pytest.approx(0.7))]
+    assert Path(old).read_text().count("| date |") == 1
