@@ -2,14 +2,17 @@
 
     python benchmarks/bench_eval.py --dataset bbc --ipc 1 10 [--niter 200] [--method ncfm] \
         [--num_eval 5] [--nproc 2] [--no-full] [--baselines random,herding,kcenter|none] \
-        [--suffix _name] [--set condense.key=value ...]
+        [--suffix _name] [--set condense.key=value ...] [--label_modes hard expert_soft] \
+        [--eval_set evaluate.key=value ...]
 
 For each ipc: experts (skipped when complete), condensation with `--niter` iterations, then
 evaluation of the synthetic set beside random / herding / k-center real subsets (and, for the
 first ipc, the full data; `full` does not depend on ipc), every method with the same protocol and
-`--num_eval` runs. Each stage is the real entry script under torchrun. Results:
-benchmarks/results/eval_<dataset>_<method>_ipc<ipc>.json (the evaluation's results.json plus the
-condensation's timing) and the rows of benchmarks/results/eval_table.md.
+`--num_eval` runs, once per `--label_modes` entry (hard labels; expert_soft: every method, the
+synthetic set included, trains on the feature expert's soft labels). Each stage is the real
+entry script under torchrun. Results: benchmarks/results/eval_<dataset>_<method>_ipc<ipc>.json
+(the evaluations' results.json plus the condensation's timing) and the rows of
+benchmarks/results/eval_table.md.
 """
 from __future__ import annotations
 
@@ -46,6 +49,12 @@ def main() -> None:
     p.add_argument("--suffix", default="", help="appended to the result names (keeps earlier runs)")
     p.add_argument("--set", dest="extra", action="append", default=[],
                    help="extra overrides for condensation (section.key=value)")
+    p.add_argument("--eval_set", action="append", default=[],
+                   help="extra overrides for the evaluations (section.key=value)")
+    p.add_argument("--label_modes", nargs="+", default=["hard"], choices=["hard", "expert_soft"],
+                   help="evaluate under each label protocol (same set, same baselines)")
+    p.add_argument("--full_modes", nargs="+", default=None,
+                   help="label modes that also evaluate 'full' (default: all of --label_modes)")
     a = p.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
     table = RESULTS / "eval_table.md"
@@ -63,16 +72,21 @@ def main() -> None:
         torchrun(a.nproc, "condense_script_text.py", cargs)
         condense_seconds = time.time() - start
         summary = json.loads((cdir / "run_summary.json").read_text())
-        baselines = [] if a.baselines == "none" else a.baselines.split(",")
-        baselines += ["full"] if a.full and n == 0 else []
-        edir = ROOT / "results" / "bench" / "evaluate" / tag
-        torchrun(a.nproc, "evaluate_script_text.py",
-                 ["--config_path", config, "--load_path", summary["synthetic_set"],
-                  *(["--baseline", ",".join(baselines)] if baselines else []),
-                  "--output_dir", str(edir),
-                  "--set", f"evaluate.num_eval={a.num_eval}",
-                  "--set", f"evaluate.results_table={table}"])
-        result = json.loads((edir / "eval" / "results.json").read_text())
+        evaluations = {}
+        for mode in a.label_modes:
+            baselines = [] if a.baselines == "none" else a.baselines.split(",")
+            with_full = a.full and n == 0 and (a.full_modes is None or mode in a.full_modes)
+            baselines += ["full"] if with_full else []
+            edir = ROOT / "results" / "bench" / "evaluate" / f"{tag}_{mode}"
+            torchrun(a.nproc, "evaluate_script_text.py",
+                     ["--config_path", config, "--load_path", summary["synthetic_set"],
+                      *(["--baseline", ",".join(baselines)] if baselines else []),
+                      "--output_dir", str(edir), "--label_mode", mode,
+                      "--set", f"evaluate.num_eval={a.num_eval}",
+                      "--set", f"evaluate.results_table={table}",
+                      *[x for s in a.eval_set for x in ("--set", s)]])
+            evaluations[mode] = json.loads((edir / "eval" / "results.json").read_text())
+        result = evaluations[a.label_modes[0]]
         out = RESULTS / f"eval_{tag}.json"
         out.write_text(json.dumps({"benchmark": "evaluate", "dataset": a.dataset, "ipc": ipc,
                                    "method": a.method, "condense": {
@@ -82,7 +96,9 @@ def main() -> None:
                                        "peak_rss_mb_per_rank": [r["peak_rss_mb"] for r in summary["ranks"]],
                                        "world_size": summary["world_size"],
                                        "overrides": [f"condense.method={a.method}", *a.extra]},
-                                   "date": time.strftime("%Y-%m-%d"), "evaluation": result},
+                                   "date": time.strftime("%Y-%m-%d"), "evaluation": result,
+                                   "evaluation_by_labels": evaluations,
+                                   "eval_overrides": a.eval_set},
                                   indent=2) + "\n")
         print(f"written {out}", flush=True)
     print(table.read_text())

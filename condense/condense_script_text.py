@@ -21,6 +21,7 @@ from condenser.expert_pool import ExpertPool
 from condenser.report import plot_loss_curve, write_preview
 from evaluation.protocol import evaluate_synthetic
 from evaluation.results import record_eval_curve
+from evaluation.worth import worth_entries, worth_table
 from utils.checkpoint import check_resumable, load_latest, save_checkpoint, set_aside, settings_view
 from utils.config import config_to_dict
 from utils.config_schema import Config
@@ -46,6 +47,7 @@ def apply_debug(cfg: Config) -> None:
 
 # Settings a resumed run may change; every other key shapes the saved state and must match.
 RESUMABLE_CHANGES = ("condense.niter", "condense.save_every", "condense.log_every", "condense.eval_it",
+                     "condense.worth_runs",
                      "condense.load_path", "condense.debug_niter", "dataset.cache_dir",
                      "dataset.max_test_per_class", "pretrain.expert_dir", "pretrain.eval_batch_size",
                      "evaluate.*", "distill.*", "run.output_dir", "run.run_name", "run.log_level",
@@ -122,14 +124,33 @@ def save(condenser: Condenser, cfg: Config, run, data: Data) -> None:
     barrier()
 
 
+def current_set(condenser: Condenser, cfg: Config, data: Data) -> dict:
+    """Collective: the current synthetic set (the saved-file dict) on every rank."""
+    per_class: dict = {}
+    for part in all_gather_objects(condenser.shard.state_dict()):
+        per_class.update(part)
+    return build_synset(per_class, condenser.classes, synset_meta(cfg, data, condenser))
+
+
+def report_worth(condenser: Condenser, cfg: Config, run, data: Data) -> None:
+    """Collective, for `condense.worth_runs`: the final set vs a random real subset of the same
+    size; rank 0 logs the table and writes worth.json."""
+    syn = current_set(condenser, cfg, data)
+    logger.info("what is the set worth? %d classifiers on it and %d on a random real subset "
+                "(evaluation protocol: %d steps each)", cfg.condense.worth_runs,
+                cfg.condense.worth_runs, cfg.evaluate.steps)
+    entries = worth_entries(cfg, run.env, data, syn, cfg.condense.worth_runs,
+                            source=f"syn_data_{condenser.iteration}.pth")
+    if run.env.is_main:
+        atomic_write_json(run.out_dir / "worth.json", entries)
+        logger.info("what the set is worth:\n%s", worth_table(entries))
+
+
 def evaluate_now(condenser: Condenser, cfg: Config, run, data: Data) -> dict:
     """Collective, for `condense.eval_it`: the current set (gathered to every rank) through the
     evaluation protocol; rank 0 appends it to eval_curve.json. The RNG state is restored
     afterwards, so condensation continues exactly as without the evaluation."""
-    per_class: dict = {}
-    for part in all_gather_objects(condenser.shard.state_dict()):
-        per_class.update(part)
-    syn = build_synset(per_class, condenser.classes, synset_meta(cfg, data, condenser))
+    syn = current_set(condenser, cfg, data)
     saved, start = rng_state(), time.time()
     try:
         entry = evaluate_synthetic(cfg, run.env, data, syn, source=f"iteration {condenser.iteration}")
@@ -211,6 +232,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             if it in c.eval_it:  # evaluate the current set (collective; RNG state kept)
                 evaluate_now(condenser, cfg, run, data)
         write_summary(condenser, run, time.time() - start, condenser.iteration - first_it)
+        if c.worth_runs:
+            report_worth(condenser, cfg, run, data)
     return stage.exit_code
 
 

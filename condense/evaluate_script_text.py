@@ -26,29 +26,25 @@ import sys
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-import torch
-
 from evaluation.plots import plot_accuracy_vs_step, plot_projection
 from evaluation.protocol import (
     BASELINES,
     SYNTHETIC,
     EvalContext,
     EvaluationError,
-    evaluate_runs,
+    evaluate_baseline,
     evaluate_synthetic,
     make_context,
     parse_baselines,
-    summarize,
 )
 from evaluation.results import add_gaps, append_results_table, log_entry, read_results_table
-from evaluation.selectors import NEEDS_FEATURES, load_feature_expert, select_for
+from evaluation.selectors import NEEDS_FEATURES, load_feature_expert
 from utils.coreset import expert_features
 from utils.errors import UserError
 from utils.experts import ensure_experts, missing_experts
 from utils.io import atomic_write_json
 from utils.runtime import guarded_stage, load_data, start_run
 from utils.synset import load_synset, to_examples
-from utils.training import Examples
 
 logger = logging.getLogger("evaluate")
 
@@ -79,26 +75,6 @@ def _projection_expert(cfg, ctx: EvalContext, data):
     except UserError as exc:
         logger.warning("no projection plot: %s", exc)
         return None
-
-
-def evaluate_baseline(ctx: EvalContext, method: str, features: Optional[torch.Tensor]) -> dict:
-    """Collective: select (or take all) training samples and run the protocol on them."""
-    cfg = ctx.cfg
-    if method == "full":
-        idx = torch.tensor(ctx.selectable(), dtype=torch.long)
-        steps, extra = cfg.evaluate.full_steps, {"source": "all training data"}
-    else:
-        sel = select_for(method, ctx.train.labels, ctx.nclass, cfg.condense.ipc, cfg.run.seed,
-                         features, ctx.val_idx)
-        idx = torch.cat([sel[c] for c in sorted(sel)])
-        steps = cfg.evaluate.steps
-        extra = {"source": f"train split, seed {cfg.run.seed}",
-                 "selected": {ctx.class_names[c]: sel[c].tolist() for c in sorted(sel)}}
-        logger.info("%s: %d training samples selected (%s per class)", method, len(idx),
-                    cfg.condense.ipc)
-    ts = Examples.of(ctx.train, idx)
-    runs = evaluate_runs(ctx, method, ts, steps)
-    return summarize(ctx, method, runs, ts, steps, cfg.condense.ipc, **extra)
 
 
 def write_outputs(ctx: EvalContext, entries: List[dict], out: Path, syn: Optional[dict],

@@ -47,7 +47,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from evaluation.selectors import load_feature_expert
+from evaluation.selectors import load_feature_expert, select_for
 from utils.config import PROJECT_ROOT
 from utils.config_schema import Config, NetworkConfig
 from utils.data import TokenizedSplit, class_indices, first_label, tokenize_dataset
@@ -373,3 +373,23 @@ def evaluate_synthetic(cfg: Config, env: DistEnv, data, syn: dict, source: str =
                      decode_type=str(meta.get("decode_type", "single")))
 
 
+# ------------------------------------------------------------------------- real baselines
+
+def evaluate_baseline(ctx: EvalContext, method: str, features: Optional[torch.Tensor]) -> dict:
+    """Collective: select (or take all) training samples and run the protocol on them."""
+    cfg = ctx.cfg
+    if method == "full":
+        idx = torch.tensor(ctx.selectable(), dtype=torch.long)
+        steps, extra = cfg.evaluate.full_steps, {"source": "all training data"}
+    else:
+        sel = select_for(method, ctx.train.labels, ctx.nclass, cfg.condense.ipc, cfg.run.seed,
+                         features, ctx.val_idx)
+        idx = torch.cat([sel[c] for c in sorted(sel)])
+        steps = cfg.evaluate.steps
+        extra = {"source": f"train split, seed {cfg.run.seed}",
+                 "selected": {ctx.class_names[c]: sel[c].tolist() for c in sorted(sel)}}
+        logger.info("%s: %d training samples selected (%s per class)", method, len(idx),
+                    cfg.condense.ipc)
+    ts = Examples.of(ctx.train, idx)
+    runs = evaluate_runs(ctx, method, ts, steps)
+    return summarize(ctx, method, runs, ts, steps, cfg.condense.ipc, **extra)

@@ -160,3 +160,21 @@ def test_an_old_results_table_gets_the_labels_column(tmp_path):
     assert [(r["method"], r["labels"], r["accuracy"]) for r in rows] == [
         ("random", "hard", pytest.approx(0.5254)), ("herding", "expert_soft", pytest.approx(0.7))]
     assert Path(old).read_text().count("| date |") == 1
+
+
+# ---------------------------------------------------------------------- what the set is worth
+
+def test_condense_ends_with_what_the_set_is_worth(tmp_path, smoke_experts):
+    out = tmp_path / "run"
+    assert condense_script_text.main(["--config_path", SMOKE, "--output_dir", str(out),
+                                      "--set", f"pretrain.expert_dir={smoke_experts}",
+                                      "--set", "condense.niter=2", "--set",
+                                      "condense.worth_runs=2", *SMALL]) == 0
+    entries = json.loads((out / "worth.json").read_text())
+    assert [e["method"] for e in entries] == ["synthetic", "random"]
+    assert all(e["num_eval"] == 2 and e["n_train"] == 10 and e["steps"] == 4 for e in entries)
+    # paired runs: the same seeds for both
+    assert [r["seed"] for r in entries[0]["runs"]] == [r["seed"] for r in entries[1]["runs"]]
+    log = (out / "print.log").read_text()
+    gain = 100 * (entries[0]["mean"] - entries[1]["mean"])
+    assert "what the set is worth" in log and f"worth: {gain:+.2f} points" in log

@@ -252,6 +252,10 @@ class CondenseConfig:
         "stop", "When a loss or the synthetic data becomes NaN/Inf (all ranks agree): 'stop' ends "
         "the run with an error, keeping the last good saved set; 'skip' undoes that iteration's "
         "update and goes on. A non-finite set is never saved.")
+    worth_runs: int = _f(0, "After the last iteration, train this many fresh classifiers on the "
+                         "set and as many on a random real subset of the same size (evaluation "
+                         "protocol, same seeds) and log what the set is worth (worth.json); 0: "
+                         "skip. The demo uses 2 (one per rank).")
     eval_it: List[int] = _f([], "Iterations after which the synthetic set is evaluated (the "
                             "`evaluate` protocol) during condensation; results are logged and "
                             "appended to <output_dir>/eval_curve.json.")
@@ -281,6 +285,8 @@ class CondenseConfig:
             yield "subset_ratio", "must be in (0, 1]"
         if self.lr_teacher <= 0:
             yield "lr_teacher", "must be > 0"
+        if self.worth_runs < 0:
+            yield "worth_runs", "must be >= 0"
         if self.decode_type == "multi" and self.factor < 2:
             yield "decode_type", "'multi' needs factor >= 2"
 
