@@ -34,7 +34,13 @@ from distiller.report import (
     quantize_int8,
     relative_to_teacher,
 )
-from distiller.student import build_student, count_parameters, load_hf_classifier, save_student
+from distiller.student import (
+    build_student,
+    count_parameters,
+    load_hf_classifier,
+    save_student,
+    teacher_token_states,
+)
 from utils.checkpoint import settings_view
 from utils.config import config_to_dict
 from utils.config_schema import CondenseConfig, Config, KDLossSpec
@@ -103,6 +109,7 @@ RESUMABLE_CHANGES = ("distill.save_every", "distill.baseline", "distill.quantize
                      "run.log_level", "run.gpu", "run.tf32", "run.resume")
 # the no-teacher student does not depend on the teacher's loss mix
 NO_TEACHER_IGNORES = ("distill.losses", "distill.temperature", "distill.feature_warmup",
+                      "distill.progressive", "distill.progressive_fraction",
                       "distill.num_centroid", "distill.trajectory_points")
 
 
@@ -120,9 +127,11 @@ def train_student(run, teacher, trajectory, data, sources, specs, out: Path, des
     d = cfg.distill
     eager = any(s.name in NEEDS_ATTENTION for s in specs)
     seed_everything(derive_seed(cfg.run.seed, "student"))
+    states = teacher_token_states(teacher, sources, d.eval_batch_size, env.device) \
+        if d.init == "pca" else None
     student = build_student(teacher, data.dataset.nclass, d, eager_attention=eager,
                             seed=derive_seed(cfg.run.seed, "student-init") % (2 ** 31),
-                            synthetic_inputs=d.data != "real").to(env.device)
+                            synthetic_inputs=d.data != "real", pca_states=states).to(env.device)
     distiller = Distiller(cfg, env, teacher, student, sources, data.dataset.multilabel, specs, out,
                           trajectory, teacher.num_layers, resume_settings(cfg, baseline))
     distiller.resume()               # a folder of another run is refused here, before any work

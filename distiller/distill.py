@@ -30,6 +30,7 @@ from distiller.losses import (
     LOGIT_LOSSES,
     NEEDS_ATTENTION,
     NEEDS_HIDDEN,
+    PAIRLESS,
     CentroidMemory,
     KDContext,
     projection_key,
@@ -179,12 +180,27 @@ class Distiller:
             ramp = min(1.0, (self.step + 1) / (self.d.feature_warmup * self.d.steps))
         total = torch.zeros((), device=self.env.device)
         self._parts = {}
+        top = self.active_student_layer()
         for spec, pairs in self.specs:
+            if spec.name not in PAIRLESS and top is not None:
+                pairs = [(t, s) for t, s in pairs if s <= top]
+                if not pairs:                         # none of its layers is on yet
+                    self._parts[spec.name] = 0.0
+                    continue
             value = KD_LOSSES[spec.name](ctx, pairs)
             weight = spec.weight * (1.0 if spec.name in LOGIT_LOSSES else ramp)
             total = total + weight * value
             self._parts[spec.name] = value.item()
         return total
+
+    def active_student_layer(self) -> Optional[int]:
+        """progressive 'layerwise': the highest student hidden-state index whose layer losses are
+        on at this step (1, 2, ... over the first progressive_fraction of the steps); None: all."""
+        if self.d.progressive != "layerwise":
+            return None
+        n = self.module.student.num_layers
+        span = self.d.progressive_fraction * self.d.steps
+        return n if self.step >= span else min(n, 1 + int(self.step * n / span))
 
     def _average_gradients(self) -> None:
         if self.env.world_size < 2:

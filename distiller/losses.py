@@ -58,6 +58,8 @@ KD_LOSSES: Dict[str, KDLoss] = {}
 NEEDS_HIDDEN = {"hidden_mse", "hidden_cos", "cka_intra", "cka_local", "cka_global"}
 NEEDS_ATTENTION = {"attn_mse", "attn_kl"}
 LOGIT_LOSSES = {"logit_kd", "label_ce", "trajectory_kd"}
+# losses that use no layer map (the progressive layer-by-layer schedule leaves them on)
+PAIRLESS = LOGIT_LOSSES | {"classifier_match"}
 
 
 def register_kd_loss(name: str, needs_hidden: bool = False, needs_attention: bool = False):

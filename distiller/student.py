@@ -11,6 +11,12 @@ Initialisation (`distill.init`):
   `init_from_layers` (evenly spaced by default: 0, 2, 4 for 3 of 6) and its classification head;
   the pooler starts as the identity map (weight I, bias 0; the teacher has no pooler).
 - `scratch`: random weights (any hidden size).
+- `pca` (TTM's low-dimensional initialisation, for a narrower student): the same teacher layers,
+  projected onto the top `student_hidden` principal directions P [H_t, H_s] of the teacher's
+  token states on the training data: embeddings E P, square maps P^T W P, feed-forward input
+  W P and output P^T W (keeping the 4 H_s intermediate units with the largest projected rows),
+  LayerNorm weights averaged through P^2, head W_c P. With the teacher's width it is
+  `teacher_layers` in a rotated basis.
 
 With another hidden size than the teacher's, synthetic `inputs_embeds` (made in the teacher's
 embedding space) reach the student through a learnt linear projection `input_proj` that trains with
@@ -100,13 +106,15 @@ def student_config(teacher_config, nclass: int, d: DistillConfig, eager_attentio
 
 @torch.no_grad()
 def build_student(teacher, nclass: int, d: DistillConfig, eager_attention: bool = False,
-                  seed: int = 0, synthetic_inputs: bool = False) -> HFClassifier:
+                  seed: int = 0, synthetic_inputs: bool = False,
+                  pca_states: Optional[torch.Tensor] = None) -> HFClassifier:
     """A student for `teacher` (a `TextClassifier` or `HFClassifier`), initialised per `d.init`;
-    `synthetic_inputs`: it will be fed the teacher-space inputs_embeds of a synthetic set."""
+    `synthetic_inputs`: it will be fed the teacher-space inputs_embeds of a synthetic set;
+    `pca_states` [N, H_t]: the teacher's token states for init 'pca'."""
     from transformers import BertForSequenceClassification
 
     tcfg = teacher_encoder(teacher).config
-    if d.student_layers > tcfg.num_hidden_layers and d.init == "teacher_layers":
+    if d.student_layers > tcfg.num_hidden_layers and d.init != "scratch":
         raise UserError(f"distill.student_layers = {d.student_layers} but the teacher has only "
                         f"{tcfg.num_hidden_layers}; use fewer layers or distill.init=scratch")
     torch.manual_seed(seed)
@@ -114,14 +122,18 @@ def build_student(teacher, nclass: int, d: DistillConfig, eager_attention: bool 
     student = HFClassifier(model, input_dim=tcfg.hidden_size if synthetic_inputs else None)
     if d.init == "scratch":
         return student
+    if d.init == "pca":
+        if pca_states is None:
+            raise ValueError("init 'pca' needs the teacher's token states (pca_states)")
+        chosen = _chosen_layers(tcfg, d)
+        init_pca(model, teacher, chosen, pca_basis(pca_states, student.hidden_size))
+        student.init_layers = chosen
+        return student
     if student.hidden_size != tcfg.hidden_size:
         raise UserError(f"distill.init=teacher_layers needs the teacher's hidden size "
                         f"({tcfg.hidden_size}); with student_hidden={d.student_hidden} use "
                         f"distill.init=scratch")
-    chosen = list(d.init_from_layers) or default_init_layers(tcfg.num_hidden_layers, d.student_layers)
-    if len(chosen) != d.student_layers or not all(0 <= i < tcfg.num_hidden_layers for i in chosen):
-        raise UserError(f"distill.init_from_layers = {chosen}: needs {d.student_layers} teacher "
-                        f"layers in 0..{tcfg.num_hidden_layers - 1}")
+    chosen = _chosen_layers(tcfg, d)
     enc = teacher_encoder(teacher)
     model.bert.embeddings.load_state_dict(enc.embeddings.state_dict())
     for s, t in enumerate(chosen):
@@ -131,6 +143,80 @@ def build_student(teacher, nclass: int, d: DistillConfig, eager_attention: bool 
     model.classifier.load_state_dict(teacher.classifier.state_dict())
     student.init_layers = chosen
     return student
+
+
+def _chosen_layers(tcfg, d: DistillConfig) -> List[int]:
+    chosen = list(d.init_from_layers) or default_init_layers(tcfg.num_hidden_layers, d.student_layers)
+    if len(chosen) != d.student_layers or not all(0 <= i < tcfg.num_hidden_layers for i in chosen):
+        raise UserError(f"distill.init_from_layers = {chosen}: needs {d.student_layers} teacher "
+                        f"layers in 0..{tcfg.num_hidden_layers - 1}")
+    return chosen
+
+
+@torch.no_grad()
+def pca_basis(states: torch.Tensor, k: int) -> torch.Tensor:
+    """The top-k principal directions of token states [N, H_t] as orthonormal columns [H_t, k]."""
+    x = states.double() - states.double().mean(0)
+    _, _, vh = torch.linalg.svd(x, full_matrices=False)                  # vh [min(N, H), H]
+    if vh.shape[0] < k:
+        raise UserError(f"distill.init=pca: {vh.shape[0]} token states cannot give {k} principal "
+                        f"directions; use more training data or distill.init=scratch")
+    return vh[:k].T.float().contiguous()
+
+
+@torch.no_grad()
+def init_pca(model: nn.Module, teacher, chosen: Sequence[int], P: torch.Tensor) -> None:
+    """Copy the teacher's embeddings, layers `chosen` and head into the narrower `model`
+    (a BertForSequenceClassification), projected through P [H_t, H_s]."""
+    enc = teacher_encoder(teacher)
+
+    def square(dst: nn.Linear, src: nn.Linear) -> None:                 # H_t -> H_t  =>  H_s -> H_s
+        dst.weight.copy_(P.T @ src.weight @ P)
+        dst.bias.copy_(P.T @ src.bias)
+
+    def norm(dst: nn.LayerNorm, src: nn.LayerNorm) -> None:
+        dst.weight.copy_((P * P).T @ src.weight)                         # weighted mean of gains
+        dst.bias.copy_(P.T @ src.bias)
+
+    se, te = model.bert.embeddings, enc.embeddings
+    for name in ("word_embeddings", "position_embeddings", "token_type_embeddings"):
+        getattr(se, name).weight.copy_(getattr(te, name).weight @ P)
+    norm(se.LayerNorm, te.LayerNorm)
+    for s_idx, t_idx in enumerate(chosen):
+        sl, tl = model.bert.encoder.layer[s_idx], enc.encoder.layer[t_idx]
+        for name in ("query", "key", "value"):
+            square(getattr(sl.attention.self, name), getattr(tl.attention.self, name))
+        square(sl.attention.output.dense, tl.attention.output.dense)
+        norm(sl.attention.output.LayerNorm, tl.attention.output.LayerNorm)
+        w_in = tl.intermediate.dense.weight @ P                          # [I_t, H_s]
+        keep = w_in.norm(dim=1).topk(sl.intermediate.dense.out_features).indices.sort().values
+        sl.intermediate.dense.weight.copy_(w_in[keep])
+        sl.intermediate.dense.bias.copy_(tl.intermediate.dense.bias[keep])
+        sl.output.dense.weight.copy_(P.T @ tl.output.dense.weight[:, keep])
+        sl.output.dense.bias.copy_(P.T @ tl.output.dense.bias)
+        norm(sl.output.LayerNorm, tl.output.LayerNorm)
+    model.bert.pooler.dense.weight.copy_(torch.eye(P.shape[1]))
+    model.bert.pooler.dense.bias.zero_()
+    model.classifier.weight.copy_(teacher.classifier.weight @ P)
+    model.classifier.bias.copy_(teacher.classifier.bias)
+
+
+@torch.no_grad()
+def teacher_token_states(teacher, sources, batch_size: int, device: torch.device,
+                         max_tokens: int = 20000) -> torch.Tensor:
+    """Token states (embeddings and every layer, unmasked tokens) of the teacher on the first
+    training examples, up to `max_tokens` rows, for init 'pca'  # [N, H_t] (CPU)"""
+    rows, total = [], 0
+    for idx in sources.in_order(batch_size):
+        inputs = sources.inputs(idx, device)
+        out = teacher(**inputs, output_hidden_states=True)
+        keep = inputs["attention_mask"].bool()
+        for h in out.hidden_states:
+            rows.append(h[keep].float().cpu())
+            total += rows[-1].shape[0]
+        if total >= max_tokens:
+            break
+    return torch.cat(rows)[:max_tokens]
 
 
 def teacher_encoder(teacher) -> nn.Module:

@@ -11,7 +11,7 @@ import torch
 
 from condense import condense_script_text, distill_script_text
 from distiller.losses import KD_LOSSES, CentroidMemory, KDContext, linear_cka, resolve_pairs, uniform_pairs
-from distiller.student import build_student
+from distiller.student import build_student, pca_basis
 from tests.conftest import SMOKE, torchrun
 from utils.config_schema import DistillConfig, NetworkConfig
 from utils.model import ClassifierOutput, build_classifier, freeze
@@ -227,3 +227,51 @@ def test_bad_inputs_exit_2(tmp_path, smoke_experts):
     assert "needs a synthetic set" in (tmp_path / "b" / "print.log").read_text()
     assert distill(tmp_path / "c", smoke_experts, "--set", "distill.student_layers=5") == 2
     assert "teacher has only 2" in (tmp_path / "c" / "print.log").read_text()
+
+
+# --------------------------------------------------------------- PCA init, layer-by-layer schedule
+
+def test_pca_init_projects_the_teacher_onto_its_principal_directions(models):
+    teacher = freeze(models[0])
+    ids = torch.randint(5, 50, (16, L))
+    mask = torch.ones(16, L, dtype=torch.long)
+    out = teacher(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+    states = torch.cat([h.reshape(-1, H) for h in out.hidden_states])          # [N, H]
+    P = pca_basis(states, 16)
+    assert P.shape == (H, 16)
+    torch.testing.assert_close(P.T @ P, torch.eye(16), atol=1e-5, rtol=0)      # orthonormal
+    # the basis keeps more of the states' variance than a random 16-dim subspace
+    x = states - states.mean(0)
+    rand = torch.linalg.qr(torch.randn(H, 16, generator=torch.Generator().manual_seed(0)))[0]
+    assert (x @ P).pow(2).sum() > (x @ rand).pow(2).sum()
+    d = DistillConfig(student_layers=1, init_from_layers=[1], student_hidden=16, init="pca",
+                      dropout=0.0)
+    student = build_student(teacher, C, d, pca_states=states)
+    enc, s = teacher.encoder, student.model.bert
+    torch.testing.assert_close(s.embeddings.word_embeddings.weight,
+                               enc.embeddings.word_embeddings.weight @ P)
+    q_t, q_s = enc.encoder.layer[1].attention.self.query, s.encoder.layer[0].attention.self.query
+    torch.testing.assert_close(q_s.weight, P.T @ q_t.weight @ P)
+    torch.testing.assert_close(student.model.classifier.weight, teacher.classifier.weight @ P)
+    assert student.init_layers == [1] and s.encoder.layer[0].intermediate.dense.out_features == 64
+    logits = student.eval()(input_ids=ids, attention_mask=mask).logits
+    assert logits.shape == (16, C) and torch.isfinite(logits).all()
+
+
+def test_layerwise_schedule_switches_layers_on_bottom_up(tmp_path, smoke_experts):
+    out = tmp_path / "lw"
+    assert distill(out, smoke_experts, "--set", "distill.student_layers=2", "--set",
+                   "distill.progressive=layerwise", "--set", "distill.progressive_fraction=0.5",
+                   "--set", "distill.baseline=false", "--set", "distill.quantize=false",
+                   "--set", "distill.losses=[{name: logit_kd}, {name: hidden_mse, layers: "
+                   "[[1, 1], [2, 2]]}, {name: cka_intra, layers: [[2, 2]]}]") == 0
+    hist = json.loads((out / "distill" / "history.json").read_text())
+    # 6 steps, 2 layers over the first 3: layer 1 at steps 1-2, layer 2 from step 3
+    assert [h["cka_intra"] == 0.0 for h in hist] == [True, True, False, False, False, False]
+    assert all(h["hidden_mse"] > 0 and h["logit_kd"] > 0 for h in hist)
+    assert "distill.init=pca" not in (out / "print.log").read_text()
+    pca = tmp_path / "pca"
+    assert distill(pca, smoke_experts, "--set", "distill.student_hidden=16", "--set",
+                   "distill.init=pca", "--set", "distill.baseline=false", "--set",
+                   "distill.quantize=false") == 0
+    assert (pca / "student" / "model.safetensors").is_file()

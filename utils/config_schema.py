@@ -399,9 +399,11 @@ class DistillConfig:
                                        "smaller one needs init 'scratch'; hidden-state losses then "
                                        "go through learnt projections and synthetic inputs_embeds "
                                        "through a learnt input projection.")
-    init: Literal["teacher_layers", "scratch"] = _f(
-        "teacher_layers", "Student initialisation: the teacher's embeddings, the layers "
-        "`init_from_layers` and its head (DistilBERT style), or random weights.")
+    init: Literal["teacher_layers", "scratch", "pca"] = _f(
+        "teacher_layers", "Student initialisation: 'teacher_layers' the teacher's embeddings, "
+        "the layers `init_from_layers` and its head (DistilBERT style); 'scratch' random weights; "
+        "'pca' (TTM) the same teacher weights projected onto the top student_hidden principal "
+        "directions of the teacher's token states on the training data (for a narrower student).")
     init_from_layers: List[int] = _f([], "Teacher layers (0-based) copied into the student's "
                                      "layers; empty: evenly spaced (0, 2, 4 for 3 of 6).")
     losses: List[KDLossSpec] = _f(
@@ -418,6 +420,13 @@ class DistillConfig:
     warmup_ratio: float = _f(0.1, "Fraction of steps of learning-rate warm-up.")
     feature_warmup: float = _f(0.0, "Progressive schedule: every loss except logit_kd/label_ce "
                                "ramps linearly from 0 to its weight over this fraction of steps.")
+    progressive: Literal["none", "layerwise"] = _f(
+        "none", "Progressive schedule of the layer losses (hidden, attention, CKA, layer "
+        "weights): 'layerwise' switches on the mapped student layers one at a time, bottom up, "
+        "over the first `progressive_fraction` of the steps (embeddings always on); 'none' all "
+        "from the start. Combines with feature_warmup.")
+    progressive_fraction: float = _f(0.5, "progressive 'layerwise': fraction of the steps over "
+                                     "which the layers are switched on.")
     dropout: float = _f(0.1, "Dropout of the student (hidden, attention, head).")
     num_centroid: int = _f(16, "cka_global: k-means centroids of the teacher's features (the "
                            "memory, built once before training).")
@@ -449,6 +458,8 @@ class DistillConfig:
             yield "lr", "must be > 0"
         if not 0.0 <= self.feature_warmup <= 1.0:
             yield "feature_warmup", "must be in [0, 1]"
+        if not 0.0 < self.progressive_fraction <= 1.0:
+            yield "progressive_fraction", "must be in (0, 1]"
         if not 0.0 <= self.dropout < 1.0:
             yield "dropout", "must be in [0, 1)"
         if not self.losses:
