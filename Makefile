@@ -9,6 +9,7 @@ NPROC  ?= 2
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
+QUICK  ?= --quick
 .PHONY: setup run test experts docs bench clean
 
 $(STAMP): pyproject.toml
@@ -33,6 +34,14 @@ test: setup
 
 experts: setup
 	$(BIN)/torchrun --nproc_per_node=$(NPROC) condense/pretrain_script_text.py --config_path=config/ipc10/bbc.yaml
+
+# The performance suite: `make bench` runs the quick versions (smoke config, minutes); the full
+# suite on BBC ipc 10: `make bench QUICK=` (experts must exist: make experts). JSON and plots
+# land in benchmarks/results/.
+bench: setup
+	$(BIN)/python benchmarks/bench_ncfm.py $(QUICK)
+	$(BIN)/python benchmarks/bench_condense.py $(QUICK) --method ncfm trajectory
+	$(BIN)/python benchmarks/bench_unroll_memory.py $(QUICK)
 
 docs: setup
 	$(BIN)/python -m utils.config_doc > docs/config.md

@@ -1,18 +1,20 @@
 """Time per iteration and peak memory per rank of NCFM condensation, for 1 and 2 ranks.
 
-    python benchmarks/bench_condense.py [--config config/ipc10/bbc.yaml] [--niter 10] [--nprocs 1 2]
+    python benchmarks/bench_condense.py [--config config/ipc10/bbc.yaml] [--niter 10] [--nprocs 1 2] \
+        [--method ncfm trajectory] [--quick]
 
-Each world size runs the real condense script (1 rank: plain python with 2 torch threads;
-N ranks: torchrun, 1 thread each) into a fresh folder, reads its run_summary.json, and writes
-benchmarks/results/condense_<dataset>_ipc<ipc>.json plus a markdown table on stdout. Experts
-must exist already (make experts), so expert training is not timed here.
+Each (method, world size) runs the real condense script (1 rank: plain python with 2 torch
+threads; N ranks: torchrun, 1 thread each: the same cores split two ways) into a fresh folder,
+reads its run_summary.json, and writes benchmarks/results/condense_<dataset>_ipc<ipc>[_quick].json
+(machine, threads, torch, git commit, date) plus a markdown table on stdout. With two methods it
+adds the trajectory/NCFM time and memory ratios. Experts must exist already (make experts), so
+expert training is not timed here. `--quick`: config/smoke.yaml, 3 iterations.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -22,6 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a plain script from a checkout
 
+from benchmarks.common import RESULTS, SMOKE, machine_info  # noqa: E402
 from utils.config import load_config  # noqa: E402
 
 
@@ -49,38 +52,56 @@ def run_once(config: str, nproc: int, niter: int, extra: list[str]) -> dict:
             "first_iteration_seconds": secs[0],
             "peak_rss_mb_per_rank": [r["peak_rss_mb"] for r in summary["ranks"]],
             "classes_per_rank": [r["classes"] for r in summary["ranks"]],
-            "match_loss_first_last": [history[0]["match_loss"], history[-1]["match_loss"]],
+            "match_loss_first_last": [history[0].get("match_loss"), history[-1].get("match_loss")],
             "output_dir": str(out)}
 
 
-def main() -> None:
+def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default=str(ROOT / "config" / "ipc10" / "bbc.yaml"))
     p.add_argument("--niter", type=int, default=10)
     p.add_argument("--nprocs", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--method", nargs="+", default=["ncfm"], choices=["ncfm", "trajectory"])
+    p.add_argument("--quick", action="store_true", help="config/smoke.yaml, 3 iterations")
+    p.add_argument("--out", default=str(RESULTS))
     p.add_argument("--set", dest="extra", action="append", default=[],
                    help="extra --set overrides passed to the condense script")
-    a = p.parse_args()
+    a = p.parse_args(argv)
+    if a.quick:
+        a.config, a.niter = SMOKE, 3
     cfg = load_config(a.config)
-    extra = [x for s in a.extra for x in ("--set", s)]
-    rows = [run_once(a.config, n, a.niter, extra) for n in a.nprocs]
+    rows = []
+    for method in a.method:
+        sets = [f"condense.method={method}", *a.extra]
+        extra = [x for s in sets for x in ("--set", s)]
+        rows += [{"method": method, **run_once(a.config, n, a.niter, extra)} for n in a.nprocs]
     result = {"benchmark": "condense", "config": os.path.relpath(a.config, ROOT),
               "dataset": cfg.dataset.name, "ipc": cfg.condense.ipc, "model": cfg.network.model_path,
               "max_length": cfg.dataset.max_length, "batch_real": cfg.dataset.batch_real,
-              "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                          "python": platform.python_version()},
-              "date": time.strftime("%Y-%m-%d"), "overrides": a.extra, "runs": rows}
-    out = ROOT / "benchmarks" / "results" / f"condense_{cfg.dataset.name}_ipc{cfg.condense.ipc}.json"
+              **machine_info(), "overrides": a.extra, "runs": rows}
+    if len(a.method) == 2:
+        by = {(r["method"], r["nproc"]): r for r in rows}
+        result["trajectory_over_ncfm"] = {
+            n: {"time": round(by["trajectory", n]["mean_iteration_seconds"]
+                              / by["ncfm", n]["mean_iteration_seconds"], 2),
+                "memory": round(max(by["trajectory", n]["peak_rss_mb_per_rank"])
+                                / max(by["ncfm", n]["peak_rss_mb_per_rank"]), 2)}
+            for n in a.nprocs}
+    tag = f"condense_{cfg.dataset.name}_ipc{cfg.condense.ipc}{'_quick' if a.quick else ''}"
+    out = Path(a.out) / f"{tag}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
-    print("| ranks | s / iteration | peak RSS per rank (MiB) | match loss first -> last |")
-    print("|---|---|---|---|")
+    print("| method | ranks | s / iteration | peak RSS per rank (MiB) | match loss first -> last |")
+    print("|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['nproc']} | {r['mean_iteration_seconds']:.2f} | "
+        first, last = r["match_loss_first_last"]
+        print(f"| {r['method']} | {r['nproc']} | {r['mean_iteration_seconds']:.2f} | "
               f"{', '.join(f'{m:.0f}' for m in r['peak_rss_mb_per_rank'])} | "
-              f"{r['match_loss_first_last'][0]:.2f} -> {r['match_loss_first_last'][1]:.2f} |")
+              f"{first if first is None else round(first, 2)} -> "
+              f"{last if last is None else round(last, 2)} |")
     print(f"written {out}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -15,27 +15,30 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a plain script from a checkout
 
 from benchmarks.bench_condense import run_once  # noqa: E402
+from benchmarks.common import RESULTS, SMOKE, machine_info  # noqa: E402
 from utils.config import load_config  # noqa: E402
 
 
-def main() -> None:
+def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default=str(ROOT / "config" / "ipc1" / "trec.yaml"))
     p.add_argument("--steps", type=int, nargs="+", default=[1, 5, 10, 20])
     p.add_argument("--unroll", nargs="+", default=["full", "tesla"], choices=["full", "tesla"])
     p.add_argument("--niter", type=int, default=3)
+    p.add_argument("--quick", action="store_true", help="config/smoke.yaml, syn_steps 1 2, 2 iterations")
+    p.add_argument("--out", default=str(RESULTS))
     p.add_argument("--set", dest="extra", action="append", default=[],
                    help="extra --set overrides passed to the condense script")
-    a = p.parse_args()
+    a = p.parse_args(argv)
+    if a.quick:
+        a.config, a.steps, a.niter = SMOKE, [1, 2], 2
     cfg = load_config(a.config)
     rows = []
     for unroll in a.unroll:
@@ -48,11 +51,11 @@ def main() -> None:
                   f"peak RSS {r['peak_rss_mb_per_rank'][0]:.0f} MiB", flush=True)
     result = {"benchmark": "unroll_memory", "config": os.path.relpath(a.config, ROOT),
               "dataset": cfg.dataset.name, "ipc": cfg.condense.ipc, "model": cfg.network.model_path,
-              "max_length": cfg.dataset.max_length,
-              "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                          "python": platform.python_version()},
-              "date": time.strftime("%Y-%m-%d"), "overrides": a.extra, "runs": rows}
-    out = ROOT / "benchmarks" / "results" / f"unroll_memory_{cfg.dataset.name}_ipc{cfg.condense.ipc}.json"
+              "max_length": cfg.dataset.max_length, **machine_info(), "overrides": a.extra,
+              "runs": rows}
+    tag = f"unroll_memory_{cfg.dataset.name}_ipc{cfg.condense.ipc}{'_quick' if a.quick else ''}"
+    out = Path(a.out) / f"{tag}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print("| unroll | syn_steps | s / iteration | peak RSS (MiB) |")
     print("|---|---|---|---|")
@@ -60,7 +63,8 @@ def main() -> None:
         print(f"| {r['unroll']} | {r['syn_steps']} | {r['mean_iteration_seconds']:.2f} | "
               f"{r['peak_rss_mb_per_rank'][0]:.0f} |")
     print(f"written {out}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -22,6 +22,7 @@ import time
 from typing import Dict, List, Optional
 
 import torch
+from torch.profiler import record_function
 
 from condenser.expert_pool import ExpertPool
 from condenser.init_context import InitContext
@@ -134,25 +135,29 @@ class Condenser:
         local: Dict[str, float] = {}
         self.optimizer.zero_grad(set_to_none=True)
         for term in self.joint:
-            local[term.metric_key] = term.backward(it, self.shard)
-        for term in self.joint:
-            term.before_step(it)
-        self.optimizer.step()
-        for term in self.joint:
-            term.after_step()
+            with record_function(f"term.{term.metric_key}"):
+                local[term.metric_key] = term.backward(it, self.shard)
+        with record_function("optimizer"):
+            for term in self.joint:
+                term.before_step(it)
+            self.optimizer.step()
+            for term in self.joint:
+                term.after_step()
         for term in self.own:
             value = 0.0
-            for _ in range(term.own_steps):
-                self.optimizer.zero_grad(set_to_none=True)
-                value += term.backward(it, self.shard)
-                self.optimizer.step()
+            with record_function(f"term.{term.metric_key}"):
+                for _ in range(term.own_steps):
+                    self.optimizer.zero_grad(set_to_none=True)
+                    value += term.backward(it, self.shard)
+                    self.optimizer.step()
             local[term.metric_key] = value
 
         keys = [t.metric_key for t in self.terms]
         summed = [0.0 if t.replicated else local[t.metric_key] for t in self.terms]
         data_bad = any(not bool(torch.isfinite(p).all()) for p in self.shard.parameters())
-        summed = all_reduce_sum(torch.tensor(summed + [float(data_bad)], dtype=torch.float64,
-                                             device=self.env.device))
+        with record_function("collectives"):
+            summed = all_reduce_sum(torch.tensor(summed + [float(data_bad)], dtype=torch.float64,
+                                                 device=self.env.device))
         values = {t.metric_key: (local[t.metric_key] if t.replicated else summed[i].item())
                   for i, t in enumerate(self.terms)}
         if summed[-1].item() > 0 or not all(math.isfinite(v) for v in values.values()):

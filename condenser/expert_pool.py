@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import random
 from dataclasses import dataclass
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 
@@ -26,12 +26,20 @@ class ExpertChoice:
     """Which expert, and which interpolation, one iteration uses (identical on every rank)."""
     expert: int
     lam: float
+    grid_index: Optional[int] = None   # with a lam grid: which grid value lam is
 
 
-def choose_expert(seed: int, iteration: int, num_experts: int, interp_range: Sequence[float]
-                  ) -> ExpertChoice:
+def choose_expert(seed: int, iteration: int, num_experts: int, interp_range: Sequence[float],
+                  lam_grid: Optional[int] = None) -> ExpertChoice:
+    """The iteration's expert and interpolation factor: uniform over interp_range, or over
+    `lam_grid` evenly spaced values of it (ends included; the real-feature cache's keys)."""
     rng = random.Random(derive_seed(seed, "expert", iteration))
-    return ExpertChoice(rng.randrange(num_experts), rng.uniform(*interp_range))
+    expert, u = rng.randrange(num_experts), rng.random()
+    low, high = interp_range
+    if not lam_grid:
+        return ExpertChoice(expert, low + (high - low) * u)
+    i = min(lam_grid - 1, int(u * lam_grid))
+    return ExpertChoice(expert, low + (high - low) * i / (lam_grid - 1), i)
 
 
 class ExpertPool:

@@ -21,6 +21,7 @@ from typing import Callable, Dict, List, Optional, Type
 
 import torch
 import torch.nn.functional as F
+from torch.profiler import record_function
 
 from condenser.expert_pool import ExpertPool, choose_expert
 from condenser.synthetic import SyntheticShard
@@ -107,8 +108,49 @@ def register_objective(name: str) -> Callable[[Type[Objective]], Type[Objective]
 # ----------------------------------------------------------------------------- feature matching
 
 def cls_features(model, layer_index, **inputs) -> torch.Tensor:
-    """L2-normalised [CLS] features of the chosen layers  # [K, B, H]"""
-    return F.normalize(model(layer_index=layer_index, **inputs).features, dim=-1)
+    """L2-normalised pooled features of the chosen layers  # [K, B, H] (fp32)"""
+    return F.normalize(model(layer_index=layer_index, **inputs).features.float(), dim=-1)
+
+
+def autocast(device: torch.device, enabled: bool):
+    """bfloat16 autocast on the device's type (a no-op context when not enabled)."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+class RealFeatureCache:
+    """`condense.real_cache`: the real features of each sample under each (expert, lam grid
+    value), filled the first time a batch needs them. One table per (expert, grid index, class)
+    over the class's training pool  # feats [N_c, K, H], filled [N_c]"""
+
+    def __init__(self, class_indices):
+        self.class_indices = class_indices
+        self.tables: Dict[tuple, tuple] = {}
+        self.hits = self.misses = 0
+
+    def get(self, key: tuple, c: int, idx: torch.Tensor, compute: Callable[[torch.Tensor], torch.Tensor]
+            ) -> torch.Tensor:
+        """Features of training samples `idx` (of class c) under `key`; `compute(missing idx)`
+        gives [K, m, H] for those not cached yet  # [K, B, H]"""
+        pool = self.class_indices[c]
+        pos = torch.searchsorted(pool, idx)                            # pools are sorted
+        table = self.tables.get((*key, c))
+        missing = pos if table is None else pos[~table[1][pos]]
+        missing = torch.unique(missing)
+        if len(missing):
+            feats = compute(pool[missing])                             # [K, m, H]
+            if table is None:
+                table = (torch.zeros(feats.shape[0], len(pool), feats.shape[2], dtype=feats.dtype,
+                                     device=feats.device), torch.zeros(len(pool), dtype=torch.bool))
+                self.tables[(*key, c)] = table
+            table[0][:, missing] = feats
+            table[1][missing] = True
+        self.misses += len(missing)
+        self.hits += len(idx) - len(missing)
+        return table[0][:, pos]
+
+    def info(self) -> dict:
+        total = self.hits + self.misses
+        return {"cache_hit_rate": round(self.hits / total, 4) if total else 0.0}
 
 
 @register_objective("feature_match")
@@ -143,6 +185,7 @@ class FeatureMatching(Objective):
                                                  lr=ctx.cfg.optimization.sampling_lr)
         self._t = self._t_net = None
         self._choice = None
+        self.cache = RealFeatureCache(ctx.train.class_indices) if c.real_cache else None
 
     def _frequencies(self, it: int):
         c = self.ctx.cfg.condense
@@ -160,24 +203,38 @@ class FeatureMatching(Objective):
         return seeded_sample(self.ctx.train.class_indices[c], self.ctx.cfg.dataset.batch_real, seed)
 
     def _match(self, it: int, shard: SyntheticShard, t, backward: bool) -> float:
-        cfg, dev = self.ctx.cfg, self.ctx.env.device
-        self._choice = choose_expert(cfg.run.seed, it, self.ctx.pool.num, cfg.condense.interp_range)
+        cfg, dev, k = self.ctx.cfg, self.ctx.env.device, self.ctx.cfg.condense
+        self._choice = choose_expert(cfg.run.seed, it, self.ctx.pool.num, k.interp_range,
+                                     k.lam_grid)
         model = self.ctx.pool.load_interval(self._choice)
         layers, total = cfg.network.layer_index, 0.0
+
+        @torch.no_grad()
+        def real_features(idx: torch.Tensor) -> torch.Tensor:            # [K, B, H]
+            with record_function("ncfm.real_features"), autocast(dev, k.precision != "fp32"):
+                ids, mask = self.ctx.train.input_ids[idx], self.ctx.train.attention_mask[idx]
+                if dev.type == "cuda":                    # page-locked: the copy overlaps
+                    ids, mask = ids.pin_memory(), mask.pin_memory()
+                return cls_features(model, layers, input_ids=ids.to(dev, non_blocking=True),
+                                    attention_mask=mask.to(dev, non_blocking=True))
+
         for c in self.ctx.my_classes:
             idx = self._real_batch(it, c)
-            with torch.no_grad():
-                feat_real = cls_features(model, layers,                  # [K, B, H]
-                                         input_ids=self.ctx.train.input_ids[idx].to(dev),
-                                         attention_mask=self.ctx.train.attention_mask[idx].to(dev))
-            with torch.set_grad_enabled(backward):
+            if self.cache is not None:
+                key = (self._choice.expert, self._choice.grid_index)
+                feat_real = self.cache.get(key, c, idx, real_features)
+            else:
+                feat_real = real_features(idx)
+            with record_function("ncfm.synthetic_forward"), torch.set_grad_enabled(backward):
                 embeds, mask, _ = self.ctx.decoded(shard, c)
-                feat_syn = cls_features(model, layers, inputs_embeds=embeds,  # [K, M, H]
-                                        attention_mask=mask)
+                with autocast(dev, k.precision == "bf16"):
+                    feat_syn = cls_features(model, layers, inputs_embeds=embeds,  # [K, M, H]
+                                            attention_mask=mask)
                 per_layer = [self._metric(fr, fs, t) for fr, fs in zip(feat_real, feat_syn)]
-                loss = cfg.condense.loss_scale * torch.stack(per_layer).sum()
+                loss = k.loss_scale * torch.stack(per_layer).sum()
             if backward:
-                (self.weight * loss).backward()
+                with record_function("ncfm.synthetic_backward"):
+                    (self.weight * loss).backward()
             total += loss.item()
         return total
 
@@ -212,7 +269,8 @@ class FeatureMatching(Objective):
         self.sampling_opt.step()
 
     def info(self) -> dict:
-        return {"expert": self._choice.expert, "lam": round(self._choice.lam, 4)}
+        out = {"expert": self._choice.expert, "lam": round(self._choice.lam, 4)}
+        return {**out, **self.cache.info()} if self.cache is not None else out
 
     def state_dict(self) -> dict:
         if self.sampling_net is None:
@@ -242,8 +300,8 @@ class Calibration(Objective):
 
     def backward(self, it: int, shard: SyntheticShard) -> float:
         cfg = self.ctx.cfg
-        self._expert = choose_expert(cfg.run.seed, it, self.ctx.pool.num,
-                                     cfg.condense.interp_range).expert
+        self._expert = choose_expert(cfg.run.seed, it, self.ctx.pool.num,      # same expert as
+                                     cfg.condense.interp_range).expert        # feature matching
         final = self.ctx.pool.load_final(self._expert)
         total = 0.0
         for c in self.ctx.my_classes:

@@ -222,6 +222,20 @@ class CondenseConfig:
                              "expert on the synthetic data; BCE for multi-label).")
     interp_range: List[float] = _f([0.0, 1.0], "Range of the interpolation factor between an "
                                    "expert's initial and final weights (model_interval).")
+    real_cache: bool = _f(False, "Feature matching: cache the real side (needs lam_grid). Each "
+                          "real sample's "
+                          "features under (expert, grid value) are computed the first time a "
+                          "batch needs them and reused after (per rank, its own classes; memory: "
+                          "samples x layers x hidden x 4 bytes per grid value and expert).",
+                          flag="real_cache")
+    lam_grid: int = _f(0, "Draw the interpolation factor from this many evenly spaced values "
+                       "of interp_range (ends included) instead of uniformly; 0: uniformly. The "
+                       "real-feature cache keeps one table per value (8 is a good start).")
+    precision: Literal["fp32", "bf16_real", "bf16"] = _f(
+        "fp32", "Feature matching arithmetic: 'fp32'; 'bf16_real' the real side's no-grad forward "
+        "under bfloat16 autocast; 'bf16' the synthetic forward/backward too (features are "
+        "compared in fp32). CPUs with avx512_bf16/AMX and CUDA GPUs run it faster.",
+        flag="precision")
     save_every: int = _f(100, "Save the synthetic set and a resumable checkpoint every N "
                          "iterations (and at the end).")
     log_every: int = _f(10, "Log losses every N iterations.")
@@ -285,6 +299,10 @@ class CondenseConfig:
             yield "subset_ratio", "must be in (0, 1]"
         if self.lr_teacher <= 0:
             yield "lr_teacher", "must be > 0"
+        if self.lam_grid == 1 or self.lam_grid < 0:
+            yield "lam_grid", "must be 0 (uniform) or >= 2"
+        if self.real_cache and not self.lam_grid:
+            yield "real_cache", "needs a grid of interpolation factors: set condense.lam_grid (e.g. 8)"
         if self.worth_runs < 0:
             yield "worth_runs", "must be >= 0"
         if self.decode_type == "multi" and self.factor < 2:

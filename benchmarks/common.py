@@ -1,0 +1,30 @@
+"""What every benchmark records beside its figures: the machine, threads, torch, git commit and
+date; and where results go."""
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+SMOKE = str(ROOT / "config" / "smoke.yaml")
+
+
+def machine_info(threads: int | None = None) -> dict:
+    import torch
+
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                            text=True).stdout.strip()
+    flags = ""
+    if Path("/proc/cpuinfo").is_file():
+        text = Path("/proc/cpuinfo").read_text()
+        flags = " ".join(f for f in ("avx512f", "avx512_bf16", "amx_bf16") if f" {f}" in text)
+    return {"machine": platform.processor() or platform.machine(), "platform": platform.platform(),
+            "cpu_flags": flags, "cpus": os.cpu_count(),
+            "threads": threads if threads is not None else torch.get_num_threads(),
+            "python": platform.python_version(), "torch": torch.__version__,
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "git_commit": commit or None, "date": time.strftime("%Y-%m-%d %H:%M")}

@@ -1,0 +1,74 @@
+"""The cheaper-iteration levers: the real-feature cache (lam grid), bf16 autocast, and the
+profiler phases."""
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+import torch
+
+from condense import condense_script_text
+from condenser.expert_pool import choose_expert
+from condenser.objectives import RealFeatureCache
+from tests.conftest import SMOKE
+from utils.seeding import derive_seed
+
+
+def test_lam_grid_draws_grid_values_and_keeps_the_continuous_draw():
+    for it in range(50):
+        cont = choose_expert(3, it, 4, [0.2, 0.8])
+        rng = random.Random(derive_seed(3, "expert", it))
+        assert cont.expert == rng.randrange(4) and cont.lam == pytest.approx(rng.uniform(0.2, 0.8))
+        grid = choose_expert(3, it, 4, [0.2, 0.8], lam_grid=4)
+        assert grid.expert == cont.expert
+        assert grid.lam == pytest.approx(0.2 + 0.6 * grid.grid_index / 3)
+    seen = {choose_expert(0, it, 1, [0.0, 1.0], lam_grid=3).grid_index for it in range(60)}
+    assert seen == {0, 1, 2}
+
+
+def test_real_feature_cache_computes_each_sample_once():
+    pools = [torch.tensor([0, 2, 5, 7, 9]), torch.tensor([1, 3])]
+    table = torch.randn(10, 2, 4)                       # the "features" of sample i: [K=2, H=4]
+    asked = []
+
+    def compute(idx):
+        asked.append(idx.tolist())
+        return table[idx].transpose(0, 1)               # [K, m, H]
+
+    cache = RealFeatureCache(pools)
+    got = cache.get((0, 1), 0, torch.tensor([5, 0, 5]), compute)
+    assert torch.equal(got, table[[5, 0, 5]].transpose(0, 1)) and asked == [[0, 5]]
+    got = cache.get((0, 1), 0, torch.tensor([9, 5]), compute)
+    assert torch.equal(got, table[[9, 5]].transpose(0, 1)) and asked[-1] == [9]
+    cache.get((1, 1), 0, torch.tensor([9]), compute)     # another expert: its own table
+    assert asked[-1] == [9] and len(asked) == 3
+    assert cache.hits == 2 and cache.misses == 4
+
+
+def _condense(out, experts, *extra):
+    return condense_script_text.main(["--config_path", SMOKE, "--output_dir", str(out), "--set",
+                                      f"pretrain.expert_dir={experts}", "--set",
+                                      "condense.niter=6", "--set", "condense.save_every=6", *extra])
+
+
+def test_cached_and_bf16_condensation_match_the_plain_one(tmp_path, smoke_experts):
+    base_out, cache_out, bf16_out = tmp_path / "base", tmp_path / "cache", tmp_path / "bf16"
+    grid = ["--set", "condense.lam_grid=3"]
+    assert _condense(base_out, smoke_experts, *grid, "--set", "condense.real_cache=false") == 0
+    assert _condense(cache_out, smoke_experts, *grid, "--real_cache") == 0
+    assert _condense(bf16_out, smoke_experts, "--precision", "bf16") == 0
+    base = json.loads((base_out / "loss_history.json").read_text())
+    cached = json.loads((cache_out / "loss_history.json").read_text())
+    # the cache serves features from earlier iterations: the hit rate climbs above 0
+    assert cached[0]["cache_hit_rate"] == 0.0 and cached[-1]["cache_hit_rate"] > 0.0
+    assert all(round(r["lam"] * 2, 4) in (0.0, 1.0, 2.0) for r in cached)
+    # the same (grid) expert choices and losses as without the cache, to float precision
+    base_grid = [choose_expert(0, i, 2, [0.0, 1.0], 3).lam for i in range(6)]
+    assert [r["lam"] for r in cached] == [round(v, 4) for v in base_grid]
+    for a, b in zip(base, cached):
+        assert b["match_loss"] == pytest.approx(a["match_loss"], rel=1e-4, abs=1e-6)
+    bf16 = json.loads((bf16_out / "loss_history.json").read_text())
+    syn = torch.load(bf16_out / "distilled_data" / "syn_data_6.pth", weights_only=True)
+    assert syn["inputs_embeds"].dtype == torch.float32 and torch.isfinite(syn["inputs_embeds"]).all()
+    assert all(r["match_loss"] > 0 for r in bf16)
