@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -102,8 +103,13 @@ def fingerprint(cfg: Config) -> dict:
     out = {section: {k: v for k, v in full[section].items() if k not in skip
                      and ADDED_LATER.get(section, {}).get(k, object()) != v}
            for section, skip in NOT_SHAPING.items()}
-    # `dataset.path` is the newer spelling of `data_dir`: one location, one fingerprint key
-    out["dataset"]["data_dir"] = out["dataset"].pop("path", None) or out["dataset"]["data_dir"]
+    # `dataset.path` is the newer spelling of `data_dir`: one location, one fingerprint key; a
+    # local folder counts by its real path, so another checkout beside the same data (or
+    # `a/../data` vs `data`) finds the same experts
+    location = out["dataset"].pop("path", None) or out["dataset"]["data_dir"]
+    if location and os.path.exists(location):
+        location = os.path.realpath(location)
+    out["dataset"]["data_dir"] = location
     return out
 
 
