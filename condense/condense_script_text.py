@@ -19,15 +19,15 @@ from typing import Optional, Sequence
 from condenser.condenser import Condenser
 from condenser.expert_pool import ExpertPool
 from condenser.report import plot_loss_curve, write_preview
-from evaluation.protocol import evaluate_synthetic
-from evaluation.results import record_eval_curve
+from evaluation.protocol import evaluate_synthetic, run_validation_indices, subset
+from evaluation.results import best_by_validation, record_eval_curve
 from evaluation.worth import worth_entries, worth_table
 from utils.checkpoint import check_resumable, load_latest, save_checkpoint, set_aside, settings_view
 from utils.config import config_to_dict
 from utils.config_schema import Config
 from utils.distributed import all_gather_objects, barrier, main_then_broadcast, peak_memory_mb
 from utils.experts import ensure_experts
-from utils.io import atomic_write_json
+from utils.io import atomic_write_json, read_json
 from utils.logging_utils import progress
 from utils.model import model_tag
 from utils.runtime import Data, guarded_stage, load_data, start_run
@@ -124,6 +124,33 @@ def save(condenser: Condenser, cfg: Config, run, data: Data) -> None:
     barrier()
 
 
+def condensation_split(cfg: Config, data: Data):
+    """The real data condensation sees: the training split, without the evaluation's validation
+    slice when the kept iteration is chosen on it (evaluate.select_by 'val')."""
+    if cfg.evaluate.select_by != "val":
+        return data.train
+    held = set(run_validation_indices(cfg, data.train.labels))
+    keep = [i for i in range(len(data.train)) if i not in held]
+    logger.info("validation slice: %d training samples held out of condensation (select_by val)",
+                len(held))
+    return subset(data.train, keep, data.dataset.nclass)
+
+
+def keep_best(run, cfg: Config) -> None:
+    """Rank 0, select_by 'val': name the evaluated iteration with the best validation accuracy."""
+    curve_path = run.out_dir / "eval_curve.json"
+    best = best_by_validation(read_json(curve_path)) if curve_path.is_file() else None
+    if best is None:
+        return
+    path = run.out_dir / "distilled_data" / f"syn_data_{best['iteration']}.pth"
+    atomic_write_json(run.out_dir / "best_iteration.json",
+                      {"iteration": best["iteration"], "synthetic_set": str(path),
+                       "val_accuracy_mean": best["val_accuracy_mean"],
+                       "chosen_by": "validation slice of the training split"})
+    logger.info("best iteration by validation accuracy: %d (%.4f); set %s", best["iteration"],
+                best["val_accuracy_mean"], path)
+
+
 def current_set(condenser: Condenser, cfg: Config, data: Data) -> dict:
     """Collective: the current synthetic set (the saved-file dict) on every rank."""
     per_class: dict = {}
@@ -209,7 +236,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         nclass = data.dataset.nclass
         classes = list(range(nclass))[:cfg.condense.debug_classes] if cfg.run.debug else list(range(nclass))
         pool = ExpertPool(cfg, nclass, env.device)
-        condenser = Condenser(cfg, env, data.train, pool, classes)
+        condenser = Condenser(cfg, env, condensation_split(cfg, data), pool, classes)
         for rank, owned in enumerate(all_gather_objects(condenser.my_classes)):
             logger.info("rank %d owns classes %s", rank, owned or "none")
         ctx = condenser.init_context(data.tokenizer, nclass, data.dataset.multilabel)
@@ -227,11 +254,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             bar.set_postfix({k[:-5]: f"{v:.4f}" for k, v in rec.items() if k.endswith("_loss")})
             if it % c.log_every == 0 or it == c.niter:
                 logger.info("iter %d/%d  %s", it, c.niter, format_record(rec))
-            if it % c.save_every == 0 or it == c.niter:
+            by_val = it in c.eval_it and cfg.evaluate.select_by == "val"
+            if it % c.save_every == 0 or it == c.niter or by_val:
                 save(condenser, cfg, run, data)
             if it in c.eval_it:  # evaluate the current set (collective; RNG state kept)
                 evaluate_now(condenser, cfg, run, data)
         write_summary(condenser, run, time.time() - start, condenser.iteration - first_it)
+        if env.is_main and cfg.evaluate.select_by == "val":
+            keep_best(run, cfg)
         if c.worth_runs:
             report_worth(condenser, cfg, run, data)
     return stage.exit_code

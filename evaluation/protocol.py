@@ -160,6 +160,13 @@ def validation_indices(labels: torch.Tensor, fraction: float, seed: int) -> List
     return sorted(out)
 
 
+def run_validation_indices(cfg: Config, labels: torch.Tensor) -> List[int]:
+    """The run's validation slice of the training split (select_by 'val'): the same for the
+    evaluation, the baselines' pools and the condensation that holds it out."""
+    return validation_indices(labels, cfg.evaluate.val_fraction,
+                              derive_seed(cfg.run.seed, "validation"))
+
+
 @dataclass
 class EvalContext:
     """What every evaluation run needs: config, ranks, encoder, and the tokenised splits (with the
@@ -202,8 +209,7 @@ def make_context(cfg: Config, env: DistEnv, data) -> EvalContext:
     val_idx: List[int] = []
     val = None
     if cfg.evaluate.select_by == "val":
-        val_idx = validation_indices(data.train.labels, cfg.evaluate.val_fraction,
-                                     derive_seed(cfg.run.seed, "validation"))
+        val_idx = run_validation_indices(cfg, data.train.labels)
         val = subset(train, val_idx, nclass)
     label_expert = None
     if cfg.evaluate.label_mode == "expert_soft":
@@ -334,7 +340,7 @@ def summarize(ctx: EvalContext, method: str, runs: List[dict], ts: Examples, ste
     """One results entry: per-run records, mean/std over runs (ddof=0), timing, and gap fields
     (filled in by `add_gaps`)."""
     metrics = {}
-    for m in METRICS:
+    for m in (*METRICS, "val_accuracy"):
         if runs and m in runs[0]:
             vals = np.array([r[m] for r in runs], dtype=np.float64)
             metrics[m] = {"mean": float(vals.mean()), "std": float(vals.std())}

@@ -141,7 +141,17 @@ def record_eval_curve(path: Path, iteration: int, entry: dict, seconds: float) -
     curve.append({"iteration": iteration, "accuracy_mean": entry["mean"],
                   "accuracy_std": entry["std"], "metrics": entry["metrics"],
                   "num_eval": entry["num_eval"], "steps": entry["steps"],
+                  "val_accuracy_mean": entry["metrics"].get("val_accuracy", {}).get("mean"),
                   "model": entry["model"], "seconds": round(seconds, 2)})
     curve = sorted(curve, key=lambda c: c["iteration"])
     atomic_write_json(path, curve)
     return curve
+
+
+def best_by_validation(curve: List[dict]) -> Optional[dict]:
+    """The eval_curve point with the highest validation accuracy (ties: the earliest), or None
+    when the curve has no validation figures."""
+    scored = [c for c in curve if c.get("val_accuracy_mean") is not None]
+    if not scored:
+        return None
+    return max(scored, key=lambda c: (c["val_accuracy_mean"], -c["iteration"]))

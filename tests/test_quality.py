@@ -178,3 +178,26 @@ def test_condense_ends_with_what_the_set_is_worth(tmp_path, smoke_experts):
     log = (out / "print.log").read_text()
     gain = 100 * (entries[0]["mean"] - entries[1]["mean"])
     assert "what the set is worth" in log and f"worth: {gain:+.2f} points" in log
+
+
+# ---------------------------------------------------------- the kept iteration, by validation
+
+def test_condensation_keeps_the_iteration_with_the_best_validation_accuracy(tmp_path, smoke_experts):
+    out = tmp_path / "run"
+    assert condense_script_text.main([
+        "--config_path", SMOKE, "--output_dir", str(out), "--set",
+        f"pretrain.expert_dir={smoke_experts}", "--set", "condense.niter=3", "--set",
+        "condense.save_every=10", "--set", "condense.eval_it=[1, 2]", "--set",
+        "evaluate.select_by=val", "--set", "evaluate.eval_every=2", "--set",
+        "evaluate.val_fraction=0.25", *SMALL]) == 0
+    curve = json.loads((out / "eval_curve.json").read_text())
+    assert all(0.0 <= c["val_accuracy_mean"] <= 1.0 for c in curve)
+    best = json.loads((out / "best_iteration.json").read_text())
+    want = max(curve, key=lambda c: (c["val_accuracy_mean"], -c["iteration"]))
+    assert best["iteration"] == want["iteration"]
+    # every evaluated iteration was saved, so the chosen set exists
+    assert Path(best["synthetic_set"]).is_file()
+    assert (out / "distilled_data" / "syn_data_1.pth").is_file()
+    log = (out / "print.log").read_text()
+    # 24 training samples per class, 6 held out: condensation never sees the validation slice
+    assert "validation slice: 30 training samples held out of condensation" in log

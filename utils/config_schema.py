@@ -272,7 +272,11 @@ class CondenseConfig:
                          "skip. The demo uses 2 (one per rank).")
     eval_it: List[int] = _f([], "Iterations after which the synthetic set is evaluated (the "
                             "`evaluate` protocol) during condensation; results are logged and "
-                            "appended to <output_dir>/eval_curve.json.")
+                            "appended to <output_dir>/eval_curve.json. With evaluate.select_by "
+                            "'val', the validation slice of the training split is also left out "
+                            "of the condensation's real data, the set is saved at each of these "
+                            "iterations, and the one with the best validation accuracy is named "
+                            "in best_iteration.json (the test split chooses nothing).")
 
     def check(self):
         for key in ("ipc", "niter", "factor", "num_freqs", "save_every", "log_every",
