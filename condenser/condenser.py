@@ -76,6 +76,15 @@ class Condenser:
         self.terms: List[Objective] = build_objectives(ctx, self.specs)
         self.joint = [t for t in self.terms if not t.own_steps]
         self.own = [t for t in self.terms if t.own_steps]
+        self.label_optimizer: Optional[torch.optim.Optimizer] = None
+        if cfg.condense.learn_labels:
+            if cfg.dataset.is_multilabel:
+                raise UserError("condense.learn_labels: learnt soft labels are for single-label "
+                                "tasks (a multi-label set keeps its label sets)")
+            if not any(t.trains_labels for t in self.terms):
+                raise UserError(f"condense.learn_labels: none of the objectives "
+                                f"({self.describe_terms()}) trains labels; add the trajectory "
+                                f"objective (method trajectory or combined)")
 
     # ------------------------------------------------------------------------------ set-up
     def init_context(self, tokenizer, nclass: int, multilabel: bool) -> InitContext:
@@ -83,6 +92,14 @@ class Condenser:
                            tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id,
                            nclass, multilabel, self.cfg.run.seed, self.cfg.condense,
                            features=self._train_features)
+
+    @torch.no_grad()
+    def _expert_logits(self, data) -> torch.Tensor:
+        """learn_labels with label_init 'expert': the final logits of expert
+        `evaluate.feature_expert` on a class's initial sequences  # [ipc, C]"""
+        model = self.pool.load_final(min(self.cfg.evaluate.feature_expert, self.pool.num - 1))
+        return model(inputs_embeds=data.embeds.to(self.env.device),
+                     attention_mask=data.mask.to(self.env.device)).logits
 
     def _train_features(self, idx: torch.Tensor) -> torch.Tensor:
         """Pooled last-layer features of training samples `idx` under the final weights of expert
@@ -97,7 +114,13 @@ class Condenser:
 
     def initialize(self, mode: str, ctx: InitContext, loaded: Optional[dict] = None) -> None:
         c = self.cfg.condense
-        self.shard = build_shard(self.my_classes, mode, ctx, c.ipc, c.factor, loaded).to(self.env.device)
+        expert = self._expert_logits if c.label_init == "expert" else None
+        self.shard = build_shard(self.my_classes, mode, ctx, c.ipc, c.factor, loaded,
+                                 learn_labels=c.learn_labels, expert_logits=expert
+                                 ).to(self.env.device)
+        if c.learn_labels:
+            labels = self.shard.label_parameters() or [torch.zeros(0, requires_grad=True)]
+            self.label_optimizer = torch.optim.Adam(labels, lr=c.label_lr)
         # A rank that owns no class (world size > classes) still steps an (empty) optimiser so that
         # every rank runs the same collectives and scheduler.
         params = self.shard.parameters() or [torch.zeros(0, requires_grad=True)]
@@ -129,11 +152,15 @@ class Condenser:
         it, start = self.iteration, time.time()
         snapshot = None
         if self.cfg.condense.on_nonfinite == "skip":
-            snapshot = ([p.detach().clone() for p in self.shard.parameters()],
+            snapshot = ([p.detach().clone() for p in self._all_parameters()],
                         copy.deepcopy(self.optimizer.state_dict()),
-                        [copy.deepcopy(t.state_dict()) for t in self.terms])
+                        [copy.deepcopy(t.state_dict()) for t in self.terms],
+                        copy.deepcopy(self.label_optimizer.state_dict())
+                        if self.label_optimizer else None)
         local: Dict[str, float] = {}
         self.optimizer.zero_grad(set_to_none=True)
+        if self.label_optimizer is not None:
+            self.label_optimizer.zero_grad(set_to_none=True)
         for term in self.joint:
             with record_function(f"term.{term.metric_key}"):
                 local[term.metric_key] = term.backward(it, self.shard)
@@ -141,6 +168,8 @@ class Condenser:
             for term in self.joint:
                 term.before_step(it)
             self.optimizer.step()
+            if self.label_optimizer is not None:
+                self.label_optimizer.step()
             for term in self.joint:
                 term.after_step()
         for term in self.own:
@@ -154,7 +183,7 @@ class Condenser:
 
         keys = [t.metric_key for t in self.terms]
         summed = [0.0 if t.replicated else local[t.metric_key] for t in self.terms]
-        data_bad = any(not bool(torch.isfinite(p).all()) for p in self.shard.parameters())
+        data_bad = any(not bool(torch.isfinite(p).all()) for p in self._all_parameters())
         with record_function("collectives"):
             summed = all_reduce_sum(torch.tensor(summed + [float(data_bad)], dtype=torch.float64,
                                                  device=self.env.device))
@@ -182,11 +211,13 @@ class Condenser:
                 f"loss or in the synthetic data). Nothing from it was saved: the last saved set and "
                 f"checkpoint are intact. Lower optimization.lr_img, or set "
                 f"condense.on_nonfinite=skip to skip such iterations.")
-        params, opt, terms = snapshot
+        params, opt, terms, label_opt = snapshot
         with torch.no_grad():
-            for p, old in zip(self.shard.parameters(), params):
+            for p, old in zip(self._all_parameters(), params):
                 p.copy_(old)
         self.optimizer.load_state_dict(opt)
+        if label_opt is not None:
+            self.label_optimizer.load_state_dict(label_opt)
         for term, state in zip(self.terms, terms):
             term.load_state_dict(state)
         logger.warning("iteration %d: non-finite (%s); its update was undone (on_nonfinite=skip)",
@@ -197,13 +228,21 @@ class Condenser:
         self.history.append(record)
         return record
 
+    def _all_parameters(self) -> List[torch.Tensor]:
+        return self.shard.parameters() + self.shard.label_parameters()
+
     # ------------------------------------------------------------------------- state (I/O)
+    def _by_class(self, optimizer: Optional[torch.optim.Optimizer]) -> dict:
+        if optimizer is None:
+            return {}
+        opt = optimizer.state_dict()["state"]
+        return {c: {k: (v.cpu() if torch.is_tensor(v) else v) for k, v in opt.get(i, {}).items()}
+                for i, c in enumerate(self.my_classes)}
+
     def state_dict(self) -> dict:
         """This rank's part of the state (CPU tensors and plain values)."""
-        opt = self.optimizer.state_dict()["state"]
-        by_class = {c: {k: (v.cpu() if torch.is_tensor(v) else v) for k, v in opt.get(i, {}).items()}
-                    for i, c in enumerate(self.my_classes)}
-        return {"data": self.shard.state_dict(), "opt_state": by_class, "rng": rng_state()}
+        return {"data": self.shard.state_dict(), "opt_state": self._by_class(self.optimizer),
+                "label_opt_state": self._by_class(self.label_optimizer), "rng": rng_state()}
 
     def gather_state(self) -> Optional[dict]:
         """Collective: every rank's part merged on rank 0 (None elsewhere), with the replicated
@@ -211,14 +250,16 @@ class Condenser:
         parts = gather_objects_to_main(self.state_dict())
         if not self.env.is_main:
             return None
-        data, opt = {}, {}
+        data, opt, label_opt = {}, {}, {}
         for p in parts:
             data.update(p["data"])
             opt.update(p["opt_state"])
+            label_opt.update(p["label_opt_state"])
         groups = [{k: v for k, v in g.items() if k != "params"}
                   for g in self.optimizer.state_dict()["param_groups"]]
         return {"version": STATE_VERSION, "iteration": self.iteration, "classes": self.classes,
                 "data": data, "opt_state": opt, "opt_groups": groups,
+                "label_opt_state": label_opt,
                 "scheduler": self.scheduler.state_dict() if self.scheduler else None,
                 "terms": {t.metric_key: t.state_dict() for t in self.terms},
                 "rng": [p["rng"] for p in parts], "history": self.history,
@@ -240,6 +281,11 @@ class Condenser:
                    "param_groups": [{**g, "params": list(range(len(self.my_classes)))}
                                     for g in state["opt_groups"]]}
             self.optimizer.load_state_dict(opt)
+            if self.label_optimizer is not None:
+                saved = state.get("label_opt_state", {})
+                sd = self.label_optimizer.state_dict()
+                sd["state"] = {i: saved[c] for i, c in enumerate(self.my_classes) if saved.get(c)}
+                self.label_optimizer.load_state_dict(sd)
         else:
             for g in self.optimizer.param_groups:
                 g["lr"] = state["opt_groups"][0]["lr"]

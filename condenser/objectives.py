@@ -54,7 +54,7 @@ class ObjectiveContext:
     def decoded(self, shard: SyntheticShard, c: int):
         """Class c's training examples (embeds [M, L, H], mask [M, L], labels [M] or [M, C])."""
         k = self.cfg.condense
-        return decode(shard.data[c], k.factor, k.decode_type)
+        return decode(shard.class_data(c), k.factor, k.decode_type)
 
 
 class Objective:
@@ -68,6 +68,7 @@ class Objective:
     replicated = False      # backward returns the global value on every rank
     own_steps = 0           # > 0: optimiser steps of its own after the joint step (calibration)
     needs_eager_attention = False   # second-order gradients through the expert (no fused kernel)
+    trains_labels = False   # its gradient reaches learnt labels (condense.learn_labels)
 
     def __init__(self, ctx: ObjectiveContext, weight: float):
         self.ctx, self.weight = ctx, weight
@@ -307,7 +308,8 @@ class Calibration(Objective):
         for c in self.ctx.my_classes:
             embeds, mask, labels = self.ctx.decoded(shard, c)
             logits = final(inputs_embeds=embeds, attention_mask=mask).logits
-            loss = self.weight * label_loss(logits, labels, self.ctx.multilabel)
+            # the data moves toward its labels; learnt labels are not pulled toward the expert
+            loss = self.weight * label_loss(logits, labels.detach(), self.ctx.multilabel)
             loss.backward()
             total += loss.item() / max(1, self.own_steps)
         return total

@@ -215,7 +215,8 @@ def backward_tesla(model, fixed, start, target, batch: SyntheticBatch, syn_lr: t
     batch.embeds and syn_lr and returns the distance."""
     names = list(start)
     lr = syn_lr.detach()
-    frozen = SyntheticBatch(batch.embeds.detach(), batch.mask, batch.labels, [], batch.multilabel)
+    frozen = SyntheticBatch(batch.embeds.detach(), batch.mask, batch.labels.detach(), [],
+                            batch.multilabel)
     # pass 1: theta_N, no graph kept between steps
     theta = {n: t.detach() for n, t in start.items()}
     for _ in range(syn_steps):
@@ -233,7 +234,9 @@ def backward_tesla(model, fixed, start, target, batch: SyntheticBatch, syn_lr: t
         p = {n: theta[n].clone().requires_grad_(True) for n in names}
         grads = _student_grads(model, fixed, p, batch, total_examples, create_graph=True)
         dot = sum((v[n] * g).sum() for n, g in zip(names, grads))
-        (-weight * lr * dot / _world_size()).backward(inputs=batch.leaves)
+        # retain_graph: learnt labels (a softmax computed once) are shared by every replayed
+        # step; each step's own graph is freed when `dot` is replaced
+        (-weight * lr * dot / _world_size()).backward(inputs=batch.leaves, retain_graph=True)
         lr_grad = lr_grad - weight * dot.detach()                       # global g: no reduce needed
         theta = {n: (p[n] - lr * g).detach() for n, g in zip(names, grads)}
     syn_lr.grad = lr_grad if syn_lr.grad is None else syn_lr.grad + lr_grad
@@ -263,6 +266,7 @@ class TrajectoryObjective(Objective):
     metric_key = "traj_loss"
     replicated = True
     needs_eager_attention = True     # the unroll differentiates through gradients
+    trains_labels = True             # the student's loss on the synthetic set uses its labels
 
     def __init__(self, ctx: ObjectiveContext, weight: float):
         super().__init__(ctx, weight)
@@ -318,7 +322,8 @@ class TrajectoryObjective(Objective):
             return SyntheticBatch(empty, torch.zeros(0, L, dtype=torch.long, device=self.device),
                                   labels, [empty], ml)
         return SyntheticBatch(torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]),
-                              torch.cat([p[2] for p in parts]), shard.parameters(), ml)
+                              torch.cat([p[2] for p in parts]),
+                              shard.parameters() + shard.label_parameters(), ml)
 
     def backward(self, it: int, shard: SyntheticShard) -> float:
         """Accumulate weight * trajectory-loss gradients into the data and syn_lr."""

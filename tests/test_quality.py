@@ -201,3 +201,46 @@ def test_condensation_keeps_the_iteration_with_the_best_validation_accuracy(tmp_
     log = (out / "print.log").read_text()
     # 24 training samples per class, 6 held out: condensation never sees the validation slice
     assert "validation slice: 30 training samples held out of condensation" in log
+
+
+# ----------------------------------------------------------------------- learnt soft labels
+
+TRAJ = ["--set", "condense.method=trajectory", "--set", "condense.syn_steps=2",
+        "--set", "condense.unroll=tesla", "--learn_labels", "--set", "condense.label_lr=0.1"]
+
+
+def _condense_traj(out, experts, niter, *extra):
+    return condense_script_text.main(["--config_path", SMOKE, "--output_dir", str(out), "--set",
+                                      f"pretrain.expert_dir={experts}", "--set",
+                                      f"condense.niter={niter}", "--set", "condense.save_every=2",
+                                      *TRAJ, *extra])
+
+
+def test_learnt_labels_are_trained_saved_and_resumed(tmp_path, smoke_experts):
+    from utils.synset import load_synset
+
+    full = tmp_path / "full"
+    assert _condense_traj(full, smoke_experts, 4) == 0
+    syn = load_synset(str(full / "distilled_data" / "syn_data_4.pth"))   # weights_only load
+    labels = syn["labels"]
+    assert labels.shape == (10, 5) and labels.dtype == torch.float32
+    assert torch.allclose(labels.sum(1), torch.ones(10), atol=1e-5)
+    start = torch.full((10, 5), 0.02)
+    start[torch.arange(10), syn["class_of"]] = 0.92                       # smoothed one-hot
+    assert (labels - start).abs().max() > 1e-4                            # they moved
+    assert (labels.argmax(1) == syn["class_of"]).float().mean() >= 0.5
+    # an interrupted run (2 iterations, then resumed to 4) ends with the same labels and data
+    part = tmp_path / "part"
+    assert _condense_traj(part, smoke_experts, 2) == 0
+    assert _condense_traj(part, smoke_experts, 4) == 0
+    again = torch.load(part / "distilled_data" / "syn_data_4.pth", weights_only=True)
+    assert torch.equal(again["labels"], labels)
+    assert torch.equal(again["inputs_embeds"], syn["inputs_embeds"])
+
+
+def test_learn_labels_needs_an_objective_that_trains_them(tmp_path, smoke_experts):
+    out = tmp_path / "ncfm"
+    assert condense_script_text.main(["--config_path", SMOKE, "--output_dir", str(out), "--set",
+                                      f"pretrain.expert_dir={smoke_experts}",
+                                      "--learn_labels"]) == 2
+    assert "none of the objectives" in (out / "print.log").read_text()

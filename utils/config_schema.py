@@ -222,6 +222,15 @@ class CondenseConfig:
                              "expert on the synthetic data; BCE for multi-label).")
     interp_range: List[float] = _f([0.0, 1.0], "Range of the interpolation factor between an "
                                    "expert's initial and final weights (model_interval).")
+    learn_labels: bool = _f(False, "Learn a soft label per synthetic sequence (softmax of learnt "
+                            "logits, Adam with label_lr), trained by the objectives whose loss "
+                            "uses the labels (trajectory matching's unrolled student); the set "
+                            "then carries [N, C] soft labels. Single-label tasks.",
+                            flag="learn_labels")
+    label_init: Literal["onehot", "expert"] = _f(
+        "onehot", "learn_labels: start from a smoothed one-hot (0.9 on the class) or from the "
+        "final logits of expert evaluate.feature_expert on the initial sequences.")
+    label_lr: float = _f(0.01, "learn_labels: Adam learning rate of the label logits.")
     real_cache: bool = _f(False, "Feature matching: cache the real side (needs lam_grid). Each "
                           "real sample's "
                           "features under (expert, grid value) are computed the first time a "
@@ -303,6 +312,8 @@ class CondenseConfig:
             yield "subset_ratio", "must be in (0, 1]"
         if self.lr_teacher <= 0:
             yield "lr_teacher", "must be > 0"
+        if self.label_lr <= 0:
+            yield "label_lr", "must be > 0"
         if self.lam_grid == 1 or self.lam_grid < 0:
             yield "lam_grid", "must be 0 (uniform) or >= 2"
         if self.real_cache and not self.lam_grid:
