@@ -13,8 +13,8 @@ them), random init. Measured, each on the same process and threads:
 - FLOPs of one iteration (`torch.utils.flop_counter.FlopCounterMode`) and the achieved FLOP/s
   against the fp32 and bf16 matmul ceilings measured here (square GEMMs of the encoder's sizes);
 - levers: s/iteration with fp32, `real_cache` (lam grid 8; the time falls as the cache fills, so
-  the mean over the last half is reported too), `precision` bf16_real and bf16, and the cache with
-  bf16_real, each with the final match loss;
+  its variants run `--cache_iters` iterations and the mean over the last half is reported too),
+  `precision` bf16_real and bf16, and the cache with bf16_real, each with the final match loss;
 - scaling: s/iteration as ipc, max_length, batch_real and num_freqs change one at a time;
 - NCFM vs trajectory matching (the config's syn_steps, tesla unroll): s/iteration and the ratio
   (peak memory per setting needs a process each: benchmarks/bench_condense.py).
@@ -73,15 +73,18 @@ def matmul_ceiling(device: torch.device, dtype: torch.dtype, n: int, repeats: in
 
 
 class Bench:
-    """A condenser built from (config, overrides), stepped in-process."""
+    """A condenser built from (config, overrides), stepped in-process. The experts are always
+    those of the config without overrides: a timing does not depend on their weights, and a
+    `dataset.max_length` override would otherwise train a new set (the length shapes experts)."""
 
-    def __init__(self, config: str, overrides: List[tuple], env: DistEnv):
+    def __init__(self, config: str, overrides: List[tuple], env: DistEnv, base: List[tuple] = ()):
         self.cfg = load_config(config, overrides)
         self.env = env
         self.data = load_data(self.cfg)
-        ensure_experts(self.cfg, env, self.data)
+        expert_cfg = load_config(config, list(base))
+        ensure_experts(expert_cfg, env, load_data(expert_cfg))
         nclass = self.data.dataset.nclass
-        self.pool = ExpertPool(self.cfg, nclass, env.device)
+        self.pool = ExpertPool(expert_cfg, nclass, env.device)
         self.condenser = Condenser(self.cfg, env, self.data.train, self.pool, list(range(nclass)))
         ctx = self.condenser.init_context(self.data.tokenizer, nclass, self.data.dataset.multilabel)
         self.condenser.initialize("random", ctx)
@@ -123,6 +126,8 @@ def main(argv=None) -> int:
     p.add_argument("--config", default=str(ROOT / "config" / "ipc10" / "bbc.yaml"))
     p.add_argument("--iters", type=int, default=8, help="timed iterations per measurement")
     p.add_argument("--warmup", type=int, default=2, help="untimed iterations before each")
+    p.add_argument("--cache_iters", type=int, default=40,
+                   help="timed iterations of the real_cache levers (the cache fills over a run)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--quick", action="store_true", help="config/smoke.yaml, 2 iterations")
     p.add_argument("--out", default=str(RESULTS))
@@ -140,7 +145,7 @@ def main(argv=None) -> int:
                     "warmup": a.warmup, "device": str(env.device), **machine_info(a.threads)}
 
     def measure(overrides: List[tuple], iters: int = a.iters) -> dict:
-        b = Bench(a.config, base + overrides, env)
+        b = Bench(a.config, base + overrides, env, base)
         b.run(a.warmup)
         recs = b.run(iters)
         half = recs[len(recs) // 2:]
@@ -148,7 +153,7 @@ def main(argv=None) -> int:
                 "match_loss_last": recs[-1].get("match_loss")}
 
     # profile and FLOPs of the plain iteration
-    b = Bench(a.config, base, env)
+    b = Bench(a.config, base, env, base)
     b.run(a.warmup)
     result["profile_ms"] = profile(b, a.iters)
     flops = count_flops(b)
@@ -175,7 +180,9 @@ def main(argv=None) -> int:
         levers = {k: levers[k] for k in ("fp32", "real_cache", "bf16")}
     result["levers"] = {}
     for name, ov in levers.items():
-        result["levers"][name] = measure(ov)
+        # the cache pays off as it fills: its variants run `--cache_iters` iterations
+        long = "real_cache" in name and not a.quick
+        result["levers"][name] = measure(ov, a.cache_iters if long else a.iters)
         print(name, result["levers"][name], flush=True)
 
     scaling = {"ipc": [1, 10, 50], "dataset.max_length": [32, 64, 128],
