@@ -82,7 +82,8 @@ class Bench:
         self.env = env
         self.data = load_data(self.cfg)
         expert_cfg = load_config(config, list(base))
-        ensure_experts(expert_cfg, env, load_data(expert_cfg))
+        same_data = expert_cfg.dataset == self.cfg.dataset      # else tokenised at its own length
+        ensure_experts(expert_cfg, env, self.data if same_data else load_data(expert_cfg))
         nclass = self.data.dataset.nclass
         self.pool = ExpertPool(expert_cfg, nclass, env.device)
         self.condenser = Condenser(self.cfg, env, self.data.train, self.pool, list(range(nclass)))

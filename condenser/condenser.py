@@ -93,22 +93,26 @@ class Condenser:
                            nclass, multilabel, self.cfg.run.seed, self.cfg.condense,
                            features=self._train_features)
 
+    def _feature_expert(self) -> int:
+        """`evaluate.feature_expert`, checked against the experts there are."""
+        k = self.cfg.evaluate.feature_expert
+        if k >= self.pool.num:
+            raise UserError(f"evaluate.feature_expert = {k} but there are only {self.pool.num} "
+                            f"experts (pretrain.num_premodel)")
+        return k
+
     @torch.no_grad()
     def _expert_logits(self, data) -> torch.Tensor:
         """learn_labels with label_init 'expert': the final logits of expert
         `evaluate.feature_expert` on a class's initial sequences  # [ipc, C]"""
-        model = self.pool.load_final(min(self.cfg.evaluate.feature_expert, self.pool.num - 1))
+        model = self.pool.load_final(self._feature_expert())
         return model(inputs_embeds=data.embeds.to(self.env.device),
                      attention_mask=data.mask.to(self.env.device)).logits
 
     def _train_features(self, idx: torch.Tensor) -> torch.Tensor:
         """Pooled last-layer features of training samples `idx` under the final weights of expert
         `evaluate.feature_expert` (the herding baseline's features)  # [n, H]"""
-        k = self.cfg.evaluate.feature_expert
-        if k >= self.pool.num:
-            raise UserError(f"evaluate.feature_expert = {k} but there are only {self.pool.num} "
-                            f"experts (pretrain.num_premodel)")
-        return expert_features(self.pool.load_final(k), self.train.attention_mask[idx],
+        return expert_features(self.pool.load_final(self._feature_expert()), self.train.attention_mask[idx],
                                self.cfg.pretrain.eval_batch_size, self.env.device,
                                input_ids=self.train.input_ids[idx])
 
