@@ -3,7 +3,7 @@
     python benchmarks/bench_eval.py --dataset bbc --ipc 1 10 [--niter 200] [--method ncfm] \
         [--num_eval 5] [--nproc 2] [--no-full] [--baselines random,herding,kcenter|none] \
         [--suffix _name] [--set condense.key=value ...] [--label_modes hard expert_soft] \
-        [--eval_set evaluate.key=value ...]
+        [--eval_set evaluate.key=value ...] [--baseline_modes expert_soft] [--full_modes ...]
 
 For each ipc: experts (skipped when complete), condensation with `--niter` iterations, then
 evaluation of the synthetic set beside random / herding / k-center real subsets (and, for the
@@ -55,6 +55,10 @@ def main() -> None:
                    help="evaluate under each label protocol (same set, same baselines)")
     p.add_argument("--full_modes", nargs="+", default=None,
                    help="label modes that also evaluate 'full' (default: all of --label_modes)")
+    p.add_argument("--baseline_modes", nargs="+", default=None,
+                   help="label modes that also evaluate the --baselines (default: all of "
+                        "--label_modes; e.g. only expert_soft when the hard-label baselines of "
+                        "the same seeds are already in a table)")
     a = p.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
     table = RESULTS / "eval_table.md"
@@ -75,6 +79,8 @@ def main() -> None:
         evaluations = {}
         for mode in a.label_modes:
             baselines = [] if a.baselines == "none" else a.baselines.split(",")
+            if a.baseline_modes is not None and mode not in a.baseline_modes:
+                baselines = []
             with_full = a.full and n == 0 and (a.full_modes is None or mode in a.full_modes)
             baselines += ["full"] if with_full else []
             edir = ROOT / "results" / "bench" / "evaluate" / f"{tag}_{mode}"
