@@ -14,7 +14,8 @@ them), random init. Measured, each on the same process and threads:
   against the fp32 and bf16 matmul ceilings measured here (square GEMMs of the encoder's sizes);
 - levers: s/iteration with fp32, `real_cache` (lam grid 8; the time falls as the cache fills, so
   its variants run `--cache_iters` iterations and the mean over the last half is reported too),
-  `precision` bf16_real and bf16, and the cache with bf16_real, each with the final match loss;
+  `precision` bf16_real and bf16, the cache with bf16_real, `calib_every` 4, and `fast` (all of
+  them: cache with lam grid 4, bf16, calib_every 4), each with the final match loss;
 - scaling: s/iteration as ipc, max_length, batch_real and num_freqs change one at a time;
 - NCFM vs trajectory matching (the config's syn_steps, tesla unroll): s/iteration and the ratio
   (peak memory per setting needs a process each: benchmarks/bench_condense.py).
@@ -122,6 +123,11 @@ def count_flops(b: Bench) -> int:
     return int(counter.get_total_flops())
 
 
+# every lever at once (README, Performance: its accuracy is measured by a whole run)
+FAST = [("condense.real_cache", True), ("condense.lam_grid", 4), ("condense.precision", "bf16"),
+        ("condense.calib_every", 4)]
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default=str(ROOT / "config" / "ipc10" / "bbc.yaml"))
@@ -176,13 +182,15 @@ def main(argv=None) -> int:
               "bf16_real": [("condense.precision", "bf16_real")],
               "bf16": [("condense.precision", "bf16")],
               "real_cache+bf16_real": [("condense.real_cache", True), ("condense.lam_grid", 8),
-                                       ("condense.precision", "bf16_real")]}
+                                       ("condense.precision", "bf16_real")],
+              "calib_every_4": [("condense.calib_every", 4)],
+              "fast": FAST}
     if a.quick:
-        levers = {k: levers[k] for k in ("fp32", "real_cache", "bf16")}
+        levers = {k: levers[k] for k in ("fp32", "real_cache", "bf16", "fast")}
     result["levers"] = {}
     for name, ov in levers.items():
         # the cache pays off as it fills: its variants run `--cache_iters` iterations
-        long = "real_cache" in name and not a.quick
+        long = ("real_cache" in name or name == "fast") and not a.quick
         result["levers"][name] = measure(ov, a.cache_iters if long else a.iters)
         print(name, result["levers"][name], flush=True)
 

@@ -76,6 +76,7 @@ class Condenser:
         self.terms: List[Objective] = build_objectives(ctx, self.specs)
         self.joint = [t for t in self.terms if not t.own_steps]
         self.own = [t for t in self.terms if t.own_steps]
+        self._last_own: Dict[str, float] = {}     # own-step terms' last values (calib_every)
         self.label_optimizer: Optional[torch.optim.Optimizer] = None
         if cfg.condense.learn_labels:
             if cfg.dataset.is_multilabel:
@@ -177,13 +178,16 @@ class Condenser:
             for term in self.joint:
                 term.after_step()
         for term in self.own:
+            if it % term.own_every:           # not this iteration's turn: repeat the last value
+                local[term.metric_key] = self._last_own.get(term.metric_key, 0.0)
+                continue
             value = 0.0
             with record_function(f"term.{term.metric_key}"):
                 for _ in range(term.own_steps):
                     self.optimizer.zero_grad(set_to_none=True)
                     value += term.backward(it, self.shard)
                     self.optimizer.step()
-            local[term.metric_key] = value
+            local[term.metric_key] = self._last_own[term.metric_key] = value
 
         keys = [t.metric_key for t in self.terms]
         summed = [0.0 if t.replicated else local[t.metric_key] for t in self.terms]

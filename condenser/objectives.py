@@ -67,6 +67,7 @@ class Objective:
     metric_key = "loss"     # the key of its value in the iteration record
     replicated = False      # backward returns the global value on every rank
     own_steps = 0           # > 0: optimiser steps of its own after the joint step (calibration)
+    own_every = 1           # ... taken on every own_every-th iteration only
     needs_eager_attention = False   # second-order gradients through the expert (no fused kernel)
     trains_labels = False   # its gradient reaches learnt labels (condense.learn_labels)
 
@@ -297,6 +298,7 @@ class Calibration(Objective):
     def __init__(self, ctx: ObjectiveContext, weight: float):
         super().__init__(ctx, weight)
         self.own_steps = ctx.cfg.condense.iter_calib
+        self.own_every = ctx.cfg.condense.calib_every
         self._expert = None
 
     def backward(self, it: int, shard: SyntheticShard) -> float:
@@ -307,7 +309,8 @@ class Calibration(Objective):
         total = 0.0
         for c in self.ctx.my_classes:
             embeds, mask, labels = self.ctx.decoded(shard, c)
-            logits = final(inputs_embeds=embeds, attention_mask=mask).logits
+            with autocast(self.ctx.env.device, cfg.condense.precision == "bf16"):
+                logits = final(inputs_embeds=embeds, attention_mask=mask).logits.float()
             # the data moves toward its labels; learnt labels are not pulled toward the expert
             loss = self.weight * label_loss(logits, labels.detach(), self.ctx.multilabel)
             loss.backward()

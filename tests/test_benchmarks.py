@@ -21,7 +21,7 @@ def test_bench_ncfm_quick(tmp_path, smoke_experts):
     f = r["flops"]
     assert f["per_iteration"] > 0 and f["fp32_ceiling_gflops"] > 0
     assert 0 < f["fraction_of_fp32_ceiling"] < 1
-    assert set(r["levers"]) == {"fp32", "real_cache", "bf16"}
+    assert set(r["levers"]) == {"fp32", "real_cache", "bf16", "fast"}
     assert all(v["s_per_iter"] > 0 for v in r["levers"].values())
     assert [row["value"] for row in r["scaling"]["ipc"]] == [1, 2]
     assert r["ncfm_vs_trajectory"]["time_ratio"] > 0

@@ -72,3 +72,24 @@ def test_cached_and_bf16_condensation_match_the_plain_one(tmp_path, smoke_expert
     syn = torch.load(bf16_out / "distilled_data" / "syn_data_6.pth", weights_only=True)
     assert syn["inputs_embeds"].dtype == torch.float32 and torch.isfinite(syn["inputs_embeds"]).all()
     assert all(r["match_loss"] > 0 for r in bf16)
+
+
+def test_calib_every_takes_the_calibration_steps_on_every_nth_iteration(tmp_path, smoke_experts,
+                                                                       monkeypatch):
+    from condenser.objectives import Calibration
+
+    calls = []
+    real_backward = Calibration.backward
+
+    def counting(self, it, shard):
+        calls.append(it)
+        return real_backward(self, it, shard)
+
+    monkeypatch.setattr(Calibration, "backward", counting)
+    out = tmp_path / "every3"
+    assert _condense(out, smoke_experts, "--set", "condense.calib_every=3") == 0
+    assert calls == [0, 3]                               # iterations 1 and 4 of 6
+    rows = json.loads((out / "loss_history.json").read_text())
+    values = [r["calib_loss"] for r in rows]
+    assert values[0] > 0 and values[1] == values[2] == values[0]   # skipped: the last value
+    assert values[3] != values[0] and values[4] == values[5] == values[3]

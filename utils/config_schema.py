@@ -218,6 +218,9 @@ class CondenseConfig:
     dis_metrics: str = _f("NCFM", "Distribution metric of the feature-matching objective: a metric "
                           "registered in the NCFM package ('NCFM', 'MMD', or your own).")
     iter_calib: int = _f(1, "Calibration steps per iteration (0 disables calibration).")
+    calib_every: int = _f(1, "Take the calibration steps on every N-th iteration only (1: every "
+                          "iteration). A cost lever: calibration is about a quarter of an NCFM "
+                          "iteration (README, Performance); skipped iterations log the last value.")
     calib_weight: float = _f(1.0, "Weight of the calibration loss (cross-entropy of the final "
                              "expert on the synthetic data; BCE for multi-label).")
     interp_range: List[float] = _f([0.0, 1.0], "Range of the interpolation factor between an "
@@ -242,8 +245,9 @@ class CondenseConfig:
                        "real-feature cache keeps one table per value (8 is a good start).")
     precision: Literal["fp32", "bf16_real", "bf16"] = _f(
         "fp32", "Feature matching arithmetic: 'fp32'; 'bf16_real' the real side's no-grad forward "
-        "under bfloat16 autocast; 'bf16' the synthetic forward/backward too (features are "
-        "compared in fp32). CPUs with avx512_bf16/AMX and CUDA GPUs run it faster.",
+        "under bfloat16 autocast; 'bf16' the synthetic forward/backward too, calibration "
+        "included (features and logits are compared in fp32). CPUs with avx512_bf16/AMX and "
+        "CUDA GPUs run it faster.",
         flag="precision")
     save_every: int = _f(100, "Save the synthetic set and a resumable checkpoint every N "
                          "iterations (and at the end).")
@@ -289,7 +293,7 @@ class CondenseConfig:
 
     def check(self):
         for key in ("ipc", "niter", "factor", "num_freqs", "save_every", "log_every",
-                    "debug_classes", "debug_niter"):
+                    "debug_classes", "debug_niter", "calib_every"):
             if getattr(self, key) < 1:
                 yield key, "must be >= 1"
         if self.iter_calib < 0:
