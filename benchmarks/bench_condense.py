@@ -24,21 +24,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a plain script from a checkout
 
-from benchmarks.common import RESULTS, SMOKE, machine_info  # noqa: E402
+from benchmarks.common import RESULTS, SMOKE, machine_info, offline_env, script_command  # noqa: E402
 from utils.config import load_config  # noqa: E402
 
 
 def run_once(config: str, nproc: int, niter: int, extra: list[str]) -> dict:
     out = Path(tempfile.mkdtemp(prefix=f"bench_condense_{nproc}_"))
-    script = str(ROOT / "condense" / "condense_script_text.py")
     args = ["--config_path", config, "--output_dir", str(out), "--set", f"condense.niter={niter}",
             "--set", f"condense.save_every={niter}", "--set", "condense.log_every=1", *extra]
-    if nproc == 1:
-        cmd = [sys.executable, script, *args]
-    else:
-        cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
-               "--standalone", script, *args]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    cmd = script_command("condense_script_text.py", nproc, args)
+    env = offline_env()
     start = time.time()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if proc.returncode:

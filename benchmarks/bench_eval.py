@@ -18,21 +18,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
+sys.path.insert(0, str(ROOT))  # run as a plain script from a checkout
+
+from benchmarks.common import RESULTS, offline_env, script_command  # noqa: E402
 
 
 def torchrun(nproc: int, script: str, args: list[str]) -> None:
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--standalone",
-           str(ROOT / "condense" / script), *args]
-    print("+", " ".join(cmd[3:]), flush=True)
-    subprocess.run(cmd, check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    cmd = script_command(script, nproc, args)
+    print("+", " ".join(cmd[1:]), flush=True)
+    subprocess.run(cmd, check=True, env=offline_env())
 
 
 def main() -> None:

@@ -28,3 +28,20 @@ def machine_info(threads: int | None = None) -> dict:
             "python": platform.python_version(), "torch": torch.__version__,
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
             "git_commit": commit or None, "date": time.strftime("%Y-%m-%d %H:%M")}
+
+
+def script_command(script: str, nproc: int, args: list) -> list:
+    """The command that runs entry script `condense/<script>` with `nproc` ranks: plain python for
+    one (its torch threads as configured), torchrun --standalone for more."""
+    import sys
+
+    path = str(ROOT / "condense" / script)
+    if nproc == 1:
+        return [sys.executable, path, *args]
+    return [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
+            "--standalone", path, *args]
+
+
+def offline_env() -> dict:
+    """The environment benchmarks run entry scripts in: no hub downloads."""
+    return {**os.environ, "HF_HUB_OFFLINE": "1"}

@@ -187,7 +187,7 @@ def evaluate_now(condenser: Condenser, cfg: Config, run, data: Data) -> dict:
                 entry["mean"], entry["std"], entry["num_eval"], time.time() - start)
     if run.env.is_main:
         record_eval_curve(run.out_dir / "eval_curve.json", condenser.iteration, entry,
-                          time.time() - start)
+                          time.time() - start, sum(h["seconds"] for h in condenser.history))
     return entry
 
 

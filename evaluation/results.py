@@ -134,15 +134,18 @@ def _migrated(rows: Sequence[dict]) -> str:
     return TABLE_TITLE + table_header() + "".join(lines)
 
 
-def record_eval_curve(path: Path, iteration: int, entry: dict, seconds: float) -> List[dict]:
-    """Add (or replace) the accuracy of the set at `iteration` in a run's eval_curve.json."""
+def record_eval_curve(path: Path, iteration: int, entry: dict, seconds: float,
+                      condense_seconds: Optional[float] = None) -> List[dict]:
+    """Add (or replace) the accuracy of the set at `iteration` in a run's eval_curve.json
+    (`seconds`: the evaluation's; `condense_seconds`: the condensation's up to `iteration`)."""
     curve = read_json(path) if Path(path).is_file() else []
     curve = [c for c in curve if c.get("iteration") != iteration]
     curve.append({"iteration": iteration, "accuracy_mean": entry["mean"],
                   "accuracy_std": entry["std"], "metrics": entry["metrics"],
                   "num_eval": entry["num_eval"], "steps": entry["steps"],
                   "val_accuracy_mean": entry["metrics"].get("val_accuracy", {}).get("mean"),
-                  "model": entry["model"], "seconds": round(seconds, 2)})
+                  "model": entry["model"], "seconds": round(seconds, 2),
+                  "condense_seconds": None if condense_seconds is None else round(condense_seconds, 2)})
     curve = sorted(curve, key=lambda c: c["iteration"])
     atomic_write_json(path, curve)
     return curve

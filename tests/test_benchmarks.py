@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from benchmarks import bench_condense, bench_ncfm, bench_unroll_memory
+from benchmarks import bench_condense, bench_ncfm, bench_time_to_accuracy, bench_unroll_memory
 
 MACHINE_KEYS = {"threads", "torch", "git_commit", "date", "cpus"}
 
@@ -42,3 +42,35 @@ def test_bench_condense_and_unroll_quick(tmp_path, smoke_experts):
     u = json.loads((tmp_path / "unroll_memory_bbc_ipc2_quick.json").read_text())
     assert [(x["unroll"], x["syn_steps"]) for x in u["runs"]] == [
         ("full", 1), ("full", 2), ("tesla", 1), ("tesla", 2)]
+
+
+def test_bench_time_to_accuracy_quick(tmp_path, smoke_experts):
+    assert bench_time_to_accuracy.main(["--quick", "--out", str(tmp_path), "--work", str(tmp_path),
+                                        "--set", f"pretrain.expert_dir={smoke_experts}"]) == 0
+    r = json.loads((tmp_path / "tta_bbc_ipc2_quick.json").read_text())
+    assert MACHINE_KEYS <= set(r) and set(r["runs"]) == {"ncfm", "trajectory"}
+    for run in r["runs"].values():
+        pts = run["points"]
+        assert [p["iteration"] for p in pts] == [1, 2]
+        # the seconds are the condensation's own, growing with the iterations
+        assert 0 < pts[0]["condense_seconds"] < pts[1]["condense_seconds"]
+        assert all(0.0 <= p["val_accuracy"] <= 1.0 and 0.0 <= p["test_accuracy"] <= 1.0 for p in pts)
+    s = r["summary"]
+    target = s["common_target"]["val_accuracy"]
+    assert target == min(s["ncfm"]["best_val_accuracy"], s["trajectory"]["best_val_accuracy"])
+    assert all(v is not None for v in s["common_target"]["seconds"].values())
+    assert (tmp_path / "tta_bbc_ipc2_quick.png").stat().st_size > 1000
+
+
+def test_first_reaching_and_the_common_target():
+    runs = {"a": {"points": [{"iteration": 1, "condense_seconds": 1.0, "val_accuracy": 0.5,
+                              "test_accuracy": 0.4, "test_accuracy_std": 0.0},
+                             {"iteration": 2, "condense_seconds": 2.0, "val_accuracy": 0.8,
+                              "test_accuracy": 0.7, "test_accuracy_std": 0.0}]},
+            "b": {"points": [{"iteration": 5, "condense_seconds": 10.0, "val_accuracy": 0.6,
+                              "test_accuracy": 0.5, "test_accuracy_std": 0.0},
+                             {"iteration": 9, "condense_seconds": 30.0, "val_accuracy": 0.7,
+                              "test_accuracy": 0.6, "test_accuracy_std": 0.0}]}}
+    s = bench_time_to_accuracy.summarize(runs)
+    assert s["a"]["best_iteration"] == 2 and s["b"]["seconds_to_best"] == 30.0
+    assert s["common_target"] == {"val_accuracy": 0.7, "seconds": {"a": 2.0, "b": 30.0}, "ratio": 15.0}
