@@ -36,9 +36,8 @@ experts: setup
 	$(BIN)/torchrun --nproc_per_node=$(NPROC) condense/pretrain_script_text.py --config_path=config/ipc10/bbc.yaml
 
 # The performance suite: `make bench` runs the quick versions (smoke config, minutes); the full
-# suite on BBC ipc 10 (time to accuracy: TREC ipc 1): `make bench QUICK=` (experts must exist:
-# make experts). JSON and plots
-# land in benchmarks/results/.
+# suite (BBC ipc 10; time to accuracy on TREC ipc 1): `make bench QUICK=` (experts must exist:
+# make experts). JSON and plots land in benchmarks/results/.
 bench: setup
 	$(BIN)/python benchmarks/bench_ncfm.py $(QUICK)
 	$(BIN)/python benchmarks/bench_condense.py $(QUICK) --method ncfm trajectory
