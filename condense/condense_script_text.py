@@ -246,6 +246,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     "%s, %d iterations (from %d), sampling net %s, %d experts",
                     condenser.describe_terms(), len(classes), c.ipc, c.init, c.niter,
                     condenser.iteration, c.sampling_net, pool.num)
+        if condenser.iteration == 0 and 0 in c.eval_it:   # the starting set (e.g. herding's picks)
+            if cfg.evaluate.select_by == "val":
+                save(condenser, cfg, run, data)
+            evaluate_now(condenser, cfg, run, data)
         start, first_it = time.time(), condenser.iteration
         bar = progress(range(condenser.iteration, c.niter), enabled=env.is_main, desc="condense")
         for _ in bar:

@@ -61,6 +61,9 @@ def test_impossible_value(tmp_path):
         load_config(path)
     with pytest.raises(ConfigError, match="load_path"):
         parse(["--init", "load"])
+    path = write(tmp_path / "late.yaml", "condense:\n  niter: 10\n  eval_it: [0, 5, 20]\n")
+    with pytest.raises(ConfigError, match=r"condense.eval_it.*\[20\] outside \[0, niter=10\]"):
+        load_config(path)
 
 
 def test_base_chain_provenance(tmp_path):

@@ -187,7 +187,7 @@ def test_condensation_keeps_the_iteration_with_the_best_validation_accuracy(tmp_
     assert condense_script_text.main([
         "--config_path", SMOKE, "--output_dir", str(out), "--set",
         f"pretrain.expert_dir={smoke_experts}", "--set", "condense.niter=3", "--set",
-        "condense.save_every=10", "--set", "condense.eval_it=[1, 2]", "--set",
+        "condense.save_every=10", "--set", "condense.eval_it=[0, 1, 2]", "--set",
         "evaluate.select_by=val", "--set", "evaluate.eval_every=2", "--set",
         "evaluate.val_fraction=0.25", *SMALL]) == 0
     curve = json.loads((out / "eval_curve.json").read_text())
@@ -198,6 +198,9 @@ def test_condensation_keeps_the_iteration_with_the_best_validation_accuracy(tmp_
     # every evaluated iteration was saved, so the chosen set exists
     assert Path(best["synthetic_set"]).is_file()
     assert (out / "distilled_data" / "syn_data_1.pth").is_file()
+    # iteration 0 is the starting set, evaluated (and saved) before the first update
+    assert [c["iteration"] for c in curve] == [0, 1, 2] and curve[0]["condense_seconds"] == 0
+    assert (out / "distilled_data" / "syn_data_0.pth").is_file()
     log = (out / "print.log").read_text()
     # 24 training samples per class, 6 held out: condensation never sees the validation slice
     assert "validation slice: 30 training samples held out of condensation" in log

@@ -284,12 +284,15 @@ class CondenseConfig:
                          "protocol, same seeds) and log what the set is worth (worth.json); 0: "
                          "skip. The demo uses 2 (one per rank).")
     eval_it: List[int] = _f([], "Iterations after which the synthetic set is evaluated (the "
-                            "`evaluate` protocol) during condensation; results are logged and "
+                            "`evaluate` protocol) during condensation (0: the starting set, before "
+                            "the first iteration); results are logged and "
                             "appended to <output_dir>/eval_curve.json. With evaluate.select_by "
                             "'val', the validation slice of the training split is also left out "
                             "of the condensation's real data, the set is saved at each of these "
                             "iterations, and the one with the best validation accuracy is named "
-                            "in best_iteration.json (the test split chooses nothing).")
+                            "in best_iteration.json (the test split chooses nothing; with 0 "
+                            "listed, a run whose updates do not help on validation keeps its "
+                            "start).")
 
     def check(self):
         for key in ("ipc", "niter", "factor", "num_freqs", "save_every", "log_every",
@@ -298,6 +301,9 @@ class CondenseConfig:
                 yield key, "must be >= 1"
         if self.iter_calib < 0:
             yield "iter_calib", "must be >= 0"
+        late = [i for i in self.eval_it if not 0 <= i <= self.niter]
+        if late:
+            yield "eval_it", f"{late} outside [0, niter={self.niter}]: never evaluated"
         if len(self.interp_range) != 2 or not 0.0 <= self.interp_range[0] <= self.interp_range[1] <= 1.0:
             yield "interp_range", "must be [low, high] with 0 <= low <= high <= 1"
         if self.init == "load" and not self.load_path:
