@@ -30,6 +30,7 @@ from utils.experts import ensure_experts
 from utils.io import atomic_write_json, read_json
 from utils.logging_utils import progress
 from utils.model import model_tag
+from utils.precision import resolve_precision
 from utils.runtime import Data, guarded_stage, load_data, start_run
 from utils.seeding import rng_state, set_rng_state
 from utils.synset import build_synset, check_fits, load_synset, make_meta, save_synset, split_by_class
@@ -47,7 +48,7 @@ def apply_debug(cfg: Config) -> None:
 
 # Settings a resumed run may change; every other key shapes the saved state and must match.
 RESUMABLE_CHANGES = ("condense.niter", "condense.save_every", "condense.log_every", "condense.eval_it",
-                     "condense.worth_runs",
+                     "condense.worth_runs", "condense.precision", "condense.real_cache",
                      "condense.load_path", "condense.debug_niter", "dataset.cache_dir",
                      "dataset.max_test_per_class", "pretrain.expert_dir", "pretrain.eval_batch_size",
                      "evaluate.*", "distill.*", "run.output_dir", "run.run_name", "run.log_level",
@@ -243,9 +244,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         start_state(condenser, cfg, data, ctx, found)
         c = cfg.condense
         logger.info("***** Running condensation *****  objectives: %s; %d classes x ipc %d, init "
-                    "%s, %d iterations (from %d), sampling net %s, %d experts",
+                    "%s, %d iterations (from %d), sampling net %s, %d experts, precision %s%s",
                     condenser.describe_terms(), len(classes), c.ipc, c.init, c.niter,
-                    condenser.iteration, c.sampling_net, pool.num)
+                    condenser.iteration, c.sampling_net, pool.num,
+                    resolve_precision(c.precision, env.device),
+                    " (auto)" if c.precision == "auto" else "")
         if condenser.iteration == 0 and 0 in c.eval_it:   # the starting set (e.g. herding's picks)
             if cfg.evaluate.select_by == "val":
                 save(condenser, cfg, run, data)

@@ -30,6 +30,7 @@ from utils.config_schema import Config, ObjectiveSpec
 from utils.data import TokenizedSplit
 from utils.distributed import DistEnv, all_reduce_sum
 from utils.errors import UserError
+from utils.precision import resolve_precision
 from utils.seeding import derive_seed, seeded_sample
 from utils.synset import decode
 from utils.training import label_loss
@@ -50,6 +51,11 @@ class ObjectiveContext:
     @property
     def multilabel(self) -> bool:
         return self.cfg.dataset.is_multilabel
+
+    @property
+    def precision(self) -> str:
+        """`condense.precision` with 'auto' resolved for this device (fp32, bf16_real or bf16)."""
+        return resolve_precision(self.cfg.condense.precision, self.env.device)
 
     def decoded(self, shard: SyntheticShard, c: int):
         """Class c's training examples (embeds [M, L, H], mask [M, L], labels [M] or [M, C])."""
@@ -213,7 +219,7 @@ class FeatureMatching(Objective):
 
         @torch.no_grad()
         def real_features(idx: torch.Tensor) -> torch.Tensor:            # [K, B, H]
-            with record_function("ncfm.real_features"), autocast(dev, k.precision != "fp32"):
+            with record_function("ncfm.real_features"), autocast(dev, self.ctx.precision != "fp32"):
                 ids, mask = self.ctx.train.input_ids[idx], self.ctx.train.attention_mask[idx]
                 if dev.type == "cuda":                    # page-locked: the copy overlaps
                     ids, mask = ids.pin_memory(), mask.pin_memory()
@@ -229,7 +235,7 @@ class FeatureMatching(Objective):
                 feat_real = real_features(idx)
             with record_function("ncfm.synthetic_forward"), torch.set_grad_enabled(backward):
                 embeds, mask, _ = self.ctx.decoded(shard, c)
-                with autocast(dev, k.precision == "bf16"):
+                with autocast(dev, self.ctx.precision == "bf16"):
                     feat_syn = cls_features(model, layers, inputs_embeds=embeds,  # [K, M, H]
                                             attention_mask=mask)
                 per_layer = [self._metric(fr, fs, t) for fr, fs in zip(feat_real, feat_syn)]
@@ -309,7 +315,7 @@ class Calibration(Objective):
         total = 0.0
         for c in self.ctx.my_classes:
             embeds, mask, labels = self.ctx.decoded(shard, c)
-            with autocast(self.ctx.env.device, cfg.condense.precision == "bf16"):
+            with autocast(self.ctx.env.device, self.ctx.precision == "bf16"):
                 logits = final(inputs_embeds=embeds, attention_mask=mask).logits.float()
             # the data moves toward its labels; learnt labels are not pulled toward the expert
             loss = self.weight * label_loss(logits, labels.detach(), self.ctx.multilabel)

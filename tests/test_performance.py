@@ -93,3 +93,23 @@ def test_calib_every_takes_the_calibration_steps_on_every_nth_iteration(tmp_path
     values = [r["calib_loss"] for r in rows]
     assert values[0] > 0 and values[1] == values[2] == values[0]   # skipped: the last value
     assert values[3] != values[0] and values[4] == values[5] == values[3]
+
+
+def test_precision_auto_is_bf16_only_where_the_device_runs_it_natively():
+    from utils.precision import resolve_precision
+
+    cpu = torch.device("cpu")
+    assert resolve_precision("auto", cpu, flags={"avx2", "avx512_bf16"}) == "bf16"
+    assert resolve_precision("auto", cpu, flags={"avx2", "amx_bf16"}) == "bf16"
+    assert resolve_precision("auto", cpu, flags={"avx2", "avx512f"}) == "fp32"   # emulated: slower
+    for explicit in ("fp32", "bf16_real", "bf16"):
+        assert resolve_precision(explicit, cpu, flags=set()) == explicit
+
+
+def test_a_run_with_precision_auto_logs_what_it_resolved_to(tmp_path, smoke_experts):
+    from utils.precision import resolve_precision
+
+    out = tmp_path / "auto"
+    assert _condense(out, smoke_experts, "--precision", "auto") == 0
+    want = resolve_precision("auto", torch.device("cpu"))
+    assert f"precision {want} (auto)" in (out / "print.log").read_text()

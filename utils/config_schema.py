@@ -243,8 +243,10 @@ class CondenseConfig:
     lam_grid: int = _f(0, "Draw the interpolation factor from this many evenly spaced values "
                        "of interp_range (ends included) instead of uniformly; 0: uniformly. The "
                        "real-feature cache keeps one table per value (8 is a good start).")
-    precision: Literal["fp32", "bf16_real", "bf16"] = _f(
-        "fp32", "Feature matching arithmetic: 'fp32'; 'bf16_real' the real side's no-grad forward "
+    precision: Literal["fp32", "bf16_real", "bf16", "auto"] = _f(
+        "fp32", "Feature matching arithmetic: 'fp32'; 'auto' bf16 where the device runs it "
+        "natively (a CUDA GPU with bf16, a CPU with avx512_bf16/AMX), else fp32; 'bf16_real' the "
+        "real side's no-grad forward "
         "under bfloat16 autocast; 'bf16' the synthetic forward/backward too, calibration "
         "included (features and logits are compared in fp32). CPUs with avx512_bf16/AMX and "
         "CUDA GPUs run it faster.",
