@@ -305,3 +305,5 @@ class Condenser:
             set_rng_state(state["rng"][self.env.rank])
         self.iteration = int(state["iteration"])
         self.history = list(state["history"])
+        if self.history:                  # what a skipped own-step iteration logs (calib_every)
+            self._last_own = {t.metric_key: self.history[-1].get(t.metric_key, 0.0) for t in self.own}

@@ -55,8 +55,9 @@ def test_outputs_shapes_and_safe_loading(tmp_path, smoke_experts):
 def test_resume_matches_uninterrupted_run(tmp_path, smoke_experts):
     full, parts = tmp_path / "full", tmp_path / "parts"
     # the combined objective exercises every resumable part: data, optimiser, scheduler,
-    # sampling network and its optimiser, syn_lr and its optimiser
-    both = ["--sampling_net", "--set", "condense.method=combined"]
+    # sampling network and its optimiser, syn_lr and its optimiser; calibration every 2nd
+    # iteration (the resumed run is stopped after one that skipped it)
+    both = ["--sampling_net", "--set", "condense.method=combined", "--set", "condense.calib_every=2"]
     assert condense(full, smoke_experts, *both) == 0
     # an interrupted run: stopped after iteration 3 (its checkpoint), plus a half-written later
     # checkpoint without its COMPLETE marker, which must never be picked
@@ -78,6 +79,7 @@ def test_resume_matches_uninterrupted_run(tmp_path, smoke_experts):
         assert torch.equal(v, sb["terms"]["match_loss"]["sampling_net"][k])
     assert torch.equal(sa["terms"]["traj_loss"]["syn_lr"], sb["terms"]["traj_loss"]["syn_lr"])
     assert [h["traj_loss"] for h in ha] == [h["traj_loss"] for h in hb]
+    assert [h["calib_loss"] for h in ha] == [h["calib_loss"] for h in hb]
 
 
 @pytest.mark.parametrize("method", ["ncfm", "trajectory"])
