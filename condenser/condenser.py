@@ -76,7 +76,6 @@ class Condenser:
         self.terms: List[Objective] = build_objectives(ctx, self.specs)
         self.joint = [t for t in self.terms if not t.own_steps]
         self.own = [t for t in self.terms if t.own_steps]
-        self._last_own: Dict[str, float] = {}     # own-step terms' last values (calib_every)
         self.label_optimizer: Optional[torch.optim.Optimizer] = None
         if cfg.condense.learn_labels:
             if cfg.dataset.is_multilabel:
@@ -178,8 +177,8 @@ class Condenser:
             for term in self.joint:
                 term.after_step()
         for term in self.own:
-            if it % term.own_every:           # not this iteration's turn: repeat the last value
-                local[term.metric_key] = self._last_own.get(term.metric_key, 0.0)
+            if it % term.own_every:           # not this iteration's turn (calib_every): it logs
+                local[term.metric_key] = self._last_logged(term.metric_key)   # its last global value
                 continue
             value = 0.0
             with record_function(f"term.{term.metric_key}"):
@@ -187,15 +186,16 @@ class Condenser:
                     self.optimizer.zero_grad(set_to_none=True)
                     value += term.backward(it, self.shard)
                     self.optimizer.step()
-            local[term.metric_key] = self._last_own[term.metric_key] = value
+            local[term.metric_key] = value
 
         keys = [t.metric_key for t in self.terms]
-        summed = [0.0 if t.replicated else local[t.metric_key] for t in self.terms]
+        repeated = [t.replicated or bool(it % t.own_every) for t in self.terms]  # not summed
+        summed = [0.0 if rep else local[t.metric_key] for t, rep in zip(self.terms, repeated)]
         data_bad = any(not bool(torch.isfinite(p).all()) for p in self._all_parameters())
         with record_function("collectives"):
             summed = all_reduce_sum(torch.tensor(summed + [float(data_bad)], dtype=torch.float64,
                                                  device=self.env.device))
-        values = {t.metric_key: (local[t.metric_key] if t.replicated else summed[i].item())
+        values = {t.metric_key: (local[t.metric_key] if repeated[i] else summed[i].item())
                   for i, t in enumerate(self.terms)}
         if summed[-1].item() > 0 or not all(math.isfinite(v) for v in values.values()):
             return self._nonfinite(it, values, snapshot, start)
@@ -235,6 +235,10 @@ class Condenser:
                   "lr": self.optimizer.param_groups[0]["lr"], "seconds": round(time.time() - start, 3)}
         self.history.append(record)
         return record
+
+    def _last_logged(self, key: str) -> float:
+        """The newest value of `key` in the history (summed over ranks; 0 before any)."""
+        return next((h[key] for h in reversed(self.history) if key in h), 0.0)
 
     def _all_parameters(self) -> List[torch.Tensor]:
         return self.shard.parameters() + self.shard.label_parameters()
@@ -305,5 +309,3 @@ class Condenser:
             set_rng_state(state["rng"][self.env.rank])
         self.iteration = int(state["iteration"])
         self.history = list(state["history"])
-        if self.history:                  # what a skipped own-step iteration logs (calib_every)
-            self._last_own = {t.metric_key: self.history[-1].get(t.metric_key, 0.0) for t in self.own}

@@ -65,10 +65,11 @@ def test_condense_two_ranks_equals_one_process(tmp_path, smoke_experts):
 
 
 def test_resume_under_torchrun_with_other_world_size(tmp_path, smoke_experts):
-    """A run checkpointed by 2 ranks resumes in 3 ranks (one rank owns 1 class, ranks rebalance)."""
+    """A run checkpointed by 2 ranks resumes in 3 ranks (one rank owns 1 class, ranks rebalance);
+    calibration every 2nd iteration, so the first resumed iteration logs the last summed value."""
     out = tmp_path / "run"
     common = ["--config_path", SMOKE, "--set", f"pretrain.expert_dir={smoke_experts}",
-              "--output_dir", str(out)]
+              "--set", "condense.calib_every=2", "--output_dir", str(out)]
     torchrun("condense/condense_script_text.py", common + ["--set", "condense.niter=3"])
     torchrun("condense/condense_script_text.py", common, nproc=3)
     log = (out / "print.log").read_text()
@@ -78,6 +79,10 @@ def test_resume_under_torchrun_with_other_world_size(tmp_path, smoke_experts):
     a = torch.load(out / "distilled_data" / "syn_data_6.pth", weights_only=True)
     b = torch.load(ref / "distilled_data" / "syn_data_6.pth", weights_only=True)
     assert torch.allclose(a["inputs_embeds"], b["inputs_embeds"], atol=1e-4)
+    ha = json.loads((out / "loss_history.json").read_text())
+    hb = json.loads((ref / "loss_history.json").read_text())
+    assert [h["calib_loss"] for h in ha] == pytest.approx([h["calib_loss"] for h in hb], rel=1e-4)
+    assert ha[3]["calib_loss"] == ha[2]["calib_loss"]          # iteration 4 took no calibration
 
 
 @pytest.mark.parametrize("unroll", ["tesla", "full"])
