@@ -76,6 +76,9 @@ def main() -> None:
         torchrun(a.nproc, "condense_script_text.py", cargs)
         condense_seconds = time.time() - start
         summary = json.loads((cdir / "run_summary.json").read_text())
+        history = json.loads((cdir / "loss_history.json").read_text())
+        secs = [h["seconds"] for h in history]
+        late = secs[len(secs) // 2:] or [0.0]                 # the cache is fuller by then
         evaluations = {}
         for mode in a.label_modes:
             baselines = [] if a.baselines == "none" else a.baselines.split(",")
@@ -98,6 +101,9 @@ def main() -> None:
                                    "method": a.method, "condense": {
                                        "iterations": summary["final_iteration"],
                                        "mean_iteration_seconds": summary["mean_iteration_seconds"],
+                                       "second_half_iteration_seconds": round(sum(late) / len(late), 4),
+                                       "iteration_seconds_total": round(sum(secs), 1),
+                                       "cache_hit_rate": (history or [{}])[-1].get("cache_hit_rate"),
                                        "wall_seconds": round(condense_seconds, 1),
                                        "peak_rss_mb_per_rank": [r["peak_rss_mb"] for r in summary["ranks"]],
                                        "world_size": summary["world_size"],

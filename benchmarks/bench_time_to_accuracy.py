@@ -42,7 +42,7 @@ def run_method(config: str, method: str, eval_it: List[int], num_eval: int, npro
                extra: List[str], out: Path) -> dict:
     """Condense with `method`, evaluating at `eval_it`; the points of its accuracy-vs-seconds curve."""
     shutil.rmtree(out, ignore_errors=True)         # a fresh run: the seconds must be this run's
-    steps = load_config(config).evaluate.steps
+    steps = load_config(config, [tuple(x.split("=", 1)) for x in extra]).evaluate.steps
     sets = {"condense.method": method, "condense.niter": max(eval_it),
             "condense.eval_it": "[" + ",".join(map(str, sorted(eval_it))) + "]",
             "condense.save_every": max(eval_it), "evaluate.select_by": "val",
