@@ -10,15 +10,14 @@ evaluation of the synthetic set beside random / herding / k-center real subsets 
 first ipc, the full data; `full` does not depend on ipc), every method with the same protocol and
 `--num_eval` runs, once per `--label_modes` entry (hard labels; expert_soft: every method, the
 synthetic set included, trains on the feature expert's soft labels). Each stage is the real
-entry script under torchrun. Results: benchmarks/results/eval_<dataset>_<method>_ipc<ipc>.json
-(the evaluations' results.json plus the condensation's timing) and the rows of
-benchmarks/results/eval_table.md.
+entry script (torchrun for more than one rank). Results:
+benchmarks/results/eval_<dataset>_<method>_ipc<ipc>.json (the evaluations' results.json plus
+the condensation's timing) and the rows of benchmarks/results/eval_table.md.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -26,13 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a plain script from a checkout
 
-from benchmarks.common import RESULTS, offline_env, script_command  # noqa: E402
-
-
-def torchrun(nproc: int, script: str, args: list[str]) -> None:
-    cmd = script_command(script, nproc, args)
-    print("+", " ".join(cmd[1:]), flush=True)
-    subprocess.run(cmd, check=True, env=offline_env())
+from benchmarks.common import RESULTS, run_script  # noqa: E402
 
 
 def main() -> None:
@@ -64,7 +57,7 @@ def main() -> None:
     table = RESULTS / "eval_table.md"
     for n, ipc in enumerate(a.ipc):
         config = str(ROOT / "config" / f"ipc{ipc}" / f"{a.dataset}.yaml")
-        torchrun(a.nproc, "pretrain_script_text.py", ["--config_path", config])
+        run_script("pretrain_script_text.py", a.nproc, ["--config_path", config])
         tag = f"{a.dataset}_{a.method}_ipc{ipc}{a.suffix}"
         cdir = ROOT / "results" / "bench" / "condense" / tag
         cargs = ["--config_path", config, "--output_dir", str(cdir),
@@ -73,7 +66,7 @@ def main() -> None:
             cargs += ["--set", f"condense.niter={a.niter}"]
         cargs += [x for s in a.extra for x in ("--set", s)]
         start = time.time()
-        torchrun(a.nproc, "condense_script_text.py", cargs)
+        run_script("condense_script_text.py", a.nproc, cargs)
         condense_seconds = time.time() - start
         summary = json.loads((cdir / "run_summary.json").read_text())
         history = json.loads((cdir / "loss_history.json").read_text())
@@ -87,13 +80,13 @@ def main() -> None:
             with_full = a.full and n == 0 and (a.full_modes is None or mode in a.full_modes)
             baselines += ["full"] if with_full else []
             edir = ROOT / "results" / "bench" / "evaluate" / f"{tag}_{mode}"
-            torchrun(a.nproc, "evaluate_script_text.py",
-                     ["--config_path", config, "--load_path", summary["synthetic_set"],
-                      *(["--baseline", ",".join(baselines)] if baselines else []),
-                      "--output_dir", str(edir), "--label_mode", mode,
-                      "--set", f"evaluate.num_eval={a.num_eval}",
-                      "--set", f"evaluate.results_table={table}",
-                      *[x for s in a.eval_set for x in ("--set", s)]])
+            run_script("evaluate_script_text.py", a.nproc,
+                       ["--config_path", config, "--load_path", summary["synthetic_set"],
+                        *(["--baseline", ",".join(baselines)] if baselines else []),
+                        "--output_dir", str(edir), "--label_mode", mode,
+                        "--set", f"evaluate.num_eval={a.num_eval}",
+                        "--set", f"evaluate.results_table={table}",
+                        *[x for s in a.eval_set for x in ("--set", s)]])
             evaluations[mode] = json.loads((edir / "eval" / "results.json").read_text())
         result = evaluations[a.label_modes[0]]
         out = RESULTS / f"eval_{tag}.json"

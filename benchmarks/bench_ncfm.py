@@ -44,7 +44,7 @@ import torch  # noqa: E402
 from benchmarks.common import RESULTS, SMOKE, machine_info  # noqa: E402
 from condenser.condenser import Condenser  # noqa: E402
 from condenser.expert_pool import ExpertPool  # noqa: E402
-from utils.config import load_config  # noqa: E402
+from utils.config import load_config, parse_set  # noqa: E402
 from utils.distributed import DistEnv  # noqa: E402
 from utils.experts import ensure_experts  # noqa: E402
 from utils.runtime import load_data  # noqa: E402
@@ -148,7 +148,7 @@ def main(argv=None) -> int:
         a.config, a.iters, a.warmup = SMOKE, 2, 1
     torch.set_num_threads(a.threads)
     env = DistEnv(device=torch.device("cuda:0" if torch.cuda.is_available() else "cpu"))
-    base = PLAIN + [tuple(s.split("=", 1)) for s in a.extra]
+    base = PLAIN + [parse_set(s) for s in a.extra]
     cfg = load_config(a.config, base)
     result: dict = {"benchmark": "ncfm", "config": os.path.relpath(a.config, ROOT),
                     "dataset": cfg.dataset.name, "ipc": cfg.condense.ipc, "iters": a.iters,

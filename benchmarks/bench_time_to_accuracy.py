@@ -26,7 +26,6 @@ import contextlib
 import json
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -34,15 +33,15 @@ from typing import List, Optional
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a plain script from a checkout
 
-from benchmarks.common import RESULTS, SMOKE, machine_info, offline_env, script_command  # noqa: E402
-from utils.config import load_config  # noqa: E402
+from benchmarks.common import RESULTS, SMOKE, machine_info, run_script  # noqa: E402
+from utils.config import load_config, parse_set  # noqa: E402
 
 
 def run_method(config: str, method: str, eval_it: List[int], num_eval: int, nproc: int,
                extra: List[str], out: Path) -> dict:
     """Condense with `method`, evaluating at `eval_it`; the points of its accuracy-vs-seconds curve."""
     shutil.rmtree(out, ignore_errors=True)         # a fresh run: the seconds must be this run's
-    steps = load_config(config, [tuple(x.split("=", 1)) for x in extra]).evaluate.steps
+    steps = load_config(config, [parse_set(x) for x in extra]).evaluate.steps
     sets = {"condense.method": method, "condense.niter": max(eval_it),
             "condense.eval_it": "[" + ",".join(map(str, sorted(eval_it))) + "]",
             "condense.save_every": max(eval_it), "evaluate.select_by": "val",
@@ -51,9 +50,7 @@ def run_method(config: str, method: str, eval_it: List[int], num_eval: int, npro
     for key, value in sets.items():
         args += ["--set", f"{key}={value}"]
     args += [x for s in extra for x in ("--set", s)]
-    cmd = script_command("condense_script_text.py", nproc, args)
-    print("+", " ".join(cmd[1:]), flush=True)
-    subprocess.run(cmd, check=True, env=offline_env())
+    run_script("condense_script_text.py", nproc, args)
     curve = json.loads((out / "eval_curve.json").read_text())
     history = json.loads((out / "loss_history.json").read_text())
     points = [{"iteration": c["iteration"], "condense_seconds": c["condense_seconds"],

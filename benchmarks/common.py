@@ -45,3 +45,13 @@ def script_command(script: str, nproc: int, args: list) -> list:
 def offline_env() -> dict:
     """The environment benchmarks run entry scripts in: no hub downloads."""
     return {**os.environ, "HF_HUB_OFFLINE": "1"}
+
+
+def run_script(script: str, nproc: int, args: list) -> None:
+    """Run entry script `condense/<script>` with `nproc` ranks, echoing the command; raises
+    CalledProcessError when it fails."""
+    import subprocess
+
+    cmd = script_command(script, nproc, args)
+    print("+", " ".join(cmd[1:]), flush=True)
+    subprocess.run(cmd, check=True, env=offline_env())
