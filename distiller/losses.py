@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from utils.model import ClassifierOutput
-from utils.training import label_loss
+from utils.training import attention_kl, label_loss
 
 Pairs = List[Tuple[int, int]]
 
@@ -197,9 +197,8 @@ def attn_mse(ctx: KDContext, pairs: Pairs) -> torch.Tensor:
 @register_kd_loss("attn_kl")
 def attn_kl(ctx: KDContext, pairs: Pairs) -> torch.Tensor:
     def per_pair(t: int, s: int) -> torch.Tensor:
-        a_t, a_s = _attention_pair(ctx, t, s)
-        kl = (a_t * (a_t.clamp_min(1e-12).log() - a_s.clamp_min(1e-12).log())).sum(-1)  # [B, h, L]
-        return _masked_mean(kl.mean(1), ctx.mask)
+        a_t, a_s = _attention_pair(ctx, t, s)                                      # [B, h, L, L]
+        return attention_kl(a_t, a_s, ctx.mask)
     return _over_pairs(pairs, per_pair)
 
 

@@ -19,7 +19,10 @@ The protocol (section `evaluate` of the config), the same for every method:
   the baselines' selection pools and of 'full'. The test split never selects anything;
 - labels `label_mode`: 'hard' (what the set carries) or 'expert_soft' (every method, synthetic and
   baselines alike, trains on the softened predictions of expert `feature_expert`): soft labels
-  for all methods or for none, never for one side only.
+  for all methods or for none, never for one side only;
+- attention labels `attention_weight` > 0: every method also trains toward expert
+  `feature_expert`'s attention maps on its own examples (`utils.training.attention_kl`), again for
+  all methods or for none; the results' `labels` names the protocol ('hard+attn1').
 
 Methods: 'synthetic' (a saved set: inputs_embeds + attention masks; 'multi' sets are decoded into
 `factor` examples per sequence; float label vectors in a single-label task are soft labels, trained
@@ -65,7 +68,14 @@ from utils.model import (
 )
 from utils.seeding import derive_seed, seed_everything
 from utils.synset import check_fits, to_examples
-from utils.training import Examples, endless_batches, evaluate_classifier, label_loss_fn, train_steps
+from utils.training import (
+    Examples,
+    attention_label_loss_fn,
+    endless_batches,
+    evaluate_classifier,
+    label_loss_fn,
+    train_steps,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -184,6 +194,7 @@ class EvalContext:
     vocab_size: int
     hidden_size: int
     label_expert: Optional[TextClassifier] = None   # label_mode expert_soft: relabels every method
+    attention_expert: Optional[TextClassifier] = None   # attention_weight > 0: attention labels
 
     @property
     def model(self) -> str:
@@ -211,16 +222,27 @@ def make_context(cfg: Config, env: DistEnv, data) -> EvalContext:
     if cfg.evaluate.select_by == "val":
         val_idx = run_validation_indices(cfg, data.train.labels)
         val = subset(train, val_idx, nclass)
-    label_expert = None
-    if cfg.evaluate.label_mode == "expert_soft":
+    ev = cfg.evaluate
+    expert = None
+    if ev.label_mode == "expert_soft" or ev.attention_weight > 0:
         if train is not data.train:
-            raise EvaluationError("label_mode expert_soft needs an eval encoder that shares the "
-                                  "experts' tokenizer (evaluate.eval_model_path)")
+            raise EvaluationError("label_mode expert_soft and attention labels need an eval "
+                                  "encoder that shares the experts' tokenizer "
+                                  "(evaluate.eval_model_path)")
         ensure_experts(cfg, env, data)                # collective: every rank, same errors
-        label_expert = load_feature_expert(cfg, nclass, env.device, data.tokenizer.vocab_size)
+        expert = load_feature_expert(cfg, nclass, env.device, data.tokenizer.vocab_size,
+                                     eager_attention=ev.attention_weight > 0)
     return EvalContext(cfg, env, net, nclass, data.dataset.multilabel,
                        list(data.dataset.class_names), train, test, val, val_idx,
-                       tokenizer.vocab_size, encoder_hidden_size(net), label_expert)
+                       tokenizer.vocab_size, encoder_hidden_size(net),
+                       expert if ev.label_mode == "expert_soft" else None,
+                       expert if ev.attention_weight > 0 else None)
+
+
+def label_protocol(ev) -> str:
+    """The name of the label protocol in results: 'hard' / 'expert_soft', plus '+attn<w>' with
+    attention labels of weight w."""
+    return ev.label_mode + (f"+attn{ev.attention_weight:g}" if ev.attention_weight > 0 else "")
 
 
 @torch.no_grad()
@@ -238,6 +260,26 @@ def expert_soft_labels(ctx: EvalContext, ts: Examples) -> Examples:
         return Examples(ts.attention_mask, labels, inputs_embeds=ts.inputs_embeds,
                         class_of=ts.class_of)
     return Examples(ts.attention_mask, labels, input_ids=ts.input_ids, class_of=ts.class_of)
+
+
+@torch.no_grad()
+def expert_attention_labels(ctx: EvalContext, ts: Examples) -> torch.Tensor:
+    """The attention expert's attention maps on every example of `ts`, for the layers
+    `evaluate.attention_layers`, stored in float16 (probabilities)
+    -> [N, len(attention_layers), heads, L, L]"""
+    ev, dev, model = ctx.cfg.evaluate, ctx.env.device, ctx.attention_expert
+    n_layers = model.num_layers
+    for layer in ev.attention_layers:
+        if not -n_layers <= layer < n_layers:
+            raise EvaluationError(f"evaluate.attention_layers has {layer}, but the expert has "
+                                  f"{n_layers} layers (use 0..{n_layers - 1} or -1..-{n_layers})")
+    out = []
+    for s in range(0, len(ts), ev.eval_batch_size):
+        idx = torch.arange(s, min(s + ev.eval_batch_size, len(ts)))
+        attentions = model(**ts.inputs(idx, dev), output_attentions=True).attentions
+        out.append(torch.stack([attentions[layer] for layer in ev.attention_layers], 1)
+                   .to(torch.float16).cpu())                             # [b, K, h, L, L]
+    return torch.cat(out)
 
 
 # --------------------------------------------------------------------------- the protocol
@@ -259,16 +301,22 @@ def curve_subset(test: TokenizedSplit, rows: Optional[int], seed: int) -> Tokeni
     return subset(test, idx.tolist(), len(test.class_indices))
 
 
-def train_classifier(ctx: EvalContext, ts: Examples, steps: int, seed: int, desc: str = "eval"
-                     ) -> dict:
+def train_classifier(ctx: EvalContext, ts: Examples, steps: int, seed: int, desc: str = "eval",
+                     attention_targets: Optional[torch.Tensor] = None) -> dict:
     """One evaluation run: a fresh classifier trained on `ts` (the one trainer,
-    `utils.training.train_steps`); returns its scores and accuracy-vs-step curve."""
+    `utils.training.train_steps`), toward `attention_targets` too when given (attention labels,
+    [N, K, heads, L, L]); returns its scores and accuracy-vs-step curve."""
     ev, dev = ctx.cfg.evaluate, ctx.env.device
     if len(ts) == 0:
         raise EvaluationError(f"{desc}: no training examples")
     seed_everything(seed)
+    with_attention = attention_targets is not None
     model: TextClassifier = build_classifier(ctx.net, ctx.nclass, pretrained=True,
-                                             vocab_size=ctx.vocab_size).to(dev)
+                                             vocab_size=ctx.vocab_size,
+                                             eager_attention=with_attention).to(dev)
+    loss_fn = (attention_label_loss_fn(ctx.multilabel, attention_targets, ev.attention_layers,
+                                       ev.attention_weight)
+               if with_attention else label_loss_fn(ctx.multilabel))
     optimizer = torch.optim.AdamW(model.parameters(), lr=ev.lr, weight_decay=ev.weight_decay)
     gen = torch.Generator().manual_seed(derive_seed(seed, "batches"))
     batches = endless_batches(len(ts), min(ev.batch_size, len(ts)), gen)
@@ -294,7 +342,7 @@ def train_classifier(ctx: EvalContext, ts: Examples, steps: int, seed: int, desc
 
     start = time.perf_counter()
     train_steps(model, ts, itertools.islice(batches, steps), optimizer, dev,
-                label_loss_fn(ctx.multilabel), total=steps, show_progress=ctx.env.is_main,
+                loss_fn, total=steps, show_progress=ctx.env.is_main,
                 desc=desc, on_step=on_step)
     train_s = time.perf_counter() - start - timing["eval"]
     if ev.select_by == "val":
@@ -316,10 +364,11 @@ def evaluate_runs(ctx: EvalContext, method: str, ts: Examples, steps: int) -> Li
     n = ctx.cfg.evaluate.num_eval
     if ctx.label_expert is not None:
         ts = expert_soft_labels(ctx, ts)
+    targets = expert_attention_labels(ctx, ts) if ctx.attention_expert is not None else None
     local = []
     for i in shard_range(n, ctx.env.world_size, ctx.env.rank):
         rec = train_classifier(ctx, ts, steps, run_seed(ctx.cfg.run.seed, i),
-                               desc=f"{method} run {i + 1}/{n}")
+                               desc=f"{method} run {i + 1}/{n}", attention_targets=targets)
         local.append({"run": i, "rank": ctx.env.rank, **rec})
         logger.info("%s run %d/%d: test accuracy %.4f (step %d, %.1fs)", method, i + 1, n,
                     rec["accuracy"], rec["selected_step"], rec["train_seconds"])
@@ -346,7 +395,7 @@ def summarize(ctx: EvalContext, method: str, runs: List[dict], ts: Examples, ste
             metrics[m] = {"mean": float(vals.mean()), "std": float(vals.std())}
     return {"method": method, "dataset": dataset_tag(ctx.cfg), "ipc": ipc, "model": ctx.model,
             "n_train": len(ts), "steps": steps, "num_eval": len(runs),
-            "select_by": ctx.cfg.evaluate.select_by, "labels": ctx.cfg.evaluate.label_mode,
+            "select_by": ctx.cfg.evaluate.select_by, "labels": label_protocol(ctx.cfg.evaluate),
             "world_size": ctx.env.world_size,
             "mean": metrics["accuracy"]["mean"], "std": metrics["accuracy"]["std"],
             "metrics": metrics,

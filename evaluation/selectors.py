@@ -87,14 +87,16 @@ def select_baseline(method: str, labels: torch.Tensor, nclass: int, ipc: int, se
     return out
 
 
-def load_feature_expert(cfg: Config, nclass: int, device: torch.device, vocab_size: int
-                        ) -> TextClassifier:
-    """Expert `evaluate.feature_expert` with its final weights, frozen, in eval mode."""
+def load_feature_expert(cfg: Config, nclass: int, device: torch.device, vocab_size: int,
+                        eager_attention: bool = False) -> TextClassifier:
+    """Expert `evaluate.feature_expert` with its final weights, frozen, in eval mode
+    (`eager_attention`: built so that it returns attention maps)."""
     k = cfg.evaluate.feature_expert
     if k >= cfg.pretrain.num_premodel:
         raise UserError(f"evaluate.feature_expert = {k} but there are only "
                               f"{cfg.pretrain.num_premodel} experts (pretrain.num_premodel)")
-    model = build_classifier(cfg.network, nclass, pretrained=False, vocab_size=vocab_size)
+    model = build_classifier(cfg.network, nclass, pretrained=False, vocab_size=vocab_size,
+                             eager_attention=eager_attention)
     model.load_state_dict(load_expert_weights(cfg, k, cfg.pretrain.epochs))
     return freeze(model.to(device))
 

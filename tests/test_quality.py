@@ -1,5 +1,5 @@
-"""The quality knobs: pooling modes, `init: herding`, the expert-soft-label protocol and the
-results table's label column."""
+"""The quality knobs: pooling modes, `init: herding`, the expert-soft-label and attention-label
+protocols and the results table's label column."""
 from __future__ import annotations
 
 import dataclasses
@@ -12,7 +12,7 @@ import torch
 from condense import condense_script_text, evaluate_script_text
 from condenser.init import init_herding
 from condenser.init_context import InitContext
-from evaluation.protocol import expert_soft_labels, make_context
+from evaluation.protocol import expert_attention_labels, expert_soft_labels, make_context
 from evaluation.results import append_results_table, read_results_table
 from evaluation.selectors import load_feature_expert, select_baseline
 from tests.conftest import SMOKE
@@ -23,7 +23,7 @@ from utils.distributed import DistEnv
 from utils.experts import expert_set_dir
 from utils.model import build_classifier, pool, resolve_pooling
 from utils.runtime import load_data
-from utils.training import Examples
+from utils.training import Examples, attention_kl, attention_label_loss_fn, label_loss
 
 SMALL = ["--set", "evaluate.num_eval=2", "--set", "evaluate.steps=4", "--set", "evaluate.lr=0.001"]
 
@@ -142,6 +142,86 @@ def test_evaluate_label_mode_expert_soft_for_every_method(tmp_path, smoke_expert
     rows = read_results_table(table)
     assert [(r["method"], r["labels"]) for r in rows] == [("random", "expert_soft"),
                                                          ("herding", "expert_soft")]
+
+
+# ------------------------------------------------------------------------ attention labels
+
+def test_attention_kl_is_zero_at_the_target_and_ignores_padded_queries():
+    torch.manual_seed(0)
+    a = torch.randn(2, 3, 4, 4).softmax(-1)                              # [B, h, L, L]
+    b = torch.randn(2, 3, 4, 4).softmax(-1)
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]])
+    assert attention_kl(a, a, mask).abs() < 1e-6
+    kl = attention_kl(a, b, mask)
+    rows = (a * (a.log() - b.log())).sum(-1).mean(1)                     # [B, L]
+    assert torch.allclose(kl, (rows[0, :3].sum() + rows[1].sum()) / 7)
+    c = b.clone()
+    c[0, :, 3] = a[0, :, 3].flip(-1)                                     # a padded query row
+    assert torch.allclose(attention_kl(a, c, mask), kl)
+    # head counts that differ are compared head-averaged
+    assert torch.allclose(attention_kl(a, b[:, :1], mask),
+                          attention_kl(a.mean(1, keepdim=True), b[:, :1], mask))
+
+
+def test_expert_attention_labels_and_their_loss(smoke_experts):
+    cfg = load_config(SMOKE, [("pretrain.expert_dir", smoke_experts),
+                              ("evaluate.attention_weight", 0.5),
+                              ("evaluate.attention_layers", [0, -1])])
+    data = load_data(cfg)
+    ctx = make_context(cfg, DistEnv(), data)
+    assert ctx.label_expert is None and ctx.attention_expert is not None   # hard labels
+    ts = Examples.of(ctx.train, torch.arange(6))
+    targets = expert_attention_labels(ctx, ts)
+    L = ts.attention_mask.shape[1]
+    heads = ctx.attention_expert.encoder.config.num_attention_heads
+    assert targets.shape == (6, 2, heads, L, L) and targets.dtype == torch.float16
+    with torch.no_grad():
+        att = ctx.attention_expert(**ts.inputs(torch.arange(6), torch.device("cpu")),
+                                   output_attentions=True).attentions
+    assert torch.allclose(targets[:, 1].float(), att[-1], atol=1e-3)
+    assert torch.allclose(targets[:, 0].float(), att[0], atol=1e-3)
+    # a synthetic set (inputs_embeds) gets the expert's attention on its embeddings
+    emb = Examples(ts.attention_mask, ts.labels,
+                   inputs_embeds=ctx.attention_expert.embed(ts.input_ids))
+    assert torch.allclose(expert_attention_labels(ctx, emb).float(), targets.float(), atol=2e-3)
+    # the loss: label loss + weight x mean KL over the labelled layers; 0 KL for the expert itself
+    expert = ctx.attention_expert
+    idx = torch.arange(4)
+    inputs = ts.inputs(idx, torch.device("cpu"))
+    loss_fn = attention_label_loss_fn(False, targets, [0, -1], 0.5)
+    with torch.no_grad():
+        plain = label_loss(expert(**inputs).logits, ts.labels[idx], False)
+        assert torch.allclose(loss_fn(expert, inputs, ts.labels[idx], idx), plain, atol=1e-3)
+        peaked = torch.zeros_like(targets)
+        peaked[..., 0] = 1.0                                            # every query on [CLS]
+        kl = sum(-(att[layer][:4, :, :, 0].log()).mean() for layer in (0, -1)) / 2
+        away = attention_label_loss_fn(False, peaked, [0, -1], 0.5)
+        assert torch.allclose(away(expert, inputs, ts.labels[idx], idx), plain + 0.5 * kl,
+                              atol=1e-3)
+
+
+def test_attention_labels_train_every_method_and_name_the_protocol(tmp_path, smoke_experts):
+    out = tmp_path / "eval"
+    table = tmp_path / "results.md"
+    assert evaluate_script_text.main(["--config_path", SMOKE, "--output_dir", str(out),
+                                      "--set", f"pretrain.expert_dir={smoke_experts}",
+                                      "--set", f"evaluate.results_table={table}",
+                                      "--set", "evaluate.attention_weight=1",
+                                      "--baseline", "random", *SMALL]) == 0
+    entries = json.loads((out / "eval" / "results.json").read_text())
+    assert [e["labels"] for e in entries] == ["hard+attn1"]
+    rows = read_results_table(table)
+    assert [(r["method"], r["labels"]) for r in rows] == [("random", "hard+attn1")]
+    # the same seeds without attention labels train to another loss
+    plain = tmp_path / "plain"
+    assert evaluate_script_text.main(["--config_path", SMOKE, "--output_dir", str(plain),
+                                      "--set", f"pretrain.expert_dir={smoke_experts}",
+                                      "--set", f"evaluate.results_table={table}",
+                                      "--baseline", "random", *SMALL]) == 0
+    base = json.loads((plain / "eval" / "results.json").read_text())
+    assert [r["seed"] for r in base[0]["runs"]] == [r["seed"] for r in entries[0]["runs"]]
+    assert all(a["final_loss"] != b["final_loss"]
+               for a, b in zip(base[0]["runs"], entries[0]["runs"]))
 
 
 def test_an_old_results_table_gets_the_labels_column(tmp_path):

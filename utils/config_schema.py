@@ -383,6 +383,15 @@ class EvaluateConfig:
         "compare soft with soft).")
     label_temperature: float = _f(1.0, "label_mode expert_soft: temperature T of the expert's "
                                   "softmax (sigmoid for multi-label), softmax(logits / T).")
+    attention_weight: float = _f(
+        0.0, "Attention labels: when > 0, every method (the synthetic set and every baseline "
+        "alike) also trains toward the attention maps of expert `feature_expert` (final weights) "
+        "on its own training examples: loss = label loss + attention_weight x KL(expert || model) "
+        "of the attention probabilities of `attention_layers`, averaged over layers, heads and "
+        "unmasked query tokens (Maekawa et al. 2023's attention labels, taken from the expert "
+        "rather than learnt). Results name the protocol in `labels` (e.g. 'hard+attn1'). 0: off.")
+    attention_layers: List[int] = _f([-1], "attention_weight > 0: the transformer layers whose "
+                                     "attention maps are labels (0 = first, -1 = last).")
     eval_batch_size: int = _f(128, "Batch size for test/validation evaluation and feature "
                               "extraction.")
 
@@ -405,6 +414,10 @@ class EvaluateConfig:
             yield "feature_expert", "must be >= 0"
         if self.label_temperature <= 0:
             yield "label_temperature", "must be > 0"
+        if self.attention_weight < 0:
+            yield "attention_weight", "must be >= 0 (0 turns attention labels off)"
+        if self.attention_weight > 0 and not self.attention_layers:
+            yield "attention_layers", "must list at least one layer (e.g. [-1]) when attention_weight > 0"
         if self.eval_model_path is not None and not self.eval_model_path.strip():
             yield "eval_model_path", "must be a model path or alias, or null"
 

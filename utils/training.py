@@ -87,6 +87,17 @@ def label_loss(logits: torch.Tensor, labels: torch.Tensor, multilabel: bool,
     return per_example.mean() if reduction == "mean" else per_example.sum()
 
 
+def attention_kl(target: torch.Tensor, attn: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """KL(target || attn) of attention probabilities, summed over keys, averaged over heads and
+    over the unmasked query tokens. Head counts that differ are compared head-averaged.
+    target, attn  # [B, heads, L, L] (rows sum to 1); mask  # [B, L] 1 = real token"""
+    if target.shape[1] != attn.shape[1]:
+        target, attn = target.mean(1, keepdim=True), attn.mean(1, keepdim=True)
+    kl = (target * (target.clamp_min(1e-12).log() - attn.clamp_min(1e-12).log())).sum(-1)  # [B, h, L]
+    m = mask.to(kl.dtype)                                                                  # [B, L]
+    return (kl.mean(1) * m).sum() / m.sum().clamp_min(1.0)
+
+
 # A loss function: (model, model inputs, labels, example indices) -> scalar loss. It calls the
 # model itself, so it decides what the model returns (logits, hidden states, attention maps).
 LossFn = Callable[[torch.nn.Module, dict, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -96,6 +107,22 @@ def label_loss_fn(multilabel: bool) -> LossFn:
     """The plain supervised loss: `label_loss` of the model's logits."""
     def loss_fn(model, inputs: dict, labels: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         return label_loss(model(**inputs).logits, labels, multilabel)
+    return loss_fn
+
+
+def attention_label_loss_fn(multilabel: bool, targets: torch.Tensor, layers, weight: float) -> LossFn:
+    """The label loss plus `weight` x `attention_kl` toward per-example attention labels (the
+    model must be built with eager attention).
+    targets  # [N, len(layers), heads, L, L] attention probabilities of every example, indexed
+    by the batch's example indices; layers: the model layers they label (0 = first, -1 = last)"""
+    layers = list(layers)
+
+    def loss_fn(model, inputs: dict, labels: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        out = model(**inputs, output_attentions=True)
+        target = targets[idx].to(out.logits.device, torch.float32)      # [B, K, h, L, L]
+        attn = sum(attention_kl(target[:, k], out.attentions[layer], inputs["attention_mask"])
+                   for k, layer in enumerate(layers)) / len(layers)
+        return label_loss(out.logits, labels, multilabel) + weight * attn
     return loss_fn
 
 
