@@ -129,15 +129,19 @@ def test_expert_soft_labels_are_the_experts_predictions(smoke_experts):
     assert torch.allclose(expert_soft_labels(ctx, emb).labels, soft.labels, atol=1e-5)
 
 
-def test_evaluate_label_mode_expert_soft_for_every_method(tmp_path, smoke_experts):
-    out = tmp_path / "eval"
-    table = tmp_path / "results.md"
+def _evaluate_baselines(out: Path, table: Path, experts: str, *args: str) -> list:
+    """The evaluation script on the smoke config (small protocol); its results entries."""
     assert evaluate_script_text.main(["--config_path", SMOKE, "--output_dir", str(out),
-                                      "--set", f"pretrain.expert_dir={smoke_experts}",
+                                      "--set", f"pretrain.expert_dir={experts}",
                                       "--set", f"evaluate.results_table={table}",
-                                      "--baseline", "random,herding", "--label_mode",
-                                      "expert_soft", *SMALL]) == 0
-    entries = json.loads((out / "eval" / "results.json").read_text())
+                                      *args, *SMALL]) == 0
+    return json.loads((out / "eval" / "results.json").read_text())
+
+
+def test_evaluate_label_mode_expert_soft_for_every_method(tmp_path, smoke_experts):
+    table = tmp_path / "results.md"
+    entries = _evaluate_baselines(tmp_path / "eval", table, smoke_experts,
+                                  "--baseline", "random,herding", "--label_mode", "expert_soft")
     assert [e["labels"] for e in entries] == ["expert_soft", "expert_soft"]
     rows = read_results_table(table)
     assert [(r["method"], r["labels"]) for r in rows] == [("random", "expert_soft"),
@@ -201,24 +205,14 @@ def test_expert_attention_labels_and_their_loss(smoke_experts):
 
 
 def test_attention_labels_train_every_method_and_name_the_protocol(tmp_path, smoke_experts):
-    out = tmp_path / "eval"
     table = tmp_path / "results.md"
-    assert evaluate_script_text.main(["--config_path", SMOKE, "--output_dir", str(out),
-                                      "--set", f"pretrain.expert_dir={smoke_experts}",
-                                      "--set", f"evaluate.results_table={table}",
-                                      "--set", "evaluate.attention_weight=1",
-                                      "--baseline", "random", *SMALL]) == 0
-    entries = json.loads((out / "eval" / "results.json").read_text())
+    entries = _evaluate_baselines(tmp_path / "eval", table, smoke_experts, "--baseline", "random",
+                                  "--set", "evaluate.attention_weight=1")
     assert [e["labels"] for e in entries] == ["hard+attn1"]
     rows = read_results_table(table)
     assert [(r["method"], r["labels"]) for r in rows] == [("random", "hard+attn1")]
     # the same seeds without attention labels train to another loss
-    plain = tmp_path / "plain"
-    assert evaluate_script_text.main(["--config_path", SMOKE, "--output_dir", str(plain),
-                                      "--set", f"pretrain.expert_dir={smoke_experts}",
-                                      "--set", f"evaluate.results_table={table}",
-                                      "--baseline", "random", *SMALL]) == 0
-    base = json.loads((plain / "eval" / "results.json").read_text())
+    base = _evaluate_baselines(tmp_path / "plain", table, smoke_experts, "--baseline", "random")
     assert [r["seed"] for r in base[0]["runs"]] == [r["seed"] for r in entries[0]["runs"]]
     assert all(a["final_loss"] != b["final_loss"]
                for a, b in zip(base[0]["runs"], entries[0]["runs"]))
