@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
 QUICK  ?= --quick
-.PHONY: setup run test experts docs bench clean
+.PHONY: setup run test experts docs bench quality clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,11 @@ bench: setup
 	$(BIN)/python benchmarks/bench_condense.py $(QUICK) --method ncfm trajectory
 	$(BIN)/python benchmarks/bench_unroll_memory.py $(QUICK)
 	$(BIN)/python benchmarks/bench_time_to_accuracy.py $(QUICK)
+
+# The README's "does the set beat the best real selection?" table, from the committed
+# benchmarks/results/eval_*.json (bench_eval.py writes them).
+quality:
+	$(BIN)/python benchmarks/report_quality.py
 
 docs: setup
 	$(BIN)/python -m utils.config_doc > docs/config.md

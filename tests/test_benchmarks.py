@@ -74,3 +74,46 @@ def test_first_reaching_and_the_common_target():
     s = bench_time_to_accuracy.summarize(runs)
     assert s["a"]["best_iteration"] == 2 and s["b"]["seconds_to_best"] == 30.0
     assert s["common_target"] == {"val_accuracy": 0.7, "seconds": {"a": 2.0, "b": 30.0}, "ratio": 15.0}
+
+
+def _entry(method: str, accs, labels: str = "hard", seeds=(1, 2, 3), ipc: int = 10) -> dict:
+    import numpy as np
+    return {"method": method, "labels": labels, "ipc": ipc, "steps": 100, "num_eval": len(accs),
+            "mean": float(np.mean(accs)), "std": float(np.std(accs)),
+            "runs": [{"seed": s, "accuracy": a} for s, a in zip(seeds, accs)]}
+
+
+def test_report_quality_verdicts_follow_the_rule(tmp_path):
+    from benchmarks import report_quality
+
+    def write(name, date, by_labels):
+        (tmp_path / name).write_text(json.dumps({"date": date, "evaluation_by_labels": by_labels}))
+
+    # trec ipc 10: the shipped-config file has the synthetic row only; baselines come from an
+    # older file with the same seeds; a newer baseline with other seeds must not be used
+    write("eval_trec_ncfm_ipc10_herding_fast.json", "2026-11-29", {
+        "hard": [_entry("synthetic", [0.90, 0.91, 0.92])]})
+    write("eval_trec_ncfm_ipc10.json", "2026-11-20", {
+        "hard": [_entry("random", [0.70, 0.72, 0.74]), _entry("herding", [0.86, 0.87, 0.88])]})
+    # the soft protocol's synthetic row from the next file of the cell's sources
+    write("eval_trec_ncfm_ipc10_herding.json", "2026-11-25", {
+        "expert_soft": [_entry("synthetic", [0.90, 0.91, 0.92], "expert_soft"),
+                        _entry("random", [0.88, 0.90, 0.92], "expert_soft")]})
+    write("eval_trec_other_ipc10.json", "2026-11-30", {
+        "hard": [_entry("herding", [0.99, 0.99, 0.99], seeds=(7, 8, 9))]})
+    # sst2 ipc 1: synthetic below the best baseline
+    write("eval_sst2_ncfm_ipc1.json", "2026-11-29", {
+        "hard": [_entry("synthetic", [0.50, 0.52], seeds=(1, 2), ipc=1),
+                 _entry("random", [0.55, 0.56], seeds=(1, 2), ipc=1)]})
+    assert report_quality.main(["--results_dir", str(tmp_path)]) == 0
+    cells = {(c["dataset"], c["ipc"], c["labels"]): c
+             for c in json.loads((tmp_path / "quality_verdicts.json").read_text())}
+    hard = cells[("trec", 10, "hard")]
+    assert hard["best"] == "herding" and hard["verdict"] == "yes"            # +4 pp > 0.82 std
+    assert hard["baselines"]["herding"]["file"] == "eval_trec_ncfm_ipc10.json"
+    assert abs(hard["lead"] - 0.04) < 1e-9
+    soft = cells[("trec", 10, "expert_soft")]
+    assert soft["verdict"] == "ahead, within std"                          # +0.0 < 1.63 std
+    assert cells[("sst2", 1, "hard")]["verdict"] == "no"
+    table = (tmp_path / "quality_verdicts.md").read_text()
+    assert "| bbc | 50 | not measured | not measured |" in table
