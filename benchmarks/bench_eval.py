@@ -3,7 +3,8 @@
     python benchmarks/bench_eval.py --dataset bbc --ipc 1 10 [--niter 200] [--method ncfm] \
         [--num_eval 5] [--nproc 2] [--no-full] [--baselines random,herding,kcenter|none] \
         [--suffix _name] [--set condense.key=value ...] [--label_modes hard expert_soft] \
-        [--eval_set evaluate.key=value ...] [--baseline_modes expert_soft] [--full_modes ...]
+        [--eval_set evaluate.key=value ...] [--baseline_modes expert_soft] [--full_modes ...] \
+        [--all_set network.pooling=mean ...]
 
 For each ipc: experts (skipped when complete), condensation with `--niter` iterations, then
 evaluation of the synthetic set beside random / herding / k-center real subsets (and, for the
@@ -44,6 +45,10 @@ def main() -> None:
                    help="extra overrides for condensation (section.key=value)")
     p.add_argument("--eval_set", action="append", default=[],
                    help="extra overrides for the evaluations (section.key=value)")
+    p.add_argument("--all_set", action="append", default=[],
+                   help="overrides for every stage, experts included (section.key=value; e.g. "
+                        "network.pooling=mean, which retrains the experts and changes every "
+                        "method's classifier)")
     p.add_argument("--label_modes", nargs="+", default=["hard"], choices=["hard", "expert_soft"],
                    help="evaluate under each label protocol (same set, same baselines)")
     p.add_argument("--full_modes", nargs="+", default=None,
@@ -57,14 +62,15 @@ def main() -> None:
     table = RESULTS / "eval_table.md"
     for n, ipc in enumerate(a.ipc):
         config = str(ROOT / "config" / f"ipc{ipc}" / f"{a.dataset}.yaml")
-        run_script("pretrain_script_text.py", a.nproc, ["--config_path", config])
+        common = [x for s in a.all_set for x in ("--set", s)]
+        run_script("pretrain_script_text.py", a.nproc, ["--config_path", config, *common])
         tag = f"{a.dataset}_{a.method}_ipc{ipc}{a.suffix}"
         cdir = ROOT / "results" / "bench" / "condense" / tag
         cargs = ["--config_path", config, "--output_dir", str(cdir),
                  "--set", f"condense.method={a.method}"]
         if a.niter:
             cargs += ["--set", f"condense.niter={a.niter}"]
-        cargs += [x for s in a.extra for x in ("--set", s)]
+        cargs += common + [x for s in a.extra for x in ("--set", s)]
         start = time.time()
         run_script("condense_script_text.py", a.nproc, cargs)
         condense_seconds = time.time() - start
@@ -85,7 +91,7 @@ def main() -> None:
                         *(["--baseline", ",".join(baselines)] if baselines else []),
                         "--output_dir", str(edir), "--label_mode", mode,
                         "--set", f"evaluate.num_eval={a.num_eval}",
-                        "--set", f"evaluate.results_table={table}",
+                        "--set", f"evaluate.results_table={table}", *common,
                         *[x for s in a.eval_set for x in ("--set", s)]])
             evaluations[mode] = json.loads((edir / "eval" / "results.json").read_text())
         result = evaluations[a.label_modes[0]]
@@ -103,7 +109,7 @@ def main() -> None:
                                        "overrides": [f"condense.method={a.method}", *a.extra]},
                                    "date": time.strftime("%Y-%m-%d"), "evaluation": result,
                                    "evaluation_by_labels": evaluations,
-                                   "eval_overrides": a.eval_set},
+                                   "eval_overrides": a.eval_set, "all_overrides": a.all_set},
                                   indent=2) + "\n")
         print(f"written {out}", flush=True)
     print(table.read_text())
