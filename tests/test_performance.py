@@ -113,3 +113,17 @@ def test_a_run_with_precision_auto_logs_what_it_resolved_to(tmp_path, smoke_expe
     assert _condense(out, smoke_experts, "--precision", "auto") == 0
     want = resolve_precision("auto", torch.device("cpu"))
     assert f"precision {want} (auto)" in (out / "print.log").read_text()
+
+
+def test_multi_layer_matching_sums_the_per_layer_losses_with_the_cache(tmp_path, smoke_experts):
+    """network.layer_index with several layers matches each layer's features and adds the losses;
+    the real-feature cache keeps all the layers ([K, B, H])."""
+    first = {}
+    for layers in ("[-2]", "[-1]", "[-2, -1]"):
+        out = tmp_path / layers.strip("[]").replace(", ", "_")
+        assert _condense(out, smoke_experts, "--set", "condense.niter=2", "--set",
+                         "condense.lam_grid=3", "--real_cache", "--set",
+                         f"network.layer_index={layers}") == 0
+        first[layers] = json.loads((out / "loss_history.json").read_text())[0]["match_loss"]
+    assert first["[-2, -1]"] == pytest.approx(first["[-2]"] + first["[-1]"], rel=1e-5)
+    assert first["[-2]"] != pytest.approx(first["[-1]"])
