@@ -389,7 +389,9 @@ class EvaluateConfig:
         "on its own training examples: loss = label loss + attention_weight x KL(expert || model) "
         "of the attention probabilities of `attention_layers`, averaged over layers, heads and "
         "unmasked query tokens (Maekawa et al. 2023's attention labels, taken from the expert "
-        "rather than learnt). Results name the protocol in `labels` (e.g. 'hard+attn1'). 0: off.")
+        "rather than learnt). Results name the protocol in `labels` (e.g. 'hard+attn1'). The maps are "
+        "held in float16: examples x layers x heads x max_length^2 x 2 bytes (for 'full', the "
+        "whole training split). 0: off.")
     attention_layers: List[int] = _f([-1], "attention_weight > 0: the transformer layers whose "
                                      "attention maps are labels (0 = first, -1 = last).")
     eval_batch_size: int = _f(128, "Batch size for test/validation evaluation and feature "
