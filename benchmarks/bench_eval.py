@@ -60,9 +60,9 @@ def main() -> None:
     a = p.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
     table = RESULTS / "eval_table.md"
+    common = [x for s in a.all_set for x in ("--set", s)]      # every stage, experts included
     for n, ipc in enumerate(a.ipc):
         config = str(ROOT / "config" / f"ipc{ipc}" / f"{a.dataset}.yaml")
-        common = [x for s in a.all_set for x in ("--set", s)]
         run_script("pretrain_script_text.py", a.nproc, ["--config_path", config, *common])
         tag = f"{a.dataset}_{a.method}_ipc{ipc}{a.suffix}"
         cdir = ROOT / "results" / "bench" / "condense" / tag

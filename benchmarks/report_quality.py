@@ -15,6 +15,7 @@ For each dataset, ipc and label protocol (`hard`, `expert_soft`, `hard+attn1`, .
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from pathlib import Path
@@ -47,8 +48,10 @@ SOURCES: Dict[Tuple[str, int], List[str]] = {
 }
 
 
+@functools.lru_cache(maxsize=None)
 def file_entries(path: Path) -> List[dict]:
-    """Every evaluation entry of one bench_eval JSON (all label protocols), each with its file."""
+    """Every evaluation entry of one bench_eval JSON (all label protocols), each with its file
+    (read once per path; callers do not modify the list)."""
     data = json.loads(path.read_text())
     by_labels = data.get("evaluation_by_labels") or {"hard": data.get("evaluation", [])}
     out = []
@@ -137,6 +140,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--out", type=Path, default=None,
                    help="where to write quality_verdicts.{md,json} (default: --results_dir)")
     a = p.parse_args(argv)
+    file_entries.cache_clear()                        # files may have changed since a last call
     protocols = list(PROTOCOLS)
     for path in sorted(a.results_dir.glob("eval_*.json")):
         for e in file_entries(path):
