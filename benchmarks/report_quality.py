@@ -6,7 +6,8 @@ For each dataset, ipc and label protocol (`hard`, `expert_soft`, `hard+attn1`, .
 - the synthetic row comes from the first file of `SOURCES[(dataset, ipc)]` that holds a synthetic
   entry under that protocol (the run of the shipped config first, then earlier runs);
 - each real baseline (random, herding, k-center) comes from the newest file of the same dataset
-  and ipc that holds it under that protocol, with the same evaluation seeds and steps;
+  and ipc that holds it under that protocol, with the same evaluation seeds, steps and
+  `select_by` (a 'val' run's baselines are picked from a pool without the validation slice);
 - verdict: `yes` when the synthetic mean beats the best baseline mean by more than the larger of
   the two stds (the issue's rule), `ahead, within std` when it leads by less, `no` otherwise.
 
@@ -66,6 +67,12 @@ def seeds(entry: dict) -> List[int]:
     return [r["seed"] for r in entry.get("runs", [])]
 
 
+def selection(entry: dict) -> str:
+    """How the reported step was chosen; 'val' runs also hold a validation slice out of the
+    selection pools, so their baselines differ from 'last' runs with the same seeds."""
+    return entry.get("select_by") or "last"
+
+
 def verdict(syn: dict, best: dict) -> str:
     lead = syn["mean"] - best["mean"]
     if lead > max(syn["std"], best["std"]):
@@ -89,7 +96,7 @@ def cell(results: Path, dataset: str, ipc: int, protocol: str) -> Optional[dict]
                          for e in file_entries(p)
                          if e["method"] in BASELINES and e["labels"] == protocol
                          and e.get("ipc") == ipc and e["steps"] == syn["steps"]
-                         and seeds(e) == seeds(syn)),
+                         and seeds(e) == seeds(syn) and selection(e) == selection(syn)),
                         key=lambda e: e["file_date"], reverse=True)
     baselines = {}
     for e in candidates:

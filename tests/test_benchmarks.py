@@ -101,6 +101,9 @@ def test_report_quality_verdicts_follow_the_rule(tmp_path):
                         _entry("random", [0.88, 0.90, 0.92], "expert_soft")]})
     write("eval_trec_other_ipc10.json", "2026-11-30", {
         "hard": [_entry("herding", [0.99, 0.99, 0.99], seeds=(7, 8, 9))]})
+    # ... nor a newer one with the same seeds chosen on validation (another selection pool)
+    write("eval_trec_ncfm_ipc10_val.json", "2026-11-30", {
+        "hard": [{**_entry("herding", [0.98, 0.98, 0.98]), "select_by": "val"}]})
     # sst2 ipc 1: synthetic below the best baseline
     write("eval_sst2_ncfm_ipc1.json", "2026-11-29", {
         "hard": [_entry("synthetic", [0.50, 0.52], seeds=(1, 2), ipc=1),
