@@ -4,7 +4,7 @@
         [--num_eval 5] [--nproc 2] [--no-full] [--baselines random,herding,kcenter|none] \
         [--suffix _name] [--set condense.key=value ...] [--label_modes hard expert_soft] \
         [--eval_set evaluate.key=value ...] [--baseline_modes expert_soft] [--full_modes ...] \
-        [--all_set network.pooling=mean ...]
+        [--all_set network.pooling=mean ...] [--keep best]
 
 For each ipc: experts (skipped when complete), condensation with `--niter` iterations, then
 evaluation of the synthetic set beside random / herding / k-center real subsets (and, for the
@@ -27,6 +27,18 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a plain script from a checkout
 
 from benchmarks.common import RESULTS, run_script  # noqa: E402
+
+
+def kept_set(cdir: Path, summary: dict, keep: str) -> dict:
+    """The set to evaluate: the last one, or the iteration chosen on the validation slice."""
+    if keep == "last":
+        return {"iteration": summary["final_iteration"], "synthetic_set": summary["synthetic_set"],
+                "chosen_by": "last iteration"}
+    best = cdir / "best_iteration.json"
+    if not best.is_file():
+        raise SystemExit(f"--keep best: {best} is missing; the condensation names a best iteration "
+                         "only with condense.eval_it and evaluate.select_by=val (pass both in --set)")
+    return json.loads(best.read_text())
 
 
 def main() -> None:
@@ -57,6 +69,10 @@ def main() -> None:
                    help="label modes that also evaluate the --baselines (default: all of "
                         "--label_modes; e.g. only expert_soft when the hard-label baselines of "
                         "the same seeds are already in a table)")
+    p.add_argument("--keep", choices=["last", "best"], default="last",
+                   help="which set is evaluated: the last iteration's, or (best) the one the "
+                        "condensation chose on the validation slice (best_iteration.json; needs "
+                        "condense.eval_it and evaluate.select_by=val in --set)")
     a = p.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
     table = RESULTS / "eval_table.md"
@@ -75,6 +91,7 @@ def main() -> None:
         run_script("condense_script_text.py", a.nproc, cargs)
         condense_seconds = time.time() - start
         summary = json.loads((cdir / "run_summary.json").read_text())
+        kept = kept_set(cdir, summary, a.keep)
         history = json.loads((cdir / "loss_history.json").read_text())
         secs = [h["seconds"] for h in history]
         late = secs[len(secs) // 2:] or [0.0]                 # the cache is fuller by then
@@ -87,7 +104,7 @@ def main() -> None:
             baselines += ["full"] if with_full else []
             edir = ROOT / "results" / "bench" / "evaluate" / f"{tag}_{mode}"
             run_script("evaluate_script_text.py", a.nproc,
-                       ["--config_path", config, "--load_path", summary["synthetic_set"],
+                       ["--config_path", config, "--load_path", kept["synthetic_set"],
                         *(["--baseline", ",".join(baselines)] if baselines else []),
                         "--output_dir", str(edir), "--label_mode", mode,
                         "--set", f"evaluate.num_eval={a.num_eval}",
@@ -107,6 +124,7 @@ def main() -> None:
                                        "peak_rss_mb_per_rank": [r["peak_rss_mb"] for r in summary["ranks"]],
                                        "world_size": summary["world_size"],
                                        "overrides": [f"condense.method={a.method}", *a.extra]},
+                                   "kept": kept,
                                    "date": time.strftime("%Y-%m-%d"), "evaluation": result,
                                    "evaluation_by_labels": evaluations,
                                    "eval_overrides": a.eval_set, "all_overrides": a.all_set},

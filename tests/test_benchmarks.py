@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 
-from benchmarks import bench_condense, bench_ncfm, bench_time_to_accuracy, bench_unroll_memory
+import pytest
+
+from benchmarks import bench_condense, bench_eval, bench_ncfm, bench_time_to_accuracy, bench_unroll_memory
 
 MACHINE_KEYS = {"threads", "torch", "git_commit", "date", "cpus"}
 
@@ -120,3 +122,14 @@ def test_report_quality_verdicts_follow_the_rule(tmp_path):
     assert cells[("sst2", 1, "hard")]["verdict"] == "no"
     table = (tmp_path / "quality_verdicts.md").read_text()
     assert "| bbc | 50 | not measured | not measured |" in table
+
+
+def test_bench_eval_keeps_the_set_chosen_on_validation(tmp_path):
+    summary = {"final_iteration": 500, "synthetic_set": str(tmp_path / "syn_data_500.pth")}
+    assert bench_eval.kept_set(tmp_path, summary, "last")["iteration"] == 500
+    with pytest.raises(SystemExit, match="condense.eval_it"):   # no choice was made: say why
+        bench_eval.kept_set(tmp_path, summary, "best")
+    best = {"iteration": 300, "synthetic_set": str(tmp_path / "syn_data_300.pth"),
+            "val_accuracy_mean": 0.93, "chosen_by": "validation slice of the training split"}
+    (tmp_path / "best_iteration.json").write_text(json.dumps(best))
+    assert bench_eval.kept_set(tmp_path, summary, "best") == best
