@@ -61,9 +61,9 @@ from utils.model import (
     ModelError,
     TextClassifier,
     build_classifier,
+    classifier_name,
     load_bert_config,
     load_tokenizer,
-    model_tag,
     resolve_model_path,
 )
 from utils.seeding import derive_seed, seed_everything
@@ -198,7 +198,7 @@ class EvalContext:
 
     @property
     def model(self) -> str:
-        return model_tag(self.net)
+        return classifier_name(self.net)
 
     def selectable(self) -> List[int]:
         """Training indices the methods may train on (the training split minus validation)."""

@@ -13,7 +13,7 @@ from condense import condense_script_text, evaluate_script_text
 from condenser.init import init_herding
 from condenser.init_context import InitContext
 from evaluation.protocol import expert_attention_labels, expert_soft_labels, make_context
-from evaluation.results import append_results_table, read_results_table
+from evaluation.results import add_gaps, append_results_table, read_results_table
 from evaluation.selectors import load_feature_expert, select_baseline
 from tests.conftest import SMOKE
 from utils.config import load_config
@@ -21,7 +21,7 @@ from utils.config_schema import NetworkConfig
 from utils.coreset import expert_features
 from utils.distributed import DistEnv
 from utils.experts import expert_set_dir
-from utils.model import build_classifier, pool, resolve_pooling
+from utils.model import build_classifier, classifier_name, pool, resolve_pooling
 from utils.runtime import load_data
 from utils.training import Examples, attention_kl, attention_label_loss_fn, label_loss
 
@@ -66,6 +66,29 @@ def test_auto_pooling_reads_the_model_folder_and_keeps_old_expert_folders():
     auto = dataclasses.replace(cfg, network=dataclasses.replace(cfg.network, pooling="auto"))
     assert expert_set_dir(mean) != expert_set_dir(cfg)                   # mean retrains
     assert expert_set_dir(auto) == expert_set_dir(cfg)                   # random + auto = cls
+
+
+def test_a_pooling_has_its_own_rows_in_the_results_table(tmp_path):
+    """A mean-pooled classifier is named as such, and never takes a [CLS] row as its reference."""
+    cls_name = classifier_name(NetworkConfig())
+    mean_name = classifier_name(NetworkConfig(pooling="mean"))
+    assert cls_name == "all-MiniLM-L6-v2" and mean_name == "all-MiniLM-L6-v2 (mean pooling)"
+    assert classifier_name(NetworkConfig(pooling="auto")) == mean_name     # MiniLM: auto = mean
+
+    def entry(method, model, acc):
+        return {"dataset": "bbc", "ipc": 10, "method": method, "model": model, "select_by": "last",
+                "labels": "hard", "steps": 100, "num_eval": 5, "mean": acc, "std": 0.01,
+                "metrics": {"accuracy": {"mean": acc, "std": 0.01}}, "gap_to_full": None,
+                "gain_over_random": None, "train_seconds": 1.0, "source": "x"}
+    table = tmp_path / "results.md"
+    append_results_table(table, [entry("random", cls_name, 0.90)])
+    rows = read_results_table(table)
+    syn = [entry("synthetic", mean_name, 0.92)]
+    add_gaps(syn, rows)
+    assert syn[0]["gain_over_random"] is None                 # the cls random row is not its own
+    append_results_table(table, [entry("random", mean_name, 0.88)])
+    add_gaps(syn, read_results_table(table))
+    assert syn[0]["gain_over_random"] == pytest.approx(0.04)
 
 
 # ---------------------------------------------------------------------------- init: herding

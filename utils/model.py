@@ -237,6 +237,13 @@ def freeze(model: nn.Module) -> nn.Module:
     return model
 
 
+def classifier_name(net: NetworkConfig) -> str:
+    """The classifier as results tables name it: the encoder's tag, and its pooling unless [CLS]
+    (so rows of different poolings are never each other's random or full-data reference)."""
+    pooling = resolve_pooling(net)
+    return model_tag(net) + ("" if pooling == "cls" else f" ({pooling} pooling)")
+
+
 def model_tag(net: NetworkConfig) -> str:
     """A short, file-system safe name of the encoder, used in expert folder names."""
     if net.model_path == "random":
