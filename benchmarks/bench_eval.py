@@ -13,7 +13,8 @@ first ipc, the full data; `full` does not depend on ipc), every method with the 
 synthetic set included, trains on the feature expert's soft labels). Each stage is the real
 entry script (torchrun for more than one rank). Results:
 benchmarks/results/eval_<dataset>_<method>_ipc<ipc>.json (the evaluations' results.json plus
-the condensation's timing) and the rows of benchmarks/results/eval_table.md.
+the condensation's timing and, with `condense.eval_it`, its accuracy-vs-iteration curve, drawn to
+eval_<...>_curve.png) and the rows of benchmarks/results/eval_table.md.
 """
 from __future__ import annotations
 
@@ -27,6 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a plain script from a checkout
 
 from benchmarks.common import RESULTS, run_script  # noqa: E402
+from evaluation.plots import plot_eval_curve  # noqa: E402
+from evaluation.results import best_by_validation  # noqa: E402
 
 
 def kept_set(cdir: Path, summary: dict, keep: str) -> dict:
@@ -39,6 +42,18 @@ def kept_set(cdir: Path, summary: dict, keep: str) -> dict:
         raise SystemExit(f"--keep best: {best} is missing; the condensation names a best iteration "
                          "only with condense.eval_it and evaluate.select_by=val (pass both in --set)")
     return json.loads(best.read_text())
+
+
+def eval_curve(cdir: Path, png: Path) -> list:
+    """The condensation's accuracy-vs-iteration points (condense.eval_it), without the per-run
+    detail, drawn to `png`; [] when the run evaluated no iteration."""
+    path = cdir / "eval_curve.json"
+    if not path.is_file():
+        return []
+    curve = [{k: v for k, v in c.items() if k != "metrics"} for c in json.loads(path.read_text())]
+    best = best_by_validation(curve)
+    plot_eval_curve(curve, png, kept=best["iteration"] if best else None)
+    return curve
 
 
 def main() -> None:
@@ -112,6 +127,7 @@ def main() -> None:
                         *[x for s in a.eval_set for x in ("--set", s)]])
             evaluations[mode] = json.loads((edir / "eval" / "results.json").read_text())
         result = evaluations[a.label_modes[0]]
+        curve = eval_curve(cdir, RESULTS / f"eval_{tag}_curve.png")
         out = RESULTS / f"eval_{tag}.json"
         out.write_text(json.dumps({"benchmark": "evaluate", "dataset": a.dataset, "ipc": ipc,
                                    "method": a.method, "condense": {
@@ -124,7 +140,7 @@ def main() -> None:
                                        "peak_rss_mb_per_rank": [r["peak_rss_mb"] for r in summary["ranks"]],
                                        "world_size": summary["world_size"],
                                        "overrides": [f"condense.method={a.method}", *a.extra]},
-                                   "kept": kept,
+                                   "kept": kept, "eval_curve": curve,
                                    "date": time.strftime("%Y-%m-%d"), "evaluation": result,
                                    "evaluation_by_labels": evaluations,
                                    "eval_overrides": a.eval_set, "all_overrides": a.all_set},

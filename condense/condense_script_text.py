@@ -19,6 +19,7 @@ from typing import Optional, Sequence
 from condenser.condenser import Condenser
 from condenser.expert_pool import ExpertPool
 from condenser.report import plot_loss_curve, write_preview
+from evaluation.plots import plot_eval_curve
 from evaluation.protocol import evaluate_synthetic, run_validation_indices, subset
 from evaluation.results import best_by_validation, record_eval_curve
 from evaluation.worth import worth_entries, worth_table
@@ -187,8 +188,11 @@ def evaluate_now(condenser: Condenser, cfg: Config, run, data: Data) -> dict:
     logger.info("eval iter %d: accuracy %.4f ± %.4f (%d runs, %.1fs)", condenser.iteration,
                 entry["mean"], entry["std"], entry["num_eval"], time.time() - start)
     if run.env.is_main:
-        record_eval_curve(run.out_dir / "eval_curve.json", condenser.iteration, entry,
-                          time.time() - start, sum(h["seconds"] for h in condenser.history))
+        curve = record_eval_curve(run.out_dir / "eval_curve.json", condenser.iteration, entry,
+                                  time.time() - start, sum(h["seconds"] for h in condenser.history))
+        best = best_by_validation(curve)
+        plot_eval_curve(curve, run.out_dir / "images" / "eval_curve.png",
+                        kept=best["iteration"] if best else None)
     return entry
 
 

@@ -1,4 +1,5 @@
-"""Evaluation figures: test accuracy vs training step, and a 2-D projection of expert features.
+"""Evaluation figures: test accuracy vs training step, the synthetic set's accuracy vs
+condensation iteration, and a 2-D projection of expert features.
 
 Both are drawn with matplotlib's Agg backend and written atomically (`utils.plots`).
 """
@@ -37,6 +38,37 @@ def plot_accuracy_vs_step(entries: Sequence[dict], path: Path, note: str = "") -
     ax.set_ylabel("test accuracy")
     ax.set_title("test accuracy vs step (mean ± std over runs)" + (f"\n{note}" if note else ""),
                  fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def plot_eval_curve(curve: Sequence[dict], path: Path, kept: Optional[int] = None) -> None:
+    """The synthetic set's accuracy against condensation iteration (eval_curve.json points):
+    test (band: ± std over runs) and, where scored, the validation slice; `kept` marks the
+    iteration chosen on validation."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    its = np.array([c["iteration"] for c in curve])
+    test = np.array([c["accuracy_mean"] for c in curve])
+    std = np.array([c["accuracy_std"] for c in curve])
+    line, = ax.plot(its, test, marker="o", ms=4, lw=1.2, label="test split")
+    ax.fill_between(its, test - std, test + std, color=line.get_color(), alpha=0.15)
+    scored = [c for c in curve if c.get("val_accuracy_mean") is not None]
+    if scored:
+        v_its = np.array([c["iteration"] for c in scored])
+        val = np.array([c["val_accuracy_mean"] for c in scored])
+        line, = ax.plot(v_its, val, marker="s", ms=4, lw=1.2, label="validation slice (chooses)")
+        if all(c.get("val_accuracy_std") is not None for c in scored):
+            v_std = np.array([c["val_accuracy_std"] for c in scored])
+            ax.fill_between(v_its, val - v_std, val + v_std, color=line.get_color(), alpha=0.15)
+    if kept is not None:
+        ax.axvline(kept, color="grey", ls="--", lw=1, label=f"kept: iteration {kept}")
+    ax.set_xlabel("condensation iteration")
+    ax.set_ylabel("accuracy")
+    runs = curve[0]["num_eval"] if curve else 0
+    ax.set_title(f"synthetic set accuracy vs iteration (mean over {runs} classifiers)", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

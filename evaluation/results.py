@@ -144,6 +144,7 @@ def record_eval_curve(path: Path, iteration: int, entry: dict, seconds: float,
                   "accuracy_std": entry["std"], "metrics": entry["metrics"],
                   "num_eval": entry["num_eval"], "steps": entry["steps"],
                   "val_accuracy_mean": entry["metrics"].get("val_accuracy", {}).get("mean"),
+                  "val_accuracy_std": entry["metrics"].get("val_accuracy", {}).get("std"),
                   "model": entry["model"], "seconds": round(seconds, 2),
                   "condense_seconds": None if condense_seconds is None else round(condense_seconds, 2)})
     curve = sorted(curve, key=lambda c: c["iteration"])

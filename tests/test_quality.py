@@ -298,6 +298,7 @@ def test_condensation_keeps_the_iteration_with_the_best_validation_accuracy(tmp_
     # iteration 0 is the starting set, evaluated (and saved) before the first update
     assert [c["iteration"] for c in curve] == [0, 1, 2] and curve[0]["condense_seconds"] == 0
     assert (out / "distilled_data" / "syn_data_0.pth").is_file()
+    assert (out / "images" / "eval_curve.png").stat().st_size > 1000     # the curve, drawn
     log = (out / "print.log").read_text()
     # 24 training samples per class, 6 held out: condensation never sees the validation slice
     assert "validation slice: 30 training samples held out of condensation" in log
