@@ -50,7 +50,9 @@ def eval_curve(cdir: Path, png: Path) -> list:
     path = cdir / "eval_curve.json"
     if not path.is_file():
         return []
-    curve = [{k: v for k, v in c.items() if k != "metrics"} for c in json.loads(path.read_text())]
+    curve = [{**{k: v for k, v in c.items() if k != "metrics"},
+              "val_accuracy_std": c["metrics"].get("val_accuracy", {}).get("std")}
+             for c in json.loads(path.read_text())]
     best = best_by_validation(curve)
     plot_eval_curve(curve, png, kept=best["iteration"] if best else None)
     return curve
