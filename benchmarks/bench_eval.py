@@ -29,7 +29,6 @@ sys.path.insert(0, str(ROOT))  # run as a plain script from a checkout
 
 from benchmarks.common import RESULTS, run_script  # noqa: E402
 from evaluation.plots import plot_eval_curve  # noqa: E402
-from evaluation.results import best_by_validation  # noqa: E402
 
 
 def kept_set(cdir: Path, summary: dict, keep: str) -> dict:
@@ -50,11 +49,8 @@ def eval_curve(cdir: Path, png: Path) -> list:
     path = cdir / "eval_curve.json"
     if not path.is_file():
         return []
-    curve = [{**{k: v for k, v in c.items() if k != "metrics"},
-              "val_accuracy_std": c["metrics"].get("val_accuracy", {}).get("std")}
-             for c in json.loads(path.read_text())]
-    best = best_by_validation(curve)
-    plot_eval_curve(curve, png, kept=best["iteration"] if best else None)
+    curve = [{k: v for k, v in c.items() if k != "metrics"} for c in json.loads(path.read_text())]
+    plot_eval_curve(curve, png)
     return curve
 
 

@@ -190,9 +190,7 @@ def evaluate_now(condenser: Condenser, cfg: Config, run, data: Data) -> dict:
     if run.env.is_main:
         curve = record_eval_curve(run.out_dir / "eval_curve.json", condenser.iteration, entry,
                                   time.time() - start, sum(h["seconds"] for h in condenser.history))
-        best = best_by_validation(curve)
-        plot_eval_curve(curve, run.out_dir / "images" / "eval_curve.png",
-                        kept=best["iteration"] if best else None)
+        plot_eval_curve(curve, run.out_dir / "images" / "eval_curve.png")
     return entry
 
 

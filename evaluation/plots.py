@@ -10,6 +10,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from evaluation.results import best_by_validation
 from utils.plots import pyplot, save_figure
 
 
@@ -44,10 +45,11 @@ def plot_accuracy_vs_step(entries: Sequence[dict], path: Path, note: str = "") -
     save_figure(fig, path)
 
 
-def plot_eval_curve(curve: Sequence[dict], path: Path, kept: Optional[int] = None) -> None:
+def plot_eval_curve(curve: Sequence[dict], path: Path) -> None:
     """The synthetic set's accuracy against condensation iteration (eval_curve.json points):
-    test (band: ± std over runs) and, where scored, the validation slice; `kept` marks the
-    iteration chosen on validation."""
+    test (band: ± std over runs) and, where scored, the validation slice, with the iteration it
+    chooses (`best_by_validation`) marked."""
+    best = best_by_validation(list(curve))
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     its = np.array([c["iteration"] for c in curve])
@@ -63,8 +65,9 @@ def plot_eval_curve(curve: Sequence[dict], path: Path, kept: Optional[int] = Non
         if all(c.get("val_accuracy_std") is not None for c in scored):
             v_std = np.array([c["val_accuracy_std"] for c in scored])
             ax.fill_between(v_its, val - v_std, val + v_std, color=line.get_color(), alpha=0.15)
-    if kept is not None:
-        ax.axvline(kept, color="grey", ls="--", lw=1, label=f"kept: iteration {kept}")
+    if best is not None:
+        ax.axvline(best["iteration"], color="grey", ls="--", lw=1,
+                   label=f"kept: iteration {best['iteration']}")
     ax.set_xlabel("condensation iteration")
     ax.set_ylabel("accuracy")
     runs = curve[0]["num_eval"] if curve else 0
