@@ -155,6 +155,9 @@ def _build_section(cls, value: Any, where: str):
     return obj
 
 
+build_section = _build_section   # public: component options (utils.registry) use it too
+
+
 def _resolve_path(value: Optional[str], source: str) -> Optional[str]:
     """Relative paths from YAML/defaults resolve against the project root, CLI ones against cwd."""
     if value is None or os.path.isabs(value):
