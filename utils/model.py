@@ -22,11 +22,14 @@ from torch import nn
 
 from utils.config_schema import NetworkConfig
 from utils.errors import UserError
+from utils.offline_models import resolve_offline_alias
 
 logger = logging.getLogger(__name__)
 
 PACKAGED_MODEL_ALIASES = ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2", "minilm")
-SUPPORTED_MODEL_TYPES = ("bert",)
+SUPPORTED_MODEL_TYPES = ("bert", "mpnet")
+# encoders whose Hugging Face class has the fused SDPA attention kernel; the others run eager
+SDPA_MODEL_TYPES = ("bert",)
 
 
 class ModelError(UserError):
@@ -41,7 +44,14 @@ def packaged_minilm_dir() -> Optional[Path]:
 
 
 def resolve_model_path(name: str) -> str:
-    """Map the packaged alias to its folder; keep local folders and hub names as they are."""
+    """Map the packaged alias (MiniLM) and the offline aliases `make models` assembles (MPNet) to
+    their folders; keep local folders and hub names as they are."""
+    try:
+        offline = resolve_offline_alias(name)
+    except FileNotFoundError as exc:
+        raise ModelError(str(exc)) from None
+    if offline is not None:
+        return offline
     if name in PACKAGED_MODEL_ALIASES:
         folder = packaged_minilm_dir()
         if folder is not None and (folder / "config.json").is_file():
@@ -68,8 +78,8 @@ def load_bert_config(path: str):
                          f"a local model folder nor a reachable hub name. Offline, use "
                          f"'all-MiniLM-L6-v2' (packaged) or a local folder.") from None
     if config.model_type not in SUPPORTED_MODEL_TYPES:
-        raise ModelError(f"model {path!r} is a {config.model_type!r} model; network.net_type 'bert' "
-                         f"needs a BERT encoder (model_type in {SUPPORTED_MODEL_TYPES})")
+        raise ModelError(f"model {path!r} is a {config.model_type!r} model; supported encoders: "
+                         f"model_type in {SUPPORTED_MODEL_TYPES} (BERT, MPNet)")
     return config
 
 
@@ -221,7 +231,9 @@ def build_classifier(net: NetworkConfig, num_labels: int, pretrained: bool = Tru
         config = load_bert_config(path)
     # The fused SDPA kernel, unless the caller needs 'eager': only eager returns attention
     # probabilities (distillation losses) and has second-order gradients (trajectory unrolls).
-    config._attn_implementation = "eager" if eager_attention else "sdpa"
+    # MPNet has no SDPA kernel in transformers: it always runs eager.
+    sdpa = not eager_attention and config.model_type in SDPA_MODEL_TYPES
+    config._attn_implementation = "sdpa" if sdpa else "eager"
     if pretrained:
         encoder = AutoModel.from_pretrained(path, config=config, add_pooling_layer=False)
     else:
