@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
 QUICK  ?= --quick
-.PHONY: setup run test models experts docs bench quality clean
+.PHONY: setup run test models experts docs bench quality results clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -52,10 +52,15 @@ bench: setup
 	$(BIN)/python benchmarks/bench_unroll_memory.py $(QUICK)
 	$(BIN)/python benchmarks/bench_time_to_accuracy.py $(QUICK)
 
-# The README's "does the set beat the best real selection?" table, from the committed
-# benchmarks/results/eval_*.json (bench_eval.py writes them).
+# The "does the set beat the best real selection?" table, from the committed
+# benchmarks/results/eval/*.json (bench_eval.py writes them): benchmarks/results/quality/.
 quality:
 	$(BIN)/python benchmarks/report_quality.py
+
+# docs/results.md and README.md's generated blocks, from every JSON under benchmarks/results/
+# (a test fails when they are stale). Needs no model or data: run it after any benchmark.
+results: quality
+	$(BIN)/python benchmarks/report_results.py
 
 docs: setup
 	$(BIN)/python -m utils.config_doc > docs/config.md

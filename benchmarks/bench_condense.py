@@ -5,7 +5,7 @@
 
 Each (method, world size) runs the real condense script (1 rank: plain python with 2 torch
 threads; N ranks: torchrun, 1 thread each: the same cores split two ways) into a fresh folder,
-reads its run_summary.json, and writes benchmarks/results/condense_<dataset>_ipc<ipc>[_quick].json
+reads its run_summary.json, and writes benchmarks/results/perf/condense_<dataset>_ipc<ipc>[_quick].json
 (machine, threads, torch, git commit, date) plus a markdown table on stdout. With two methods it
 adds the trajectory/NCFM time and memory ratios. Experts must exist already (make experts), so
 expert training is not timed here. `--quick`: config/smoke.yaml, 3 iterations.
@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a plain script from a checkout
 
-from benchmarks.common import RESULTS, SMOKE, machine_info, offline_env, script_command  # noqa: E402
+from benchmarks.common import PERF, SMOKE, machine_info, offline_env, script_command  # noqa: E402
 from utils.config import load_config  # noqa: E402
 
 
@@ -58,7 +58,7 @@ def main(argv=None) -> int:
     p.add_argument("--nprocs", type=int, nargs="+", default=[1, 2])
     p.add_argument("--method", nargs="+", default=["ncfm"], choices=["ncfm", "trajectory"])
     p.add_argument("--quick", action="store_true", help="config/smoke.yaml, 3 iterations")
-    p.add_argument("--out", default=str(RESULTS))
+    p.add_argument("--out", default=str(PERF))
     p.add_argument("--set", dest="extra", action="append", default=[],
                    help="extra --set overrides passed to the condense script")
     a = p.parse_args(argv)

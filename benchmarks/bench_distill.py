@@ -8,8 +8,8 @@ student trained without a teacher (same steps, seeds and data).
 Steps: experts (skipped when complete); the ipc-10 NCFM set (skipped when present); then one
 distillation run per (data, mix), each the real entry script under torchrun. The no-teacher
 student does not depend on the mix, so it is trained once per data option (with the first mix).
-Results: benchmarks/results/distill_<dataset>.json and the rows of
-benchmarks/results/distill_table.md.
+Results: benchmarks/results/distill/<dataset>.json and the rows of
+benchmarks/results/distill/table.md.
 """
 from __future__ import annotations
 
@@ -21,9 +21,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a plain script
 
-from benchmarks.bench_eval import ROOT, torchrun  # noqa: E402
+from benchmarks.common import ROOT, run_script  # noqa: E402
 
-RESULTS = ROOT / "benchmarks" / "results"
+
+def torchrun(nproc: int, script: str, args: list) -> None:
+    run_script(script, nproc, args)
+
+RESULTS = ROOT / "benchmarks" / "results" / "distill"
 MIXES = {
     # Hinton: soft logits (alpha 0.5) and labels
     "kd": "[{name: logit_kd, weight: 0.5}, {name: label_ce, weight: 0.5}]",
@@ -57,7 +61,7 @@ def main() -> None:
             torchrun(a.nproc, "condense_script_text.py",
                      ["--config_path", str(ROOT / "config" / "ipc10" / f"{a.dataset}.yaml"),
                       "--output_dir", str(cdir), "--set", f"condense.niter={a.niter}"])
-    out_json = RESULTS / f"distill_{a.dataset}.json"
+    out_json = RESULTS / f"{a.dataset}.json"
     runs = json.loads(out_json.read_text())["runs"] if out_json.is_file() else []
     for data in a.data:
         for n, mix in enumerate(a.mixes):
@@ -66,7 +70,7 @@ def main() -> None:
                     "--set", f"distill.data={data}", "--set", f"distill.steps={a.steps}",
                     "--set", f"distill.losses={MIXES[mix]}",
                     "--set", f"distill.baseline={'true' if n == 0 else 'false'}",
-                    "--set", f"distill.results_table={RESULTS / 'distill_table.md'}"]
+                    "--set", f"distill.results_table={RESULTS / 'table.md'}"]
             if syn is not None:
                 args += ["--load_path", str(syn)]
             start = time.time()

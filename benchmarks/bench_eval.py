@@ -12,9 +12,9 @@ first ipc, the full data; `full` does not depend on ipc), every method with the 
 `--num_eval` runs, once per `--label_modes` entry (hard labels; expert_soft: every method, the
 synthetic set included, trains on the feature expert's soft labels). Each stage is the real
 entry script (torchrun for more than one rank). Results:
-benchmarks/results/eval_<dataset>_<method>_ipc<ipc>.json (the evaluations' results.json plus
+benchmarks/results/eval/<dataset>_<method>_ipc<ipc>.json (the evaluations' results.json plus
 the condensation's timing and, with `condense.eval_it`, its accuracy-vs-iteration curve, drawn to
-eval_<...>_curve.png) and the rows of benchmarks/results/eval_table.md.
+eval/<...>.png) and the rows of benchmarks/results/eval/table.md.
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a plain script from a checkout
 
-from benchmarks.common import RESULTS, run_script  # noqa: E402
+from benchmarks.common import EVAL, run_script  # noqa: E402
 from evaluation.plots import plot_eval_curve  # noqa: E402
 
 
@@ -87,8 +87,8 @@ def main() -> None:
                         "condensation chose on the validation slice (best_iteration.json; needs "
                         "condense.eval_it and evaluate.select_by=val in --set)")
     a = p.parse_args()
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    table = RESULTS / "eval_table.md"
+    EVAL.mkdir(parents=True, exist_ok=True)
+    table = EVAL / "table.md"
     common = [x for s in a.all_set for x in ("--set", s)]      # every stage, experts included
     for n, ipc in enumerate(a.ipc):
         config = str(ROOT / "config" / f"ipc{ipc}" / f"{a.dataset}.yaml")
@@ -125,8 +125,8 @@ def main() -> None:
                         *[x for s in a.eval_set for x in ("--set", s)]])
             evaluations[mode] = json.loads((edir / "eval" / "results.json").read_text())
         result = evaluations[a.label_modes[0]]
-        curve = eval_curve(cdir, RESULTS / f"eval_{tag}_curve.png")
-        out = RESULTS / f"eval_{tag}.json"
+        curve = eval_curve(cdir, EVAL / f"{tag}.png")
+        out = EVAL / f"{tag}.json"
         out.write_text(json.dumps({"benchmark": "evaluate", "dataset": a.dataset, "ipc": ipc,
                                    "method": a.method, "condense": {
                                        "iterations": summary["final_iteration"],

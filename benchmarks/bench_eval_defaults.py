@@ -3,7 +3,7 @@ earlier default (every 25 steps on the whole test split), on the same synthetic 
 
     python benchmarks/bench_eval_defaults.py --config config/ipc1/bbc.yaml --load_path SET.pth
 
-Writes benchmarks/results/eval_defaults_<config>.json: wall seconds of each evaluation, the mean
+Writes benchmarks/results/perf/eval_defaults_<config>.json: wall seconds of each evaluation, the mean
 train and eval seconds per run, and the accuracies (which must be equal: evaluation draws no random
 numbers).
 """
@@ -50,7 +50,8 @@ def main() -> None:
             "accuracy_mean": entry["mean"], "accuracy_std": entry["std"],
             "accuracies": [r["accuracy"] for r in runs]}
         print(name, out["settings"][name], flush=True)
-    path = ROOT / "benchmarks" / "results" / f"eval_defaults_{tag}.json"
+    path = ROOT / "benchmarks" / "results" / "perf" / f"eval_defaults_{tag}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=2) + "\n")
     print(f"written {path}")
 

@@ -4,7 +4,7 @@ the caller's job): median forward time of one test batch, for 1 and 2 threads, f
     python benchmarks/bench_latency.py --config config/distill/bbc.yaml \
         --students results/bench/distill/bbc_real_kd/student [more student folders]
 
-Writes benchmarks/results/latency_<config>.json.
+Writes benchmarks/results/perf/latency_<config>.json.
 """
 from __future__ import annotations
 
@@ -56,7 +56,8 @@ def main() -> None:
             rows.append({"model": name, "threads": threads, "latency_ms": round(ms, 2),
                          "params": params, "size_mb": round(state_size_mb(model), 2)})
             print(rows[-1], flush=True)
-    out = ROOT / "benchmarks" / "results" / f"latency_{Path(a.config).stem}.json"
+    out = ROOT / "benchmarks" / "results" / "perf" / f"latency_{Path(a.config).stem}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"benchmark": "latency", "config": a.config, "batch": a.batch,
                                "max_length": cfg.dataset.max_length, "repeats": a.repeats,
                                "machine": platform.machine(), "cpus": os.cpu_count(),

@@ -21,7 +21,7 @@ them), random init. Measured, each on the same process and threads:
   (peak memory per setting needs a process each: benchmarks/bench_condense.py).
 
 `--quick` runs config/smoke.yaml (a tiny random BERT, seconds) with 2 iterations: the test suite
-runs it. Writes benchmarks/results/ncfm_<dataset>_ipc<ipc>[_quick].json (with machine, threads,
+runs it. Writes benchmarks/results/perf/ncfm_<dataset>_ipc<ipc>[_quick].json (with machine, threads,
 torch version, git commit, date) and a scaling plot beside it.
 """
 from __future__ import annotations
@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))  # run as a plain script from a checkout
 
 import torch  # noqa: E402
 
-from benchmarks.common import RESULTS, SMOKE, machine_info  # noqa: E402
+from benchmarks.common import PERF, SMOKE, machine_info  # noqa: E402
 from condenser.condenser import Condenser  # noqa: E402
 from condenser.expert_pool import ExpertPool  # noqa: E402
 from utils.config import load_config, parse_set  # noqa: E402
@@ -140,7 +140,7 @@ def main(argv=None) -> int:
                    help="timed iterations of the real_cache levers (the cache fills over a run)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--quick", action="store_true", help="config/smoke.yaml, 2 iterations")
-    p.add_argument("--out", default=str(RESULTS))
+    p.add_argument("--out", default=str(PERF))
     p.add_argument("--set", dest="extra", action="append", default=[],
                    help="overrides for every measurement (section.key=value)")
     a = p.parse_args(argv)

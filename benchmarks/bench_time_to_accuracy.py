@@ -15,7 +15,7 @@ never used to choose). The summary gives, per method, the seconds to its best va
 accuracy, and the seconds each method needs to first reach the lower of the two methods' best
 validation accuracies (the common target) with their ratio.
 
-Writes benchmarks/results/tta_<dataset>_ipc<ipc>[_quick].json (machine, threads, torch, commit,
+Writes benchmarks/results/perf/tta_<dataset>_ipc<ipc>[_quick].json (machine, threads, torch, commit,
 date) and a plot beside it. `--quick`: config/smoke.yaml, 1 rank, points at iterations 1 and 2,
 1 classifier per point (the test suite runs it).
 """
@@ -33,7 +33,7 @@ from typing import List, Optional
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a plain script from a checkout
 
-from benchmarks.common import RESULTS, SMOKE, machine_info, run_script  # noqa: E402
+from benchmarks.common import PERF, SMOKE, machine_info, run_script  # noqa: E402
 from utils.config import load_config, parse_set  # noqa: E402
 
 
@@ -122,7 +122,7 @@ def main(argv=None) -> int:
     p.add_argument("--nproc", type=int, default=2)
     p.add_argument("--quick", action="store_true",
                    help="config/smoke.yaml, 1 rank, points at iterations 1 and 2, 1 classifier")
-    p.add_argument("--out", default=str(RESULTS))
+    p.add_argument("--out", default=str(PERF))
     p.add_argument("--work", default=str(ROOT / "results" / "bench"),
                    help="where the two condensation runs write their folders")
     a = p.parse_args(argv)

@@ -7,7 +7,7 @@ Each (unroll, syn_steps) pair runs the real condense script as one process (2 to
 `--niter` iterations into a fresh folder and reads its peak RSS and per-iteration time (the first
 iteration, a warm-up, is left out of the mean). `full` differentiates through every student step,
 so its memory should grow with `syn_steps`; `tesla` should stay flat. Writes
-benchmarks/results/unroll_memory_<dataset>_ipc<ipc>.json and prints a markdown table.
+benchmarks/results/perf/unroll_memory_<dataset>_ipc<ipc>.json and prints a markdown table.
 Experts must exist already (make experts or the expert stage of the config).
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a plain script from a checkout
 
 from benchmarks.bench_condense import run_once  # noqa: E402
-from benchmarks.common import RESULTS, SMOKE, machine_info  # noqa: E402
+from benchmarks.common import PERF, SMOKE, machine_info  # noqa: E402
 from utils.config import load_config  # noqa: E402
 
 
@@ -33,7 +33,7 @@ def main(argv=None) -> int:
     p.add_argument("--unroll", nargs="+", default=["full", "tesla"], choices=["full", "tesla"])
     p.add_argument("--niter", type=int, default=3)
     p.add_argument("--quick", action="store_true", help="config/smoke.yaml, syn_steps 1 2, 2 iterations")
-    p.add_argument("--out", default=str(RESULTS))
+    p.add_argument("--out", default=str(PERF))
     p.add_argument("--set", dest="extra", action="append", default=[],
                    help="extra --set overrides passed to the condense script")
     a = p.parse_args(argv)

@@ -10,6 +10,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
+# benchmarks/results/ by kind: one folder per family of benchmark (benchmarks/README.md)
+EVAL = RESULTS / "eval"          # bench_eval.py: what a condensed set is worth
+DISTILL = RESULTS / "distill"    # bench_distill.py
+PERF = RESULTS / "perf"          # bench_ncfm, bench_condense, bench_unroll_memory, bench_latency, ...
+EXPERTS = RESULTS / "experts"    # report_experts.py
+QUALITY = RESULTS / "quality"    # report_quality.py
 SMOKE = str(ROOT / "config" / "smoke.yaml")
 
 

@@ -4,7 +4,7 @@
     python benchmarks/report_experts.py --config config/ipc10/bbc.yaml
 
 Reads the experts' manifest.json files (written by the training run itself, so the figures are
-those of the run) and writes benchmarks/results/experts_<config>.json (e.g. experts_ipc10-bbc.json)
+those of the run) and writes benchmarks/results/experts/<config>.json (e.g. experts/ipc10-bbc.json)
 plus a markdown table.
 """
 from __future__ import annotations
@@ -48,7 +48,8 @@ def main() -> None:
               "max_length": cfg.dataset.max_length, "world_size": world,
               "date": time.strftime("%Y-%m-%d"), "experts": experts}
     stem = os.path.relpath(a.config, ROOT / "config").removesuffix(".yaml").replace(os.sep, "-")
-    out = ROOT / "benchmarks" / "results" / f"experts_{stem}.json"
+    out = ROOT / "benchmarks" / "results" / "experts" / f"{stem}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print("| expert | seed | " + " | ".join(f"epoch {h['epoch']} acc" for h in experts[0]["history"])
           + " | training time (s) |")

@@ -1,5 +1,5 @@
 """Does the set beat the best real selection? The README's verdict table, computed from the
-committed evaluation JSON (`benchmarks/results/eval_*.json`, written by bench_eval.py), never
+committed evaluation JSON (`benchmarks/results/eval/*.json`, written by bench_eval.py), never
 typed by hand.
 
 For each dataset, ipc and label protocol (`hard`, `expert_soft`, `hard+attn1`, ...):
@@ -11,7 +11,7 @@ For each dataset, ipc and label protocol (`hard`, `expert_soft`, `hard+attn1`, .
 - verdict: `yes` when the synthetic mean beats the best baseline mean by more than the larger of
   the two stds (the issue's rule), `ahead, within std` when it leads by less, `no` otherwise.
 
-    python benchmarks/report_quality.py    # prints the table; writes results/quality_verdicts.{md,json}
+    python benchmarks/report_quality.py    # prints the table; writes results/quality/verdicts.{md,json}
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from typing import Dict, List, Optional, Tuple
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import RESULTS  # noqa: E402
+from benchmarks.common import EVAL, QUALITY  # noqa: E402
 
 BASELINES = ("random", "herding", "kcenter")
 DATASETS = ("bbc", "trec", "sst2")
@@ -34,19 +34,32 @@ PROTOCOLS = ("hard", "expert_soft")
 
 # The synthetic row of each cell, in order of preference: the shipped config's run first.
 SOURCES: Dict[Tuple[str, int], List[str]] = {
-    ("bbc", 1): ["eval_bbc_ncfm_ipc1_arch.json", "eval_bbc_ncfm_ipc1.json",
-                 "eval_bbc_ncfm_ipc1_soft.json"],
-    ("bbc", 10): ["eval_bbc_ncfm_ipc10_herding_fast.json",
-                  "eval_bbc_ncfm_ipc10_herding_fast_soft.json"],
-    ("bbc", 50): ["eval_bbc_ncfm_ipc50.json"],
-    ("trec", 1): ["eval_trec_ncfm_ipc1.json", "eval_trec_ncfm_ipc1_soft.json"],
-    ("trec", 10): ["eval_trec_ncfm_ipc10_herding_fast.json", "eval_trec_ncfm_ipc10_herding.json",
-                   "eval_trec_ncfm_ipc10_herding_fast_attn.json"],
-    ("trec", 50): ["eval_trec_ncfm_ipc50_fast.json", "eval_trec_ncfm_ipc50.json"],
-    ("sst2", 1): ["eval_sst2_ncfm_ipc1.json"],
-    ("sst2", 10): ["eval_sst2_ncfm_ipc10_herding_fast.json", "eval_sst2_ncfm_ipc10_herding.json"],
-    ("sst2", 50): ["eval_sst2_ncfm_ipc50.json"],
+    ("bbc", 1): ["bbc_ncfm_ipc1_arch.json", "bbc_ncfm_ipc1.json",
+                 "bbc_ncfm_ipc1_soft.json"],
+    ("bbc", 10): ["bbc_ncfm_ipc10_herding_fast.json",
+                  "bbc_ncfm_ipc10_herding_fast_soft.json"],
+    ("bbc", 50): ["bbc_ncfm_ipc50.json"],
+    ("trec", 1): ["trec_ncfm_ipc1.json", "trec_ncfm_ipc1_soft.json"],
+    ("trec", 10): ["trec_ncfm_ipc10_herding_fast.json", "trec_ncfm_ipc10_herding.json",
+                   "trec_ncfm_ipc10_herding_fast_attn.json"],
+    ("trec", 50): ["trec_ncfm_ipc50_fast.json", "trec_ncfm_ipc50.json"],
+    ("sst2", 1): ["sst2_ncfm_ipc1.json"],
+    ("sst2", 10): ["sst2_ncfm_ipc10_herding_fast.json", "sst2_ncfm_ipc10_herding.json"],
+    ("sst2", 50): ["sst2_ncfm_ipc50.json"],
 }
+
+
+def evaluation_files(results: Path, pattern: str = "*.json") -> List[Path]:
+    """The bench_eval.py result files in `results` matching `pattern` (other JSON that may sit in
+    the folder, e.g. another protocol's measurement, has no evaluation entries and is skipped)."""
+    return [p for p in sorted(results.glob(pattern)) if _is_evaluation(p)]
+
+
+@functools.lru_cache(maxsize=None)
+def _is_evaluation(path: Path) -> bool:
+    data = json.loads(path.read_text())
+    return (isinstance(data, dict) and data.get("benchmark", "evaluate") == "evaluate"
+            and ("evaluation_by_labels" in data or "evaluation" in data))
 
 
 @functools.lru_cache(maxsize=None)
@@ -92,7 +105,7 @@ def cell(results: Path, dataset: str, ipc: int, protocol: str) -> Optional[dict]
                 break
     if syn is None:
         return None
-    candidates = sorted((e for p in results.glob(f"eval_{dataset}_*ipc{ipc}*.json")
+    candidates = sorted((e for p in evaluation_files(results, f"{dataset}_*ipc{ipc}*.json")
                          for e in file_entries(p)
                          if e["method"] in BASELINES and e["labels"] == protocol
                          and e.get("ipc") == ipc and e["steps"] == syn["steps"]
@@ -140,29 +153,35 @@ def markdown(cells: List[dict], protocols: List[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--results_dir", type=Path, default=RESULTS,
-                   help="folder of the eval_*.json files (default: benchmarks/results)")
-    p.add_argument("--out", type=Path, default=None,
-                   help="where to write quality_verdicts.{md,json} (default: --results_dir)")
-    a = p.parse_args(argv)
+def compute(results_dir: Path) -> Tuple[List[dict], List[str]]:
+    """Every cell's verdict from the evaluation JSON in `results_dir`, and the label protocols."""
     file_entries.cache_clear()                        # files may have changed since a last call
+    _is_evaluation.cache_clear()
     protocols = list(PROTOCOLS)
-    for path in sorted(a.results_dir.glob("eval_*.json")):
+    for path in evaluation_files(results_dir):
         for e in file_entries(path):
             if e["method"] == "synthetic" and e["labels"] not in protocols:
                 protocols.append(e["labels"])
     cells = [c for d in DATASETS for i in IPCS for pr in protocols
-             if (c := cell(a.results_dir, d, i, pr)) is not None]
+             if (c := cell(results_dir, d, i, pr)) is not None]
+    return cells, protocols
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--results_dir", type=Path, default=EVAL,
+                   help="folder of bench_eval.py's JSON files (default: benchmarks/results/eval)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="where to write verdicts.{md,json} (default: benchmarks/results/quality)")
+    a = p.parse_args(argv)
+    cells, protocols = compute(a.results_dir)
     table = markdown(cells, protocols)
-    out = a.out or a.results_dir
+    out = a.out or QUALITY
     out.mkdir(parents=True, exist_ok=True)
-    (out / "quality_verdicts.md").write_text(table)
-    (out / "quality_verdicts.json").write_text(json.dumps(cells, indent=1))
+    (out / "verdicts.md").write_text(table)
+    (out / "verdicts.json").write_text(json.dumps(cells, indent=1) + "\n")
     print(table)
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

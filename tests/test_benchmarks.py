@@ -89,38 +89,41 @@ def test_report_quality_verdicts_follow_the_rule(tmp_path):
     from benchmarks import report_quality
 
     def write(name, date, by_labels):
-        (tmp_path / name).write_text(json.dumps({"date": date, "evaluation_by_labels": by_labels}))
+        (tmp_path / name).write_text(json.dumps({"benchmark": "evaluate", "date": date,
+                                                 "evaluation_by_labels": by_labels}))
 
     # trec ipc 10: the shipped-config file has the synthetic row only; baselines come from an
     # older file with the same seeds; a newer baseline with other seeds must not be used
-    write("eval_trec_ncfm_ipc10_herding_fast.json", "2026-11-29", {
+    write("trec_ncfm_ipc10_herding_fast.json", "2026-11-29", {
         "hard": [_entry("synthetic", [0.90, 0.91, 0.92])]})
-    write("eval_trec_ncfm_ipc10.json", "2026-11-20", {
+    write("trec_ncfm_ipc10.json", "2026-11-20", {
         "hard": [_entry("random", [0.70, 0.72, 0.74]), _entry("herding", [0.86, 0.87, 0.88])]})
     # the soft protocol's synthetic row from the next file of the cell's sources
-    write("eval_trec_ncfm_ipc10_herding.json", "2026-11-25", {
+    write("trec_ncfm_ipc10_herding.json", "2026-11-25", {
         "expert_soft": [_entry("synthetic", [0.90, 0.91, 0.92], "expert_soft"),
                         _entry("random", [0.88, 0.90, 0.92], "expert_soft")]})
-    write("eval_trec_other_ipc10.json", "2026-11-30", {
+    write("trec_other_ipc10.json", "2026-11-30", {
         "hard": [_entry("herding", [0.99, 0.99, 0.99], seeds=(7, 8, 9))]})
     # ... nor a newer one with the same seeds chosen on validation (another selection pool)
-    write("eval_trec_ncfm_ipc10_val.json", "2026-11-30", {
+    write("trec_ncfm_ipc10_val.json", "2026-11-30", {
         "hard": [{**_entry("herding", [0.98, 0.98, 0.98]), "select_by": "val"}]})
     # sst2 ipc 1: synthetic below the best baseline
-    write("eval_sst2_ncfm_ipc1.json", "2026-11-29", {
+    write("sst2_ncfm_ipc1.json", "2026-11-29", {
         "hard": [_entry("synthetic", [0.50, 0.52], seeds=(1, 2), ipc=1),
                  _entry("random", [0.55, 0.56], seeds=(1, 2), ipc=1)]})
-    assert report_quality.main(["--results_dir", str(tmp_path)]) == 0
+    # another benchmark's JSON in the same folder is not an evaluation and is skipped
+    (tmp_path / "stock_hf_trec_ipc10.json").write_text(json.dumps({"benchmark": "stock_hf", "rows": []}))
+    assert report_quality.main(["--results_dir", str(tmp_path), "--out", str(tmp_path)]) == 0
     cells = {(c["dataset"], c["ipc"], c["labels"]): c
-             for c in json.loads((tmp_path / "quality_verdicts.json").read_text())}
+             for c in json.loads((tmp_path / "verdicts.json").read_text())}
     hard = cells[("trec", 10, "hard")]
     assert hard["best"] == "herding" and hard["verdict"] == "yes"            # +4 pp > 0.82 std
-    assert hard["baselines"]["herding"]["file"] == "eval_trec_ncfm_ipc10.json"
+    assert hard["baselines"]["herding"]["file"] == "trec_ncfm_ipc10.json"
     assert abs(hard["lead"] - 0.04) < 1e-9
     soft = cells[("trec", 10, "expert_soft")]
     assert soft["verdict"] == "ahead, within std"                          # +0.0 < 1.63 std
     assert cells[("sst2", 1, "hard")]["verdict"] == "no"
-    table = (tmp_path / "quality_verdicts.md").read_text()
+    table = (tmp_path / "verdicts.md").read_text()
     assert "| bbc | 50 | not measured | not measured |" in table
 
 
@@ -133,3 +136,76 @@ def test_bench_eval_keeps_the_set_chosen_on_validation(tmp_path):
             "val_accuracy_mean": 0.93, "chosen_by": "validation slice of the training split"}
     (tmp_path / "best_iteration.json").write_text(json.dumps(best))
     assert bench_eval.kept_set(tmp_path, summary, "best") == best
+
+
+def test_results_page_is_generated_from_the_committed_json(tmp_path):
+    """docs/results.md and README.md's generated blocks are what `make results` writes from
+    benchmarks/results/ today: a figure cannot drift from its JSON (run `make results`)."""
+    from benchmarks import report_results
+    from benchmarks.common import ROOT
+
+    readme = tmp_path / "README.md"
+    readme.write_text((ROOT / "README.md").read_text())
+    out = tmp_path / "results.md"
+    assert report_results.main(["--out", str(out), "--readme", str(readme)]) == 0
+    assert out.read_text() == (ROOT / "docs" / "results.md").read_text(), \
+        "docs/results.md is stale: run `make results`"
+    assert readme.read_text() == (ROOT / "README.md").read_text(), \
+        "README.md's results blocks are stale: run `make results`"
+    assert report_results.main(["--out", str(out), "--readme", str(readme), "--check"]) == 0
+    from benchmarks import report_quality
+
+    assert report_quality.main(["--out", str(tmp_path)]) == 0
+    for name in ("verdicts.md", "verdicts.json"):
+        assert (tmp_path / name).read_text() == (ROOT / "benchmarks" / "results" / "quality" / name
+                                                 ).read_text(), f"quality/{name} is stale: run `make results`"
+
+
+def test_results_page_renders_a_new_measurement(tmp_path):
+    """A changed JSON figure changes the page, and --check reports the stale page."""
+    import shutil
+
+    from benchmarks import report_results
+    from benchmarks.common import RESULTS
+
+    results = tmp_path / "results"
+    shutil.copytree(RESULTS, results)
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- results:begin -->\nold\n<!-- results:end -->\n"
+                      "<!-- privacy:begin -->\n<!-- privacy:end -->\nend\n")
+    out = tmp_path / "results.md"
+    args = ["--results_dir", str(results), "--out", str(out), "--readme", str(readme)]
+    assert report_results.main(args) == 0
+    page = out.read_text()
+    assert "89.48 ± 0.52%" in page and "eval/bbc_ncfm_ipc1_arch.json" in page
+    text = readme.read_text()
+    assert "old" not in text and "| BBC ipc 1 | 89.48 ± 0.52% | kcenter 74.27 ± 3.90% |" in text
+    assert text.startswith("intro\n") and text.endswith("end\n")
+    path = results / "eval" / "bbc_ncfm_ipc1_arch.json"
+    data = json.loads(path.read_text())
+    data["evaluation"][0]["mean"] = 0.5
+    path.write_text(json.dumps(data))
+    assert report_results.main([*args, "--check"]) == 1            # the page no longer matches
+    assert report_results.main(args) == 0
+    assert "50.00 ± 0.52%" in out.read_text()
+
+
+def test_privacy_matches_find_a_copied_text_and_not_noise():
+    """bench_privacy's measure: a sequence that reads back as a real text matches it fully, a
+    shifted copy keeps its tokens but not their positions, and unrelated tokens match neither."""
+    import torch
+
+    from benchmarks.bench_privacy import best_matches
+
+    special = {0, 101, 102}                                    # [PAD], [CLS], [SEP]
+    real = torch.tensor([[101, 5, 6, 7, 8, 102, 0, 0], [101, 9, 10, 11, 12, 13, 14, 102]])
+    real_mask = (real != 0).long()
+    copy = real[1].clone()
+    assert best_matches(copy, real_mask[1], real, real_mask, special) == (1.0, 1.0)
+    shifted = torch.tensor([101, 101, 9, 10, 11, 12, 13, 14])
+    pos, ovl = best_matches(shifted, torch.ones(8, dtype=torch.long), real, real_mask, special)
+    assert pos == 0.0 and ovl == 1.0
+    other = torch.tensor([101, 20, 21, 22, 23, 102, 0, 0])
+    assert best_matches(other, (other != 0).long(), real, real_mask, special) == (0.0, 0.0)
+    half = torch.tensor([101, 5, 6, 30, 31, 102, 0, 0])        # two of four tokens in place
+    assert best_matches(half, (half != 0).long(), real, real_mask, special) == (0.5, 0.5)
