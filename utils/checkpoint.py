@@ -89,9 +89,15 @@ def load_latest(out_dir: Path) -> Optional[Tuple[Path, dict]]:
     return None
 
 
+# Not a config key: the SHA-256 of the training data as read (`utils.data.content_hash`), so a
+# data file edited in place is never resumed into a checkpoint of the old data.
+DATA_KEY = "dataset.content_sha256"
+
+
 def settings_view(cfg_dict: dict, allowed: Iterable[str]) -> dict:
     """The config as {"section.key": value}, without the keys (or "section.*") a resumed run may
-    change; everything else shapes the saved state and must match to resume."""
+    change, plus the content hash of the training data (DATA_KEY; reading the data when this
+    process has not yet); everything else shapes the saved state and must match to resume."""
     allowed = set(allowed)
     out = {}
     for section, values in cfg_dict.items():
@@ -100,13 +106,52 @@ def settings_view(cfg_dict: dict, allowed: Iterable[str]) -> dict:
         for key, value in values.items():
             if f"{section}.{key}" not in allowed:
                 out[f"{section}.{key}"] = value
+    if isinstance(cfg_dict.get("dataset"), dict) and "dataset.*" not in allowed:
+        from utils.config_schema import DatasetConfig
+        from utils.data import training_data_hash
+        from utils.readers import DataError
+        try:
+            out[DATA_KEY] = training_data_hash(DatasetConfig(**cfg_dict["dataset"]))
+        except (DataError, TypeError):
+            pass                                  # unreadable: loading the data reports it
     return out
 
 
 def settings_diff(saved: dict, current: dict) -> List[str]:
-    """'key: saved -> now' for every setting that differs."""
-    return [f"{k}: {saved.get(k, '(unset)')!r} -> {current.get(k, '(unset)')!r}"
-            for k in sorted(set(saved) | set(current)) if saved.get(k) != current.get(k)]
+    """'key: saved -> now' for every setting that differs (the data hash only when the
+    checkpoint recorded one: checkpoints of older versions resume as before)."""
+    out = []
+    for k in sorted(set(saved) | set(current)):
+        if saved.get(k) == current.get(k) or (k == DATA_KEY and k not in saved):
+            continue
+        if k == DATA_KEY:
+            out.append(f"the training data changed (content sha256 {str(saved.get(k))[:12]} -> "
+                       f"{str(current.get(k))[:12]})")
+        else:
+            out.append(f"{k}: {saved.get(k, '(unset)')!r} -> {current.get(k, '(unset)')!r}")
+    return out
+
+
+def check_target(out_dir: Path, target: int, key: str = "condense.niter") -> None:
+    """The niter rule: a run whose target (`key`, e.g. condense.niter = 10) is LOWER than the
+    newest complete checkpoint of its folder (iteration 30) is refused: that folder's set is of
+    iteration 30, and iteration 10's state is gone. Raises TargetBehindError naming both numbers
+    and the ways on."""
+    found = complete_checkpoints(out_dir)
+    if found and found[-1][0] > target:
+        newest, path = found[-1]
+        older = Path(out_dir) / "distilled_data" / f"syn_data_{target}.pth"
+        keep = (f" (the set of iteration {target} is still there: {older})" if older.is_file()
+                else "")
+        raise TargetBehindError(
+            f"{key} is {target} but {out_dir} already holds a checkpoint of iteration {newest} "
+            f"({path}); a run never goes back, so this is refused{keep}. Set --set {key}={newest} "
+            f"(or more) to continue it, or choose another --output_dir (or --set "
+            f"run.resume=never to move the earlier run aside) to start afresh at {target}")
+
+
+class TargetBehindError(UserError):
+    """The configured number of iterations is lower than the newest checkpoint's."""
 
 
 def check_resumable(state: dict, current: dict, path: Path) -> None:

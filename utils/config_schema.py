@@ -42,7 +42,8 @@ class DatasetConfig:
                              "names, tables). Template: config/datasets/custom.yaml.", path=True)
     data_dir: Optional[str] = _f(None, "Older spelling of `path` (kept working); `path` wins when "
                                  "both are set.", path=True)
-    nclass: int = _f(5, "Number of classes; must agree with the data.")
+    nclass: Optional[int] = _f(None, "Number of classes: null (the default) takes it from the "
+                               "training data; when given, it must agree with the data.")
     max_length: int = _f(64, "Tokens per sequence (truncation and padding length).")
     batch_real: int = _f(32, "Real samples per class drawn at each condensation iteration.")
     is_multilabel: bool = _f(False, "Labels are sets of classes (label vectors); losses use BCE.")
@@ -60,8 +61,8 @@ class DatasetConfig:
     cache_dir: str = _f(".cache/tokenized", "Where tokenised datasets are cached.", path=True)
 
     def check(self):
-        if self.nclass < 2:
-            yield "nclass", "must be >= 2"
+        if self.nclass is not None and self.nclass < 2:
+            yield "nclass", "must be >= 2 (or null: taken from the data)"
         if not 8 <= self.max_length <= 512:
             yield "max_length", "must be between 8 and 512 (BERT position limit)"
         if self.batch_real < 1:

@@ -12,12 +12,14 @@ Sources (`dataset.format`, 'auto' guesses):
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
 import numbers
 import random
-from dataclasses import dataclass, field
+import re
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import List, Optional, Sequence, Union
 
@@ -25,8 +27,8 @@ import numpy as np
 import torch
 
 from utils.config_schema import DatasetConfig
-from utils.io import atomic_save_safetensors, load_safetensors
-from utils.readers import DataError, detect_format, read_source
+from utils.io import ArtifactError, atomic_save_safetensors, has_checksum, load_safetensors
+from utils.readers import DataError, data_location, detect_format, read_source
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +45,7 @@ class TextDataset:
     class_names: List[str]
     multilabel: bool = False
     source: str = ""
+    content_sha256: str = ""       # see content_hash
 
     @property
     def nclass(self) -> int:
@@ -51,29 +54,88 @@ class TextDataset:
 
 # ------------------------------------------------------------------------------- labels, split
 
-def encode_labels(raw: Sequence, class_names: Optional[List[str]] = None
+_ID = re.compile(r"[+-]?\d+(\.0*)?")                          # 3, -1, 3.0: a class id
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")   # 0.5, 1e-3: a fraction
+
+
+def encode_labels(raw: Sequence, class_names: Optional[List[str]] = None,
+                  origins: Optional[Sequence[Optional[str]]] = None
                   ) -> tuple[list[Label], list[str], bool]:
-    """Map raw labels (ints, names, or lists of them) to indices; return labels, names, multilabel."""
+    """Map raw labels to class indices; return labels, class names, multilabel.
+
+    The one rule for labels (raw values come from `utils.readers`, strings already stripped):
+    when the source names no classes, labels that are all integers (3, "3" or "3.0") are class
+    ids 0..K-1 and the classes are named "0".."K-1"; labels that are all other strings are class
+    names, sorted. Ids mixed with names, fractions (0.5), negative ids and ids that leave gaps
+    (every id in 0..max must have a row) are refused, naming the row (`origins[i]`) and the fix.
+    Lists (multi-label rows) follow the same rule element by element."""
+    def where(i: int) -> str:
+        return (origins[i] if origins is not None and origins[i] else f"example {i + 1}")
+
     multilabel = any(_is_label_list(r) for r in raw)
     # In multi-label data a lone class (a name or an index, not in a list) is a one-class set.
     as_set = (lambda r: list(r) if _is_label_list(r) else [r]) if multilabel else (lambda r: [r])
-    flat = [x for r in raw for x in as_set(r)]
+    flat = [(i, x) for i, r in enumerate(raw) for x in as_set(r)]
+    by_id = False
     if class_names is None:
-        if all(_is_int_like(x) for x in flat):
-            class_names = [str(i) for i in range(int(max(flat)) + 1 if flat else 0)]
-        else:
-            class_names = sorted({str(x) for x in flat})
-    index = {name: i for i, name in enumerate(class_names)}
+        class_names, by_id = _classes_from_labels(flat, where)
+    index = {name: c for c, name in enumerate(class_names)}
 
-    def one(x) -> int:
-        if isinstance(x, str):
-            if x not in index:
-                raise DataError(f"label {x!r} is not one of the classes {class_names}")
+    def one(i: int, x) -> int:
+        if isinstance(x, str) and x in index and not by_id:
             return index[x]
-        return int(x)
+        if by_id and isinstance(x, str) and _ID.fullmatch(x):
+            x = int(float(x))
+        if not isinstance(x, str) and _is_int_like(x) and 0 <= int(x) < len(class_names):
+            return int(x)
+        shown = class_names if len(class_names) <= 10 else class_names[:10] + ["..."]
+        raise DataError(f"{where(i)}: the label {x!r} is not one of the {len(class_names)} "
+                        f"classes {shown}; correct that row")
 
-    labels = [sorted({one(x) for x in as_set(r)}) if multilabel else one(r) for r in raw]
+    labels = [sorted({one(i, x) for x in as_set(r)}) if multilabel else one(i, r)
+              for i, r in enumerate(raw)]
     return labels, class_names, multilabel
+
+
+def _classes_from_labels(flat: list, where) -> tuple[list[str], bool]:
+    """Class names of labels from a source that names no classes (see encode_labels), and whether
+    the labels are ids (else names)."""
+    ids, names = [], []
+    for i, x in flat:
+        if isinstance(x, str) and not _ID.fullmatch(x):
+            if _NUMBER.fullmatch(x):
+                raise DataError(f"{where(i)}: the label {x!r} is a fraction; labels are class "
+                                f"names or integer ids 0..K-1 (soft or fractional labels are not "
+                                f"read): round or map it to a class")
+            names.append((i, x))
+        elif _is_int_like(x) or isinstance(x, str):
+            ids.append((i, int(float(x))))
+        else:
+            names.append((i, str(x)))
+    if ids and names:
+        (ii, iv), (ni, nv) = ids[0], names[0]
+        raise DataError(f"{where(max(ii, ni))}: the labels mix class ids and class names "
+                        f"({where(ii)} is the id {iv}, {where(ni)} the name {nv!r}); use names "
+                        f"for every row, or integer ids 0..K-1 for every row")
+    if names:
+        return sorted({x for _, x in names}), False
+    negative = next(((i, v) for i, v in ids if v < 0), None)
+    if negative:
+        raise DataError(f"{where(negative[0])}: the label {negative[1]} is a negative id; class "
+                        f"ids are 0..K-1 (or write class names): correct or remove that row")
+    used = {v for _, v in ids}
+    k = max(used) + 1 if used else 0
+    missing = [c for c in range(k) if c not in used]
+    if missing:
+        top = next(i for i, v in ids if v == k - 1)
+        if missing == [0] and k > 2:
+            fix = f"the ids run 1..{k - 1}: subtract 1 from every label (0..{k - 2})"
+        else:
+            fix = ("renumber the classes 0..K-1, or correct the row if its id is a typo")
+        raise DataError(f"the labels are integer ids, but {len(missing)} of the ids 0..{k - 1} "
+                        f"have no row (first: {missing[0]}; the largest id, {k - 1}, is at "
+                        f"{where(top)}); ids must be 0..K-1 for K classes: {fix}")
+    return [str(c) for c in range(k)], True
 
 
 def _is_label_list(r) -> bool:
@@ -137,12 +199,20 @@ def cap_per_class(labels: Sequence[Label], cap: Optional[int], seed: int) -> lis
 
 
 def load_text_dataset(cfg: DatasetConfig) -> TextDataset:
-    """Read, encode labels, split (when needed), cap per class, and check `nclass`."""
+    """Read, encode labels, split (when needed), cap per class, and check `nclass` (null: taken
+    from the data). Read once per process and file version (the result is copied)."""
+    key = _source_key(cfg)
+    if key in _LOADED:
+        return _copy(_LOADED[key])
     fmt = detect_format(cfg)
-    tr_t, tr_raw, te_t, te_raw, names = read_source(cfg, fmt)
+    raw = read_source(cfg, fmt)
+    tr_t, tr_raw, te_t, te_raw = raw.train_texts, raw.train_labels, raw.test_texts, raw.test_labels
     all_raw = list(tr_raw) + list(te_raw or [])
-    labels, names, multilabel = encode_labels(all_raw, names)
+    origins = (list(raw.train_origins or [None] * len(tr_raw))
+               + list(raw.test_origins or [None] * len(te_raw or [])))
+    labels, names, multilabel = encode_labels(all_raw, raw.class_names, origins)
     tr_y, te_y = labels[:len(tr_raw)], labels[len(tr_raw):]
+    check_classes(names, cfg)
     if te_t is None:
         if cfg.dedup:
             keep = first_occurrences(tr_t)
@@ -152,9 +222,6 @@ def load_text_dataset(cfg: DatasetConfig) -> TextDataset:
         train_idx, test_idx = stratified_split(len(tr_t), tr_y, cfg.test_size, cfg.split_seed)
         te_t, te_y = [tr_t[i] for i in test_idx], [tr_y[i] for i in test_idx]
         tr_t, tr_y = [tr_t[i] for i in train_idx], [tr_y[i] for i in train_idx]
-    if len(names) != cfg.nclass:
-        raise DataError(f"dataset.nclass is {cfg.nclass} but the data ({cfg.name}) has "
-                        f"{len(names)} classes {names[:10]}; set --set dataset.nclass={len(names)}")
     if multilabel != cfg.is_multilabel:
         raise DataError(f"dataset.is_multilabel is {cfg.is_multilabel} but the labels are "
                         f"{'label lists' if multilabel else 'single indices'}; set "
@@ -167,10 +234,87 @@ def load_text_dataset(cfg: DatasetConfig) -> TextDataset:
     missing = sorted(set(range(ds.nclass)) - {c for y in ds.train_labels
                                               for c in (y if multilabel else [y])})
     if missing:
-        raise DataError(f"classes {[names[c] for c in missing]} have no training samples")
+        shown = [names[c] for c in missing[:10]] + (["..."] if len(missing) > 10 else [])
+        raise DataError(f"{len(missing)} classes {shown} have no training samples (they occur "
+                        f"only in the test file); give each class training rows or remove them")
+    ds.content_sha256 = content_hash(ds)
+    _CONTENT[key] = ds.content_sha256
+    _LOADED.clear()                          # keep one dataset: the one this run uses
+    _LOADED[key] = _copy(ds)
     logger.info("dataset %s: %d train / %d test, %d classes%s", ds.source, len(ds.train_texts),
                 len(ds.test_texts), ds.nclass, " (multi-label)" if multilabel else "")
     return ds
+
+
+def check_classes(names: List[str], cfg: DatasetConfig) -> None:
+    """At least two classes; names that differ only in letter case confirmed by an explicit
+    `nclass`; `nclass`, when given, equal to the data's. The advice never leads to a wrong set."""
+    shown = names if len(names) <= 10 else names[:10] + ["..."]
+    if len(names) < 2:
+        raise DataError(f"the data has {len(names)} class {shown}: a classifier needs at least 2; "
+                        f"check dataset.label_column ({cfg.label_column!r}) and the file")
+    folded: dict = {}
+    for name in names:
+        folded.setdefault(name.casefold(), []).append(name)
+    clash = [group for group in folded.values() if len(group) > 1]
+    if clash and cfg.nclass != len(names):
+        pairs = "; ".join(" vs ".join(repr(n) for n in g) for g in clash[:5])
+        raise DataError(f"class names that differ only in letter case ({pairs}): as written they "
+                        f"are {len(names)} classes. If they are one class, write them the same way "
+                        f"in the data; if they really are different classes, confirm with "
+                        f"--set dataset.nclass={len(names)}")
+    if cfg.nclass is not None and len(names) != cfg.nclass:
+        raise DataError(f"dataset.nclass is {cfg.nclass} but the data ({cfg.name}) has "
+                        f"{len(names)} classes {shown}; set --set dataset.nclass={len(names)}, or "
+                        f"leave dataset.nclass out (null) to take it from the data")
+
+
+# ------------------------------------------------------------------- content of the training data
+
+_CONTENT: dict = {}      # source key -> content hash, for the datasets read in this process
+_LOADED: dict = {}       # source key -> the last dataset read (returned as a copy)
+
+
+def _copy(ds: TextDataset) -> TextDataset:
+    return dataclasses.replace(ds, train_texts=list(ds.train_texts),
+                               train_labels=[list(y) if isinstance(y, list) else y
+                                             for y in ds.train_labels],
+                               test_texts=list(ds.test_texts),
+                               test_labels=[list(y) if isinstance(y, list) else y
+                                            for y in ds.test_labels],
+                               class_names=list(ds.class_names))
+
+
+def content_hash(ds: TextDataset) -> str:
+    """SHA-256 of what training sees: class names, multi-label flag, training texts and labels."""
+    h = hashlib.sha256(json.dumps([ds.class_names, ds.multilabel]).encode())
+    for text, label in zip(ds.train_texts, ds.train_labels):
+        h.update(text.encode("utf-8", "replace"))
+        h.update(b"\0" + json.dumps(label).encode() + b"\n")
+    return h.hexdigest()
+
+
+def _source_key(cfg: DatasetConfig) -> str:
+    """The dataset settings and the size/time/inode of every local file they read: a file edited
+    in place gives another key (so `training_data_hash` reads it again)."""
+    stats = []
+    location = data_location(cfg)
+    if location is not None and location.exists():
+        files = [location] if location.is_file() else sorted(p for p in location.rglob("*")
+                                                              if p.is_file())
+        for f in files:
+            st = f.stat()
+            stats.append([str(f.resolve()), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino])
+    return json.dumps([asdict(cfg), stats], sort_keys=True, default=str)
+
+
+def training_data_hash(cfg: DatasetConfig) -> str:
+    """The content hash of the training data this dataset config reads (read once per process
+    and file version; see `content_hash`). Raises DataError when the data cannot be read."""
+    key = _source_key(cfg)
+    if key not in _CONTENT:
+        load_text_dataset(cfg)
+    return _CONTENT[key]
 
 
 # ------------------------------------------------------------------------------ tokenisation
@@ -222,11 +366,14 @@ def tokenize_cached(texts: Sequence[str], tokenizer, max_length: int, cache_dir:
         h.update(b"\0")
     path = Path(cache_dir) / f"{h.hexdigest()[:24]}.safetensors" if cache_dir else None
     if path is not None and path.is_file():
-        try:
-            cached = load_safetensors(path)
-            return cached["input_ids"], cached["attention_mask"]
-        except Exception:  # noqa: BLE001 - a broken cache entry is rebuilt
-            logger.warning("ignoring unreadable tokenisation cache %s", path)
+        if not has_checksum(path):          # written by an older version, or torn: rebuilt
+            logger.info("rebuilding tokenisation cache %s (no checksum in it)", path)
+        else:
+            try:
+                cached = load_safetensors(path)
+                return cached["input_ids"], cached["attention_mask"]
+            except (ArtifactError, KeyError) as exc:   # a damaged cache entry is rebuilt
+                logger.warning("tokenisation cache %s is damaged (%s): rebuilding it", path, exc)
     enc = tokenizer(list(texts), padding="max_length", truncation=True, max_length=max_length,
                     return_tensors="pt")
     ids, mask = enc["input_ids"].long(), enc["attention_mask"].long()

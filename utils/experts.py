@@ -28,10 +28,11 @@ import torch
 
 from utils.config import config_to_dict
 from utils.config_schema import Config
-from utils.data import TokenizedSplit
-from utils.distributed import DistEnv, barrier, shard_range
+from utils.data import TokenizedSplit, training_data_hash
+from utils.distributed import DistEnv, barrier, main_then_broadcast, shard_range
 from utils.errors import UserError
 from utils.io import (
+    ArtifactError,
     atomic_save_safetensors,
     atomic_torch_save,
     atomic_write_json,
@@ -40,6 +41,7 @@ from utils.io import (
     safe_torch_load,
 )
 from utils.model import TextClassifier, build_classifier, model_tag, resolve_pooling
+from utils.readers import DataError
 from utils.seeding import rng_state, seed_everything, set_rng_state
 from utils.training import (
     Examples,
@@ -110,6 +112,12 @@ def fingerprint(cfg: Config) -> dict:
     if location and os.path.exists(location):
         location = os.path.realpath(location)
     out["dataset"]["data_dir"] = location
+    # what the experts learn from, not only where it lives: a data file edited in place trains
+    # new experts (unreadable data: left out here; loading the data then reports the problem)
+    try:
+        out["dataset"]["content_sha256"] = training_data_hash(cfg.dataset)
+    except DataError:
+        pass
     return out
 
 
@@ -172,6 +180,15 @@ def train_expert(k: int, cfg: Config, train: TokenizedSplit, test: TokenizedSpli
     done = int(manifest.get("epochs_done", 0))
     history = list(manifest.get("history", []))
     seconds = float(manifest.get("train_seconds", 0.0))
+    resume = None
+    if done > 0:
+        try:
+            resume = (load_safetensors(weights_path(root, k, done)),
+                      safe_torch_load(expert_dir(root, k) / "train_state.pt"))
+        except ArtifactError as exc:
+            logger.warning("expert %d cannot resume after epoch %d (%s): training it from the "
+                           "start", k, done, exc)
+            done, history, seconds = 0, [], 0.0
 
     seed_everything(seed)
     examples = Examples.of(train)
@@ -185,8 +202,8 @@ def train_expert(k: int, cfg: Config, train: TokenizedSplit, test: TokenizedSpli
         _write_manifest(root, k, cfg, 0, history, False, seconds)
     else:
         logger.info("expert %d: resuming after epoch %d", k, done)
-        model.load_state_dict(load_safetensors(weights_path(root, k, done)))
-        state = safe_torch_load(expert_dir(root, k) / "train_state.pt")
+        weights, state = resume
+        model.load_state_dict(weights)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         set_rng_state(state["rng"])
@@ -221,6 +238,7 @@ def train_experts(cfg: Config, env: DistEnv, train: TokenizedSplit, test: Tokeni
     barrier, when all experts are complete. (Across several nodes without a shared file system,
     copy `expert_set_dir` to every node before condensation.)
     """
+    main_then_broadcast(lambda: verify_experts(cfg))
     mine = list(shard_range(cfg.pretrain.num_premodel, env.world_size, env.rank))
     logger.info("experts in %s; rank %d trains experts %s", expert_set_dir(cfg), env.rank, mine)
     results = {}
@@ -228,6 +246,28 @@ def train_experts(cfg: Config, env: DistEnv, train: TokenizedSplit, test: Tokeni
         results[k] = train_expert(k, cfg, train, test, nclass, env.device, env.is_main)
     barrier()
     return results
+
+
+def verify_experts(cfg: Config) -> List[int]:
+    """Rank 0: check every weights file of the complete experts against the checksum stored in
+    it; an expert with a damaged or missing file is marked unfinished (a warning names the file)
+    so that it is trained again. Returns the experts so marked."""
+    root = expert_set_dir(cfg)
+    bad = []
+    for k in range(cfg.pretrain.num_premodel):
+        m = read_manifest(root, k)
+        if not m or not m.get("complete"):
+            continue
+        for epoch in range(int(m.get("epochs", cfg.pretrain.epochs)) + 1):
+            path = weights_path(root, k, epoch)
+            try:
+                load_safetensors(path)
+            except ArtifactError as exc:
+                logger.warning("expert %d: %s; training expert %d again", k, exc, k)
+                _write_manifest(root, k, cfg, 0, [], False, 0.0)
+                bad.append(k)
+                break
+    return bad
 
 
 def expert_summary(cfg: Config) -> List[dict]:
@@ -256,6 +296,7 @@ def load_expert_weights(cfg: Config, k: int, epoch: int) -> Dict[str, torch.Tens
 def ensure_experts(cfg: Config, env: DistEnv, data) -> None:
     """Collective: train the experts this config needs if any is missing or unfinished (stage 1);
     `data` is the loaded dataset (`utils.runtime.Data`)."""
+    main_then_broadcast(lambda: verify_experts(cfg))
     missing = missing_experts(cfg)
     if missing:
         logger.warning("experts %s are missing or unfinished in %s: training them first (stage 1)",

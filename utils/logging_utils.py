@@ -91,6 +91,21 @@ def progress(iterable=None, *, enabled: bool, **kw):
     force = os.environ.get("TEXTCONDENSE_PROGRESS")
     show = enabled and (sys.stderr.isatty() if force is None else force == "1")
     if enabled and not show and force is None:
-        every = float(os.environ.get("TEXTCONDENSE_LOG_SECONDS", "30"))
-        return _LogProgress(iterable, every, **kw)
+        return _LogProgress(iterable, progress_seconds(), **kw)
     return tqdm(iterable, disable=not show, dynamic_ncols=True, leave=False, **kw)
+
+
+def progress_seconds() -> float:
+    """TEXTCONDENSE_LOG_SECONDS (default 30): seconds between progress lines; a value that is not
+    a number >= 0 is a UserError naming the variable (checked when a run starts)."""
+    from utils.errors import UserError
+
+    raw = os.environ.get("TEXTCONDENSE_LOG_SECONDS", "30")
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise UserError(f"the environment variable TEXTCONDENSE_LOG_SECONDS is {raw!r}: it must "
+                        f"be a number of seconds between progress lines (e.g. 30), or unset")
+    return value

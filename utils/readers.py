@@ -8,14 +8,22 @@ corpus), `sst` and `trec` (harvardnlp text files), `table` (csv/tsv/jsonl/parque
 from __future__ import annotations
 
 import importlib.util
+import json
+import logging
+import numbers
 import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
+
+import numpy as np
 
 from utils.config_schema import DatasetConfig
 from utils.errors import UserError
 
 TABLE_EXTS = (".csv", ".tsv", ".jsonl", ".json", ".parquet")
+
+logger = logging.getLogger(__name__)
 
 
 class DataError(UserError):
@@ -52,37 +60,139 @@ def read_bbc(root: Optional[Path] = None) -> tuple[list[str], list[int], list[st
     return texts, labels, classes
 
 
-def _read_lines(path: Path, pattern: str, expected: str) -> tuple[list[str], list[str]]:
-    """(labels, texts) of a one-example-per-line file whose lines match `pattern`
-    (groups: label, text); blank lines are skipped."""
+def _read_lines(path: Path, pattern: str, expected: str
+                ) -> tuple[list[str], list[str], list[str]]:
+    """(labels, texts, origins) of a one-example-per-line file whose lines match `pattern`
+    (groups: label, text); blank lines are skipped, lines with a label but no text dropped with
+    a warning that counts them."""
     try:
         content = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: not valid UTF-8 at byte {exc.start}; convert the file to UTF-8 "
                         f"(e.g. iconv -f latin1 -t utf-8)") from None
-    labels, texts = [], []
+    labels, texts, origins, no_text = [], [], [], []
     for n, line in enumerate(content.splitlines(), 1):
         if not line.strip():
             continue
         m = re.match(pattern, line)
         if not m:
             raise DataError(f"{path}:{n}: expected {expected!r}, got {line[:60]!r}")
+        if not m.group(2).strip():
+            no_text.append(n)
+            continue
         labels.append(m.group(1))
         texts.append(m.group(2))
-    return labels, texts
+        origins.append(f"{path}:{n}")
+    if no_text:
+        logger.warning("%s: dropped %d lines with a label but no text (lines %s%s)", path,
+                       len(no_text), ", ".join(map(str, no_text[:10])),
+                       ", ..." if len(no_text) > 10 else "")
+    return labels, texts, origins
 
 
-def read_sst_file(path: Path) -> tuple[list[str], list[int]]:
-    labels, texts = _read_lines(path, r"^(\d+)\s+(.*)$", "LABEL sentence")
-    return texts, [int(y) for y in labels]
+def read_sst_file(path: Path) -> tuple[list[str], list[int], list[str]]:
+    labels, texts, origins = _read_lines(path, r"^(\d+)\s+(.*)$", "LABEL sentence")
+    return texts, [int(y) for y in labels], origins
 
 
-def read_trec_file(path: Path) -> tuple[list[str], list[str]]:
-    labels, texts = _read_lines(path, r"^([A-Z]+):\S+\s+(.*)$", "COARSE:fine question")
-    return texts, labels
+def read_trec_file(path: Path) -> tuple[list[str], list[str], list[str]]:
+    labels, texts, origins = _read_lines(path, r"^([A-Z]+):\S+\s+(.*)$", "COARSE:fine question")
+    return texts, labels, origins
 
 
-def read_table(path: Path, text_column: str, label_column: str) -> tuple[list[str], list]:
+def _blank(x) -> bool:
+    """None, NaN (a null cell), or a string of whitespace only."""
+    if x is None:
+        return True
+    if isinstance(x, float) and x != x:
+        return True
+    return isinstance(x, str) and not x.strip()
+
+
+def _clean_label(x, where: str):
+    """One label as the user wrote it: strings stripped (never coerced: 'None' and 'NA' are class
+    names), integer-valued numbers as ints, lists (multi-label) element by element."""
+    if not isinstance(x, str) and np.ndim(x) > 0:
+        return [_clean_label(v, where) for v in list(x)]
+    if _blank(x):
+        raise DataError(f"{where}: the label is blank; give every row a class (or remove the row)")
+    if isinstance(x, str):
+        return x.strip()
+    if isinstance(x, (bool, np.bool_)):
+        return str(bool(x))
+    if isinstance(x, numbers.Integral):
+        return int(x)
+    if isinstance(x, numbers.Real):
+        if float(x).is_integer():
+            return int(x)
+        raise DataError(f"{where}: the label {x!r} is a fraction; labels are class names or "
+                        f"integer ids 0..K-1 (soft or fractional labels are not read): round or "
+                        f"map it to a class")
+    return str(x).strip()
+
+
+def _check_kinds(raw: list, where) -> None:
+    """A typed source (JSON, parquet) may not mix numbers and strings as labels: `2` and `"10"`
+    would otherwise be two spellings of one class or two classes, depending on the reading."""
+    first: dict = {}
+    for i, r in enumerate(raw):
+        for v in (r if isinstance(r, list) else [r]):
+            kind = "number" if isinstance(v, int) else "string"
+            first.setdefault(kind, (i, v))
+        if len(first) == 2:
+            (ni, nv), (si, sv) = first["number"], first["string"]
+            raise DataError(f"{where(si if si > ni else ni)}: the labels mix numbers and strings "
+                            f"({where(ni)} is the number {nv!r}, {where(si)} the string {sv!r}); "
+                            f"write every label as a string (a class name) or every label as a "
+                            f"number (a class id 0..K-1)")
+
+
+def _read_records(path: Path, suffix: str) -> list:
+    """JSON lines (one object per line; errors give the line) or a JSON file (a list of objects,
+    or an object of columns)."""
+    try:
+        content = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not valid UTF-8 at byte {exc.start}; convert the file to UTF-8 "
+                        f"(e.g. iconv -f latin1 -t utf-8)") from None
+    if suffix == ".jsonl":
+        rows = []
+        for n, line in enumerate(content.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path}:{n}: not valid JSON ({exc.msg} at column {exc.colno}); "
+                                f"each line must be one JSON object") from None
+            if not isinstance(row, dict):
+                raise DataError(f"{path}:{n}: expected a JSON object per line, got "
+                                f"{type(row).__name__}")
+            rows.append(row)
+        return rows
+    try:
+        obj = json.loads(content)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg} at column {exc.colno})"
+                        ) from None
+    if isinstance(obj, list) and all(isinstance(r, dict) for r in obj):
+        return obj
+    if isinstance(obj, dict) and all(isinstance(v, (list, dict)) for v in obj.values()):
+        cols = {k: (list(v.values()) if isinstance(v, dict) else v) for k, v in obj.items()}
+        n = len(next(iter(cols.values()), []))
+        if all(len(v) == n for v in cols.values()):
+            return [{k: cols[k][i] for k in cols} for i in range(n)]
+    raise DataError(f"{path}: expected a list of objects (one per example) or an object of "
+                    f"equal-length columns")
+
+
+def read_table(path: Path, text_column: str, label_column: str
+               ) -> tuple[list[str], list, list[str]]:
+    """(texts, labels, origins) of a csv/tsv/jsonl/json/parquet file. Every cell is read as
+    written (csv/tsv as strings: no NaN coercion, so 'None' or 'NA' is a class name); labels are
+    stripped and checked (blank, fractional, numbers mixed with strings: refused with the row);
+    rows with a blank text are dropped with a warning that counts them. `origins[i]` names the
+    row of example i ('<file> row <n>', n counting examples from 1)."""
     import pandas as pd
 
     suffix = path.suffix.lower()
@@ -92,26 +202,53 @@ def read_table(path: Path, text_column: str, label_column: str) -> tuple[list[st
         raise DataError(f"{path} is empty: it needs a header (or JSON keys) with the columns "
                         f"dataset.text_column and dataset.label_column, and one row per example")
     try:
-        if suffix == ".csv":
-            df = pd.read_csv(path)
-        elif suffix == ".tsv":
-            df = pd.read_csv(path, sep="\t")
+        if suffix in (".csv", ".tsv"):
+            df = pd.read_csv(path, sep="," if suffix == ".csv" else "\t", dtype=str,
+                             keep_default_na=False, na_filter=False)
+            records = None
         elif suffix in (".jsonl", ".json"):
-            df = pd.read_json(path, lines=suffix == ".jsonl")
+            records = _read_records(path, suffix)
+            df = None
         else:
             df = pd.read_parquet(path)
+            records = None
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: not valid UTF-8 at byte {exc.start}; convert the file to UTF-8 "
                         f"(e.g. iconv -f latin1 -t utf-8)") from None
-    except ValueError as exc:
-        raise DataError(f"{path}: cannot be read as {suffix[1:]} ({exc})") from None
-    if len(df) == 0:
+    except (ValueError, pd.errors.ParserError) as exc:
+        raise DataError(f"{path}: cannot be read as {suffix[1:]} ({str(exc)[:200]})") from None
+    if records is not None:
+        columns = list(dict.fromkeys(k for r in records for k in r))
+        n_rows = len(records)
+    else:
+        columns, n_rows = [str(c) for c in df.columns], len(df)
+    if n_rows == 0:
         raise DataError(f"{path} has no rows")
     for col, key in ((text_column, "text_column"), (label_column, "label_column")):
-        if col not in df.columns:
+        if col not in columns:
             raise DataError(f"{path}: no column '{col}' (dataset.{key}); columns are "
-                            f"{list(df.columns)}. Set --set dataset.{key}=NAME")
-    return [str(t) for t in df[text_column]], list(df[label_column])
+                            f"{columns[:20]}. Set --set dataset.{key}=NAME")
+    if records is not None:
+        texts_raw = [r.get(text_column) for r in records]
+        labels_raw = [r.get(label_column) for r in records]
+    else:
+        texts_raw, labels_raw = list(df[text_column]), list(df[label_column])
+
+    def where(i: int) -> str:
+        return f"{path} row {i + 1}"
+    labels = [_clean_label(y, where(i)) for i, y in enumerate(labels_raw)]
+    if suffix not in (".csv", ".tsv"):
+        _check_kinds(labels, where)
+    keep = [i for i, t in enumerate(texts_raw) if not _blank(t)]
+    if len(keep) < n_rows:
+        dropped = [i + 1 for i in range(n_rows) if _blank(texts_raw[i])]
+        if not keep:
+            raise DataError(f"{path}: every text in column '{text_column}' is blank "
+                            f"(dataset.text_column)")
+        logger.warning("%s: dropped %d rows whose text is blank (rows %s%s)", path, len(dropped),
+                       ", ".join(map(str, dropped[:10])), ", ..." if len(dropped) > 10 else "")
+    return ([str(texts_raw[i]) for i in keep], [labels[i] for i in keep],
+            [where(i) for i in keep])
 
 
 # --------------------------------------------------------------------------------- the loader
@@ -184,12 +321,25 @@ def _split_files(folder: Path, suffixes: tuple) -> tuple[Path, Optional[Path]]:
     return found["train"], found["test"]
 
 
-def read_source(cfg: DatasetConfig, fmt: str):
-    """Return (train_texts, train_raw_labels, test_texts|None, test_raw|None, class_names|None)."""
+@dataclass
+class RawData:
+    """What a reader found: texts and labels as written (labels cleaned: see `read_table`), the
+    class names when the source defines them, and where each example came from (for errors)."""
+    train_texts: List[str]
+    train_labels: list
+    test_texts: Optional[List[str]]
+    test_labels: Optional[list]
+    class_names: Optional[List[str]]
+    train_origins: Optional[List[str]] = None
+    test_origins: Optional[List[str]] = None
+
+
+def read_source(cfg: DatasetConfig, fmt: str) -> RawData:
+    """The raw examples of the configured source (labels not yet mapped to class indices)."""
     location = data_location(cfg)
     if fmt == "bbc":
         texts, labels, names = read_bbc(location)
-        return texts, labels, None, None, names
+        return RawData(texts, labels, None, None, names)
     if fmt != "hub" and (location is None or not location.exists()):
         raise DataError(f"dataset.format {fmt!r} reads local files, but {_location_key(cfg)} "
                         f"{str(location) if location else '(unset)'!r} does not exist; point "
@@ -197,18 +347,19 @@ def read_source(cfg: DatasetConfig, fmt: str):
     if fmt in ("sst", "trec"):
         reader = read_sst_file if fmt == "sst" else read_trec_file
         train_f, test_f = _split_files(location, (".txt",))
-        tr_t, tr_y = reader(train_f)
-        te_t, te_y = reader(test_f) if test_f else (None, None)
+        tr_t, tr_y, tr_o = reader(train_f)
+        te_t, te_y, te_o = reader(test_f) if test_f else (None, None, None)
         names = None if fmt == "sst" else sorted(set(tr_y) | set(te_y or []))
-        return tr_t, tr_y, te_t, te_y, names
+        return RawData(tr_t, tr_y, te_t, te_y, names, tr_o, te_o)
     if fmt == "table":
         if location.is_file():
-            tr_t, tr_y = read_table(location, cfg.text_column, cfg.label_column)
-            return tr_t, tr_y, None, None, None
+            tr_t, tr_y, tr_o = read_table(location, cfg.text_column, cfg.label_column)
+            return RawData(tr_t, tr_y, None, None, None, tr_o)
         train_f, test_f = _split_files(location, TABLE_EXTS)
-        tr_t, tr_y = read_table(train_f, cfg.text_column, cfg.label_column)
-        te_t, te_y = read_table(test_f, cfg.text_column, cfg.label_column) if test_f else (None, None)
-        return tr_t, tr_y, te_t, te_y, None
+        tr_t, tr_y, tr_o = read_table(train_f, cfg.text_column, cfg.label_column)
+        te_t, te_y, te_o = (read_table(test_f, cfg.text_column, cfg.label_column) if test_f
+                            else (None, None, None))
+        return RawData(tr_t, tr_y, te_t, te_y, None, tr_o, te_o)
     if fmt == "hub":
         return _read_hub(cfg)
     raise DataError(f"unknown dataset.format {fmt!r}")
@@ -236,7 +387,10 @@ def _read_hub(cfg: DatasetConfig):
     if hasattr(inner, "names"):
         names = list(inner.names)
     test = ds["test"] if "test" in ds else None
-    return (list(ds["train"][cfg.text_column]), list(ds["train"][cfg.label_column]),
-            list(test[cfg.text_column]) if test is not None else None,
-            list(test[cfg.label_column]) if test is not None else None, names)
 
+    def labels(split, name):
+        return [_clean_label(y, f"hub dataset {cfg.name!r} {name} row {i + 1}")
+                for i, y in enumerate(split[cfg.label_column])]
+    return RawData(list(ds["train"][cfg.text_column]), labels(ds["train"], "train"),
+                   list(test[cfg.text_column]) if test is not None else None,
+                   labels(test, "test") if test is not None else None, names)

@@ -9,12 +9,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
+from utils import run_lock
+from utils.checkpoint import check_target
 from utils.config import PROJECT_ROOT, ConfigError, config_from_args, make_parser, save_config
 from utils.config_schema import Config
 from utils.distributed import DistEnv, init_distributed, ownership_table
 from utils.errors import UserError
 from utils.experts import dataset_tag
-from utils.logging_utils import setup_logging
+from utils.logging_utils import progress_seconds, setup_logging
 from utils.seeding import seed_everything
 
 if TYPE_CHECKING:
@@ -62,7 +64,8 @@ def start_run(argv: Optional[Sequence[str]], description: str, stage: str,
     args = parser.parse_args(argv)
     try:
         cfg = config_from_args(args)
-    except ConfigError as exc:
+        check_environment(cfg)
+    except (ConfigError, UserError) as exc:
         setup_logging(0)
         logger.error("configuration error: %s", exc)
         raise SystemExit(2) from None
@@ -72,6 +75,8 @@ def start_run(argv: Optional[Sequence[str]], description: str, stage: str,
         output_dir(cfg) if output_dir else default_output_dir(cfg, stage))
     if int(os.environ.get("RANK", "0")) == 0:
         _make_output_dir(out)              # before any process group: nothing to tear down
+        _claim_output_dir(out, cfg, stage)
+    _CURRENT["out_dir"] = out
     env = init_distributed(cfg.run.gpu, cfg.run.tf32, cfg.run.collective_timeout_s)
     setup_logging(env.rank, cfg.run.log_level, str(out / "print.log"))
     seed_everything(cfg.run.seed + env.rank)
@@ -102,6 +107,31 @@ def _make_output_dir(out: Path) -> None:
         raise SystemExit(2)
 
 
+def check_environment(cfg: Config) -> None:
+    """Settings read outside the config schema, checked before any work (UserError)."""
+    progress_seconds()                            # TEXTCONDENSE_LOG_SECONDS is a number
+    timeout = cfg.run.collective_timeout_s
+    if not timeout > 0:
+        raise UserError(f"run.collective_timeout_s is {timeout}: it is how many seconds a rank "
+                        f"waits for the others in a collective, so it must be > 0 (e.g. 1800)")
+
+
+def _claim_output_dir(out: Path, cfg: Config, stage: str) -> None:
+    """Rank 0, before any process group: take the folder's run lock (utils.run_lock) and apply
+    the niter rule (utils.checkpoint.check_target); a refusal is one line and exit 2, and
+    nothing in the folder is touched."""
+    try:
+        run_lock.acquire(out)
+        if stage == "condense" and cfg.run.resume != "never":
+            check_target(out, cfg.condense.niter)
+    except UserError as exc:
+        run_lock.release_all()
+        setup_logging(0)
+        logger.error("%s", exc)
+        _record_for_torchrun(exc)
+        raise SystemExit(2) from None
+
+
 def log_ownership(n_items: int, world_size: int, what: str) -> None:
     for rank, items in enumerate(ownership_table(n_items, world_size)):
         logger.info("rank %d owns %s %s", rank, what, items if items else "none")
@@ -126,13 +156,50 @@ def load_data(cfg: Config) -> Data:
     return Data(ds, tokenizer, train, test)
 
 
+_CURRENT: dict = {}       # the output folder of the stage this process runs (for messages)
+
+
+def interrupted_message(out_dir: Optional[Path]) -> str:
+    """What Ctrl-C leaves behind and how to go on."""
+    found = []
+    if out_dir is not None and Path(out_dir).is_dir():
+        from utils.checkpoint import complete_checkpoints
+        for root in sorted({p.parent.parent for p in Path(out_dir).rglob("checkpoints/iter_*")}):
+            found += list(complete_checkpoints(root))
+    if found:
+        it, d = max(found)
+        kept = f"the newest checkpoint, {d} (iteration {it}), is kept"
+    else:
+        kept = "no checkpoint was written yet (finished experts and saved files are kept)"
+    return (f"interrupted (Ctrl-C): {kept}; run the same command again to resume from where it "
+            f"stopped")
+
+
+def _record_for_torchrun(exc: BaseException) -> None:
+    """Under torchrun, put the one-line cause in the worker's error file: torchrun then prints it
+    in its failure summary instead of a pointer to tracebacks."""
+    path = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if not path or os.path.exists(path):
+        return
+    import json
+    import time
+    try:
+        with open(path, "w", encoding="utf-8") as fh:
+            json.dump({"message": {"message": f"{type(exc).__name__}: {exc}", "extraInfo": {
+                "py_callstack": f"{exc} (a user error: exit code 2, no traceback)",
+                "timestamp": str(int(time.time()))}}}, fh)
+    except OSError:
+        pass
+
+
 class guarded_stage:
     """`with guarded_stage() as stage: ...` then `return stage.exit_code`.
 
-    A user error (`utils.errors.UserError`: bad config, data, model, experts, synthetic set) is
-    logged as one clear message and gives exit code 2 instead of a traceback; anything else is a
-    bug and propagates with its traceback. The
-    process group is torn down either way."""
+    A user error (`utils.errors.UserError`: bad config, data, model, experts, synthetic set, a
+    full disk) is logged as one clear message and gives exit code 2 instead of a traceback; Ctrl-C
+    says what was kept and how to resume (exit 130); anything else is a bug and propagates with
+    its traceback. The process group is torn down and the output folder's lock released either
+    way."""
 
     exit_code = 0
 
@@ -142,10 +209,18 @@ class guarded_stage:
     def __exit__(self, exc_type, exc, tb) -> bool:
         from utils.distributed import cleanup_distributed
 
-        cleanup_distributed(together=exc is None)
+        try:
+            cleanup_distributed(together=exc is None)
+        finally:
+            run_lock.release_all()
         if exc is not None and isinstance(exc, UserError):
             logger.error("%s", exc)
             logger.debug("where it was raised (run.log_level=debug):", exc_info=exc)
+            _record_for_torchrun(exc)
             self.exit_code = 2
+            return True
+        if isinstance(exc, KeyboardInterrupt):
+            logger.error("%s", interrupted_message(_CURRENT.get("out_dir")))
+            self.exit_code = 130
             return True
         return False

@@ -111,10 +111,46 @@ def validate(syn, source: str) -> dict:
                                  f"{tuple(syn['inputs_embeds'].shape)}, attention_mask "
                                  f"{tuple(syn['attention_mask'].shape)}, labels "
                                  f"{tuple(syn['labels'].shape)}, {N} class_of entries)")
+    check_labels_and_masks(syn, source)
     if not bool(torch.isfinite(syn["inputs_embeds"]).all()):
         raise SyntheticDataError(f"{source}: the set holds NaN/Inf values and can be neither "
                                  f"trained on nor evaluated; use an earlier syn_data_<iter>.pth")
     return syn
+
+
+def check_labels_and_masks(syn: dict, source: str) -> None:
+    """A (hand-edited) set whose labels disagree with `class_of`, or with a sequence whose
+    attention mask is all zeros (no token the model would read), is refused."""
+    labels, class_of, mask = syn["labels"], syn["class_of"], syn["attention_mask"]
+    if labels.dim() == 1:
+        wrong = torch.nonzero(labels.long() != class_of.long()).flatten()
+    elif labels.dim() == 2 and bool(((labels == 0) | (labels == 1)).all()) and \
+            int(class_of.max()) < labels.shape[1] and int(class_of.min()) >= 0:
+        # multi-hot labels: each sequence must carry the class it was condensed for
+        wrong = torch.nonzero(labels[torch.arange(len(class_of)), class_of.long()] != 1).flatten()
+    else:
+        wrong = torch.zeros(0, dtype=torch.long)      # soft labels: any distribution is allowed
+    if wrong.numel():
+        i = int(wrong[0])
+        raise SyntheticDataError(f"{source}: {wrong.numel()} sequences have labels that disagree "
+                                 f"with class_of (first: sequence {i}, label "
+                                 f"{labels[i].tolist()} vs class {int(class_of[i])}); the set was "
+                                 f"edited: use the file as condense_script_text.py wrote it")
+    empty = torch.nonzero(mask.sum(dim=-1) == 0).flatten() if mask.dim() == 2 else mask[:0]
+    if empty.numel():
+        raise SyntheticDataError(f"{source}: {empty.numel()} sequences have an all-zero "
+                                 f"attention_mask (first: sequence {int(empty[0])}), so the model "
+                                 f"would read no token of them; use the file as "
+                                 f"condense_script_text.py wrote it")
+
+
+def preflight_load(path: Optional[str]) -> None:
+    """Collective, before any expensive work (e.g. expert training) of a run started from a saved
+    set (`--init load`): rank 0 reads and validates the file; a problem is raised on every rank
+    (SyntheticDataError's message)."""
+    from utils.distributed import main_then_broadcast
+
+    main_then_broadcast(lambda: load_synset(path) and None)
 
 
 def load_synset(path: Optional[str]) -> dict:
