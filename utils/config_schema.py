@@ -111,8 +111,9 @@ class NetworkConfig:
 
 @dataclass
 class PretrainConfig:
-    num_premodel: int = _f(3, "Number of expert classifiers (one seed each).")
-    epochs: int = _f(2, "Fine-tuning epochs per expert; weights are kept after every epoch.")
+    num_premodel: int = _f(3, "Number of expert classifiers (one seed each).", flag="num_premodel")
+    epochs: int = _f(2, "Fine-tuning epochs per expert; weights are kept after every epoch.",
+                     flag="epochs")
     lr: float = _f(5e-5, "AdamW learning rate.")
     batch_size: int = _f(32, "Training batch size.")
     eval_batch_size: int = _f(128, "Batch size for test-accuracy evaluation.")
@@ -183,7 +184,7 @@ class CondenseConfig:
                                          "trajectory_weight; calibration weighted by calib_weight "
                                          "and only when iter_calib > 0).")
     ipc: int = _f(10, "Synthetic sequences per class.", flag="ipc")
-    niter: int = _f(500, "Optimisation iterations.")
+    niter: int = _f(500, "Optimisation iterations.", flag="niter")
     init: Literal["random", "noise", "mix", "mask_fill", "manifold", "herding", "load"] = _f(
         "random", flag="init",
         help="Initialisation: 'random' real samples of the class, 'noise' Gaussian matched "
@@ -340,7 +341,7 @@ class CondenseConfig:
 
 @dataclass
 class EvaluateConfig:
-    num_eval: int = _f(5, "Fresh classifiers trained per method (different seeds).")
+    num_eval: int = _f(5, "Fresh classifiers trained per method (different seeds).", flag="num_eval")
     steps: int = _f(100, "Training steps of each evaluation classifier on a condensed or selected "
                     "set (batches drawn by cycling over seeded shuffles of the set).")
     batch_size: int = _f(16, "Training batch size of the evaluation classifiers (capped at the set "
@@ -450,13 +451,13 @@ class KDLossSpec:
 class DistillConfig:
     data: Literal["real", "synthetic", "both"] = _f(
         "real", "What the student trains on: the real training split, a synthetic set "
-        "(condense.load_path / --load_path), or both (alternating batches).")
+        "(condense.load_path / --load_path), or both (alternating batches).", flag="data")
     teacher_expert: int = _f(0, "The teacher: expert k of stage 1 (final weights), trained first if "
-                             "missing.")
+                             "missing.", flag="teacher_expert")
     teacher_path: Optional[str] = _f(None, "Instead of an expert: a Hugging Face BERT sequence "
                                      "classifier folder (e.g. a student saved by this stage).",
-                                     path=True)
-    student_layers: int = _f(3, "Transformer layers of the student.")
+                                     path=True, flag="teacher_path")
+    student_layers: int = _f(3, "Transformer layers of the student.", flag="student_layers")
     student_hidden: Optional[int] = _f(None, "Hidden size of the student (null: the teacher's). A "
                                        "smaller one needs init 'scratch'; hidden-state losses then "
                                        "go through learnt projections and synthetic inputs_embeds "
@@ -474,7 +475,7 @@ class DistillConfig:
         "label_ce with 1 - alpha).")
     temperature: float = _f(2.0, "Softmax temperature of logit_kd / trajectory_kd (the loss is "
                             "scaled by T^2).")
-    steps: int = _f(300, "Optimiser steps of the student.")
+    steps: int = _f(300, "Optimiser steps of the student.", flag="steps")
     batch_size: int = _f(32, "Global batch size (split over ranks; a multiple of the world size "
                          "makes 2 ranks equal 1 process).")
     lr: float = _f(1e-4, "AdamW learning rate (linear warm-up, then linear decay).")
@@ -549,6 +550,16 @@ class RunConfig:
                                           "<name>.old-<time>.")
     log_level: Literal["debug", "info", "warning"] = _f("info", "Log level of rank 0 (other ranks "
                                                         "log warnings only).")
+    report_to: List[Literal["tensorboard", "none"]] = _f(
+        [], flag="report_to",
+        help="Experiment trackers that receive the losses, learning rates and evaluation "
+        "accuracies (Hugging Face's `report_to`): 'tensorboard' writes event files to "
+        "<output_dir>/tensorboard/ (rank 0; needs the optional extra: pip install "
+        "'textcondense[tensorboard]'); [] or 'none': off.")
+
+    def check(self):
+        if "none" in self.report_to and len(self.report_to) > 1:
+            yield "report_to", "'none' cannot be combined with a tracker"
 
 
 @dataclass

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 from utils import run_lock
 from utils.checkpoint import check_target
-from utils.config import PROJECT_ROOT, ConfigError, config_from_args, make_parser, save_config
+from utils.cli_args import config_from_args, parse_args
+from utils.config import PROJECT_ROOT, ConfigError, config_notes, save_config
 from utils.config_schema import Config
 from utils.distributed import DistEnv, init_distributed, ownership_table
 from utils.errors import UserError
@@ -58,10 +59,7 @@ def start_run(argv: Optional[Sequence[str]], description: str, stage: str,
     With `defer_args_log` the stage writes args.log itself (`Run.save_args`) once it has accepted
     the output folder (a resumable stage refuses a folder of another run without touching it).
     """
-    parser = make_parser(description)
-    if add_args:
-        add_args(parser)
-    args = parser.parse_args(argv)
+    args = parse_args(argv, description, stage, add_args)
     try:
         cfg = config_from_args(args)
         check_environment(cfg)
@@ -79,6 +77,8 @@ def start_run(argv: Optional[Sequence[str]], description: str, stage: str,
     _CURRENT["out_dir"] = out
     env = init_distributed(cfg.run.gpu, cfg.run.tf32, cfg.run.collective_timeout_s)
     setup_logging(env.rank, cfg.run.log_level, str(out / "print.log"))
+    for note in config_notes(cfg):          # e.g. which per-ipc settings layer was applied
+        logger.info("config: %s", note)
     seed_everything(cfg.run.seed + env.rank)
     run = Run(cfg, env, out, args, stage, list(argv if argv is not None else sys.argv[1:]))
     if not defer_args_log:
