@@ -126,7 +126,7 @@ def count_flops(b: Bench) -> int:
 # the plain iteration every lever is measured against (the shipped ipc-10 configs turn levers on)
 PLAIN = [("condense.real_cache", False), ("condense.lam_grid", 0), ("condense.calib_every", 1),
          ("condense.precision", "fp32")]
-# every lever at once (README, Performance: its accuracy is measured by a whole run)
+# every lever at once (docs/results.md: its accuracy is measured by a whole run)
 FAST = [("condense.real_cache", True), ("condense.lam_grid", 4), ("condense.precision", "bf16"),
         ("condense.calib_every", 4)]
 
