@@ -3,8 +3,12 @@
     torchrun --nproc_per_node=2 condense/pretrain_script_text.py --config_path=config/ipc10/bbc.yaml
 
 Experts are spread over ranks (seed-parallel); each keeps its initial and per-epoch weights under
-`pretrained_models/` (see utils/experts.py for the layout). Re-running skips complete experts and
-resumes half-done ones. `--output_dir DIR` is the same as `--set pretrain.expert_dir=DIR`.
+`pretrained_models/` (see utils/experts.py for the layout) and its final weights also as a Hugging
+Face model folder, `expert_<k>/hf/` (`AutoModelForSequenceClassification.from_pretrained(folder,
+trust_remote_code=True)` gives the same logits; utils/hf_export.py). Re-running skips complete
+experts and resumes half-done ones. `--output_dir DIR` is the same as `--set
+pretrain.expert_dir=DIR`. `--report_to tensorboard`: per-step loss and learning rate and per-epoch
+test accuracy of every expert trained on rank 0, under <expert set>/tensorboard/.
 """
 from __future__ import annotations
 
@@ -12,9 +16,12 @@ import logging
 import sys
 from typing import Optional, Sequence
 
-from utils.experts import expert_set_dir, expert_summary, train_experts
+from utils.distributed import barrier
+from utils.experts import expert_set_dir, expert_summary, read_manifest, train_experts
+from utils.hf_export import expert_hf_dir, export_expert
 from utils.logging_utils import setup_logging
 from utils.runtime import guarded_stage, load_data, log_ownership, start_run
+from utils.tracking import Tracker
 
 logger = logging.getLogger("pretrain")
 
@@ -42,17 +49,47 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     adjust=_output_dir_is_expert_dir)
     cfg, env = run.cfg, run.env
     with guarded_stage() as stage:
+        tracker = Tracker.for_run(cfg, run.out_dir, env)
         data = load_data(cfg)
         logger.info("***** Training experts *****  %d experts x %d epochs, %d train / %d test "
                     "samples, batch %d, lr %g", cfg.pretrain.num_premodel, cfg.pretrain.epochs,
                     len(data.train), len(data.test), cfg.pretrain.batch_size, cfg.pretrain.lr)
         log_ownership(cfg.pretrain.num_premodel, env.world_size, "experts")
-        train_experts(cfg, env, data.train, data.test, data.dataset.nclass)
+        with tracker.activate():
+            train_experts(cfg, env, data.train, data.test, data.dataset.nclass)
+        if env.is_main:
+            export_hf_folders(cfg, data)
+            track_accuracies(cfg, tracker, len(data.train))
+        tracker.close()
+        barrier()
         for row in expert_summary(cfg):
             logger.info("expert %(expert)d: complete=%(complete)s epochs=%(epochs_done)d "
                         "test accuracy=%(test_accuracy)s time=%(seconds)ss", row)
-        logger.info("experts are in %s", expert_set_dir(cfg))
+        logger.info("experts are in %s (Hugging Face folders: expert_<k>/hf)", expert_set_dir(cfg))
     return stage.exit_code
+
+
+def export_hf_folders(cfg, data) -> None:
+    """Rank 0: each complete expert's final weights as a Hugging Face folder (once)."""
+    for k in range(cfg.pretrain.num_premodel):
+        folder = expert_hf_dir(cfg, k)
+        if not (folder / "config.json").is_file():
+            export_expert(cfg, k, folder, data.tokenizer, data.dataset.class_names,
+                          data.dataset.multilabel)
+            logger.info("expert %d exported as a Hugging Face model folder: %s", k, folder)
+
+
+def track_accuracies(cfg, tracker: Tracker, n_train: int) -> None:
+    """Every expert's per-epoch training loss and test scores (from the manifests, so experts
+    trained on other ranks are included), at the step that ended the epoch."""
+    if not tracker.enabled:
+        return
+    per_epoch = -(-n_train // cfg.pretrain.batch_size)
+    for k in range(cfg.pretrain.num_premodel):
+        for h in (read_manifest(expert_set_dir(cfg), k) or {}).get("history", []):
+            tracker.log_record(f"expert_{k}", h["epoch"] * per_epoch,
+                               {f"epoch_{key}" if key == "train_loss" else f"test_{key}": v
+                                for key, v in h.items() if key != "epoch"})
 
 
 if __name__ == "__main__":

@@ -216,7 +216,8 @@ def train_expert(k: int, cfg: Config, train: TokenizedSplit, test: TokenizedSpli
         gen = torch.Generator().manual_seed(seed * 1000 + epoch)  # data order of this epoch
         loss = train_steps(model, examples, epoch_batches(len(train), p.batch_size, gen), optimizer,
                            device, loss_fn, scheduler, total=-(-len(train) // p.batch_size),
-                           show_progress=show_progress, desc=f"expert {k} epoch {epoch}/{p.epochs}")
+                           show_progress=show_progress, desc=f"expert {k} epoch {epoch}/{p.epochs}",
+                           track=f"expert_{k}", track_start=(epoch - 1) * per_epoch)
         scores = evaluate_classifier(model, test, p.eval_batch_size, device)
         seconds += time.time() - start
         history.append({"epoch": epoch, "train_loss": round(loss, 5),

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import f1_score
 
+from utils import tracking
 from utils.logging_utils import progress
 
 # ------------------------------------------------------------------------------------ examples
@@ -166,11 +167,15 @@ def train_steps(model: torch.nn.Module, examples: Examples, batches: Iterable[to
                 scheduler=None, clip_norm: Optional[float] = 1.0, total: Optional[int] = None,
                 show_progress: bool = False, desc: str = "train",
                 on_step: Optional[Callable[[int, float], Optional[dict]]] = None,
-                after_backward: Optional[Callable[[], None]] = None) -> float:
+                after_backward: Optional[Callable[[], None]] = None,
+                track: Optional[str] = None, track_start: int = 0) -> float:
     """One optimiser step per batch of `batches` (indices into `examples`); returns the mean loss
     per example. `after_backward()` runs between the backward pass and gradient clipping (data
     parallelism averages the gradients over ranks there). `on_step(step, loss)` runs after each
-    step (1-based) and may return values to show on the progress bar."""
+    step (1-based) and may return values to show on the progress bar. With `track` (a series
+    name, e.g. 'expert_0'), each step's loss and learning rate go to the active experiment
+    tracker (utils.tracking) as `<track>/loss` and `<track>/lr` at step `track_start + step`."""
+    tracker = tracking.current() if track else None
     model.train()
     loss_sum, count = 0.0, 0
     bar = progress(batches, enabled=show_progress, total=total, desc=desc)
@@ -184,9 +189,12 @@ def train_steps(model: torch.nn.Module, examples: Examples, batches: Iterable[to
         if clip_norm is not None:
             torch.nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
         optimizer.step()
+        lr = optimizer.param_groups[0]["lr"]                  # the rate this step used
         if scheduler is not None:
             scheduler.step()
         value = loss.item()
+        if tracker is not None and tracker.enabled:
+            tracker.log(track_start + step, {f"{track}/loss": value, f"{track}/lr": lr})
         loss_sum += value * len(idx)
         count += len(idx)
         shown = on_step(step, value) if on_step is not None else None
