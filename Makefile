@@ -63,7 +63,7 @@ results: quality
 	$(BIN)/python benchmarks/report_results.py
 
 docs: setup
-	$(BIN)/python -m utils.config_doc > docs/config.md
+	$(BIN)/python -m condense.config_doc > docs/config.md
 
 clean:
 	rm -rf $(VENV) .cache results

@@ -2,7 +2,9 @@
 
 from NCFM.cf_loss import (
     DISTRIBUTION_METRICS,
-    Metric,
+    METRICS,
+    MMDOptions,
+    NCFMOptions,
     cf_loss,
     distribution_loss,
     empirical_cf,
@@ -15,7 +17,9 @@ from NCFM.sampling_net import SamplingNet, negate_grads
 
 __all__ = [
     "DISTRIBUTION_METRICS",
-    "Metric",
+    "METRICS",
+    "MMDOptions",
+    "NCFMOptions",
     "SamplingNet",
     "cf_loss",
     "distribution_loss",

@@ -10,7 +10,7 @@ two distributions. The discrepancy at one frequency is split into an amplitude p
 ``t``), weighted by ``alpha`` and ``beta``.
 
 A maximum mean discrepancy (MMD) metric is provided as a simpler alternative, and
-both are reachable by name through :data:`DISTRIBUTION_METRICS` /
+both are reachable by name through :data:`METRICS` /
 :func:`distribution_loss`.
 
 Features are expected to be L2-normalised by the caller, but every function here
@@ -19,15 +19,19 @@ works for arbitrary real inputs.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Callable
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor
 
+from utils.registry import Entry, Registry, opt
+
 __all__ = [
     "DISTRIBUTION_METRICS",
-    "Metric",
+    "METRICS",
+    "MMDOptions",
+    "NCFMOptions",
     "cf_loss",
     "distribution_loss",
     "empirical_cf",
@@ -181,49 +185,52 @@ def mmd_loss(
     raise ValueError(f"unknown MMD kernel {kernel!r}; allowed: {', '.join(MMD_KERNELS)}")
 
 
-@dataclass(frozen=True)
-class Metric:
-    """A registered distribution metric: ``fn(feat_real, feat_syn, [t,] **options)``.
+@dataclass
+class NCFMOptions:
+    """Options of the NCFM characteristic-function discrepancy (:func:`cf_loss`)."""
 
-    ``needs_frequencies``: the metric takes frequencies ``t`` ``[F, D]`` as third argument.
-    ``config_options``: option name -> key of the ``condense`` config section that supplies it
-    (e.g. NCFM's ``alpha`` comes from ``alpha_for_loss``).
-    """
+    alpha: float = opt(0.5, "Weight of the CF amplitude term.")
+    beta: float = opt(0.5, "Weight of the CF phase term.")
 
-    fn: Callable[..., Tensor]
-    needs_frequencies: bool = False
-    config_options: dict = field(default_factory=dict)
-
-
-#: The metric registry (names upper-case); add one with :func:`register_metric`.
-DISTRIBUTION_METRICS: dict[str, Metric] = {}
+    def check(self):
+        for key in ("alpha", "beta"):
+            if getattr(self, key) < 0:
+                yield key, "must be >= 0"
 
 
-def register_metric(name: str, needs_frequencies: bool = False, config_options: dict | None = None):
-    """Decorator: make a metric selectable by ``name`` (case-insensitive) from the config."""
+@dataclass
+class MMDOptions:
+    """Options of the maximum mean discrepancy (:func:`mmd_loss`)."""
 
-    def wrap(fn: Callable[..., Tensor]) -> Callable[..., Tensor]:
-        key = name.upper()
-        if key in DISTRIBUTION_METRICS:
-            raise ValueError(f"distribution metric {key!r} is already registered")
-        DISTRIBUTION_METRICS[key] = Metric(fn, needs_frequencies, dict(config_options or {}))
-        return fn
+    kernel: Literal["linear", "rbf"] = opt("linear", "'linear': squared distance of the means; "
+                                           "'rbf': biased MMD^2 with a Gaussian kernel.")
+    sigma: float = opt(1.0, "Bandwidth of the 'rbf' kernel (ignored by 'linear').")
 
-    return wrap
-
-
-register_metric("NCFM", needs_frequencies=True,
-                config_options={"alpha": "alpha_for_loss", "beta": "beta_for_loss"})(cf_loss)
-register_metric("MMD")(mmd_loss)
+    def check(self):
+        if self.sigma <= 0:
+            yield "sigma", "must be > 0"
 
 
-def get_metric(name: str) -> Metric:
-    key = name.upper()
-    if key not in DISTRIBUTION_METRICS:
-        raise ValueError(
-            f"unknown distribution metric {name!r}; allowed: {', '.join(DISTRIBUTION_METRICS)}"
-        )
-    return DISTRIBUTION_METRICS[key]
+#: The distribution-metric registry: ``fn(feat_real, feat_syn, [t,] **options)``; an entry's
+#: trait ``needs_frequencies`` says whether it takes frequencies ``t`` ``[F, D]`` third. Add one
+#: with :func:`register_metric` (or ``METRICS.register``).
+METRICS: Registry = Registry("distribution metric", publish=True)
+DISTRIBUTION_METRICS = METRICS      # the older name
+
+
+def register_metric(name: str, needs_frequencies: bool = False, options: type | None = None):
+    """Decorator: make a metric selectable by ``name`` (case-insensitive) as feature matching's
+    ``metric``, with its own options dataclass (set as ``metric_options``)."""
+    return METRICS.register(name, options=options, needs_frequencies=needs_frequencies)
+
+
+register_metric("ncfm", needs_frequencies=True, options=NCFMOptions)(cf_loss)
+register_metric("mmd", options=MMDOptions)(mmd_loss)
+
+
+def get_metric(name: str) -> Entry:
+    """The registered metric `name` (a `utils.registry.Entry`); a UserError listing the names."""
+    return METRICS.entry(name)
 
 
 def distribution_loss(
@@ -246,11 +253,11 @@ def distribution_loss(
         Scalar loss.
 
     Raises:
-        ValueError: unknown name, or ``"NCFM"`` without ``t``.
+        UserError: unknown name; ValueError: ``"NCFM"`` without ``t``.
     """
     metric = get_metric(name)
-    if metric.needs_frequencies:
+    if metric.trait("needs_frequencies"):
         if t is None:
             raise ValueError(f"metric {name.upper()!r} needs frequencies t")
-        return metric.fn(feat_real, feat_syn, t, **kwargs)
-    return metric.fn(feat_real, feat_syn, **kwargs)
+        return metric.obj(feat_real, feat_syn, t, **kwargs)
+    return metric.obj(feat_real, feat_syn, **kwargs)

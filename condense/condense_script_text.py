@@ -1,7 +1,7 @@
 """Stage 2 - condense: learn `ipc` synthetic sequences per class against the experts.
 
     torchrun --nproc_per_node=2 --nnodes=1 condense/condense_script_text.py \
-        --config_path=config/ipc10/bbc.yaml [--ipc 10] [--init mix] [--sampling_net] [--debug]
+        --config_path=config/ipc10/bbc.yaml [--ipc 10] [--niter 200] [--init mix] [--debug]
 
 Each rank owns a balanced block of classes. Missing experts are trained first (stage 1). Outputs
 under --output_dir (default results/condense/<dataset>/ipc<ipc>/<run_name>/):
@@ -18,9 +18,11 @@ from typing import Optional, Sequence
 
 from condenser.condenser import Condenser
 from condenser.expert_pool import ExpertPool
+from condenser.init import INITS
 from condenser.report import plot_loss_curve, write_preview
+from condenser.schedule import Schedule
 from evaluation.plots import plot_eval_curve
-from evaluation.protocol import evaluate_synthetic, run_validation_indices, subset
+from evaluation.protocol import Evaluator, run_validation_indices, subset
 from evaluation.results import best_by_validation, record_eval_curve
 from evaluation.worth import worth_entries, worth_table
 from utils.checkpoint import check_resumable, load_latest, save_checkpoint, set_aside, settings_view
@@ -33,7 +35,6 @@ from utils.logging_utils import progress
 from utils.model import model_tag
 from utils.precision import resolve_precision
 from utils.runtime import Data, guarded_stage, load_data, start_run
-from utils.seeding import rng_state, set_rng_state
 from utils.synset import build_synset, check_fits, load_synset, make_meta, save_synset, split_by_class
 
 logger = logging.getLogger("condense")
@@ -49,8 +50,8 @@ def apply_debug(cfg: Config) -> None:
 
 # Settings a resumed run may change; every other key shapes the saved state and must match.
 RESUMABLE_CHANGES = ("condense.niter", "condense.save_every", "condense.log_every", "condense.eval_it",
-                     "condense.worth_runs", "condense.precision", "condense.real_cache",
-                     "condense.load_path", "condense.debug_niter", "dataset.cache_dir",
+                     "condense.worth_runs", "condense.precision", "condense.load_path",
+                     "condense.debug_niter", "dataset.cache_dir",
                      "dataset.max_test_per_class", "pretrain.expert_dir", "pretrain.eval_batch_size",
                      "evaluate.*", "distill.*", "run.output_dir", "run.run_name", "run.log_level",
                      "run.gpu", "run.tf32", "run.resume")
@@ -86,7 +87,7 @@ def start_state(condenser: Condenser, cfg: Config, data: Data, ctx, found: Optio
         condenser.load_state_dict(found[1], ctx)
         return
     loaded = None
-    if cfg.condense.init == "load":
+    if INITS.entry(cfg.condense.init, where="condense.init").trait("loads_set"):
         def read():
             path = cfg.condense.load_path
             syn = load_synset(path)
@@ -161,30 +162,26 @@ def current_set(condenser: Condenser, cfg: Config, data: Data) -> dict:
     return build_synset(per_class, condenser.classes, synset_meta(cfg, data, condenser))
 
 
-def report_worth(condenser: Condenser, cfg: Config, run, data: Data) -> None:
+def report_worth(evaluator: Evaluator, condenser: Condenser, cfg: Config, run, data: Data) -> None:
     """Collective, for `condense.worth_runs`: the final set vs a random real subset of the same
     size; rank 0 logs the table and writes worth.json."""
     syn = current_set(condenser, cfg, data)
     logger.info("what is the set worth? %d classifiers on it and %d on a random real subset "
                 "(evaluation protocol: %d steps each)", cfg.condense.worth_runs,
                 cfg.condense.worth_runs, cfg.evaluate.steps)
-    entries = worth_entries(cfg, run.env, data, syn, cfg.condense.worth_runs,
+    entries = worth_entries(evaluator, syn, cfg.condense.worth_runs,
                             source=f"syn_data_{condenser.iteration}.pth")
     if run.env.is_main:
         atomic_write_json(run.out_dir / "worth.json", entries)
         logger.info("what the set is worth:\n%s", worth_table(entries))
 
 
-def evaluate_now(condenser: Condenser, cfg: Config, run, data: Data) -> dict:
+def evaluate_now(evaluator: Evaluator, condenser: Condenser, cfg: Config, run, data: Data) -> dict:
     """Collective, for `condense.eval_it`: the current set (gathered to every rank) through the
-    evaluation protocol; rank 0 appends it to eval_curve.json. The RNG state is restored
-    afterwards, so condensation continues exactly as without the evaluation."""
+    evaluation protocol (which leaves the RNG alone); rank 0 appends it to eval_curve.json."""
     syn = current_set(condenser, cfg, data)
-    saved, start = rng_state(), time.time()
-    try:
-        entry = evaluate_synthetic(cfg, run.env, data, syn, source=f"iteration {condenser.iteration}")
-    finally:
-        set_rng_state(saved)
+    start = time.time()
+    entry = evaluator.synthetic(syn, source=f"iteration {condenser.iteration}")
     logger.info("eval iter %d: accuracy %.4f ± %.4f (%d runs, %.1fs)", condenser.iteration,
                 entry["mean"], entry["std"], entry["num_eval"], time.time() - start)
     if run.env.is_main:
@@ -228,12 +225,28 @@ def write_summary(condenser: Condenser, run, seconds: float, iterations: int) ->
                     summary["synthetic_set"])
 
 
+class LazyEvaluator:
+    """The run's one `Evaluator`, built the first time an evaluation is due (a run that never
+    evaluates never builds it)."""
+
+    def __init__(self, cfg: Config, env, data: Data):
+        self.cfg, self.env, self.data, self._ev = cfg, env, data, None
+
+    def __call__(self) -> Evaluator:
+        if self._ev is None:
+            self._ev = Evaluator(self.cfg, self.env, self.data)
+        return self._ev
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     run = start_run(argv, __doc__.splitlines()[0], "condense", adjust=apply_debug,
                     defer_args_log=True)
     cfg, env = run.cfg, run.env
     with guarded_stage() as stage:
         found = find_resumable(cfg, run)
+        if cfg.condense.init == "load" and not found:   # refused before experts are trained
+            from utils.synset import preflight_load
+            preflight_load(cfg.condense.load_path)
         data = load_data(cfg)
         ensure_experts(cfg, env, data)
         nclass = data.dataset.nclass
@@ -244,35 +257,34 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             logger.info("rank %d owns classes %s", rank, owned or "none")
         ctx = condenser.init_context(data.tokenizer, nclass, data.dataset.multilabel)
         start_state(condenser, cfg, data, ctx, found)
-        c = cfg.condense
+        c, schedule, evaluator = cfg.condense, Schedule.of(cfg), LazyEvaluator(cfg, env, data)
         logger.info("***** Running condensation *****  objectives: %s; %d classes x ipc %d, init "
-                    "%s, %d iterations (from %d), sampling net %s, %d experts, precision %s%s",
+                    "%s, %d iterations (from %d), %d experts, precision %s%s",
                     condenser.describe_terms(), len(classes), c.ipc, c.init, c.niter,
-                    condenser.iteration, c.sampling_net, pool.num,
-                    resolve_precision(c.precision, env.device),
+                    condenser.iteration, pool.num, resolve_precision(c.precision, env.device),
                     " (auto)" if c.precision == "auto" else "")
-        if condenser.iteration == 0 and 0 in c.eval_it:   # the starting set (e.g. herding's picks)
-            if cfg.evaluate.select_by == "val":
+        logger.info("objective options: %s", condenser.describe_options())
+        if condenser.iteration == 0 and schedule.evaluate(0):  # the start (e.g. herding's picks)
+            if schedule.save_evaluated:
                 save(condenser, cfg, run, data)
-            evaluate_now(condenser, cfg, run, data)
+            evaluate_now(evaluator(), condenser, cfg, run, data)
         start, first_it = time.time(), condenser.iteration
         bar = progress(range(condenser.iteration, c.niter), enabled=env.is_main, desc="condense")
         for _ in bar:
             rec = condenser.step()
             it = rec["iteration"]
             bar.set_postfix({k[:-5]: f"{v:.4f}" for k, v in rec.items() if k.endswith("_loss")})
-            if it % c.log_every == 0 or it == c.niter:
+            if schedule.log(it):
                 logger.info("iter %d/%d  %s", it, c.niter, format_record(rec))
-            by_val = it in c.eval_it and cfg.evaluate.select_by == "val"
-            if it % c.save_every == 0 or it == c.niter or by_val:
+            if schedule.save(it):
                 save(condenser, cfg, run, data)
-            if it in c.eval_it:  # evaluate the current set (collective; RNG state kept)
-                evaluate_now(condenser, cfg, run, data)
+            if schedule.evaluate(it):
+                evaluate_now(evaluator(), condenser, cfg, run, data)
         write_summary(condenser, run, time.time() - start, condenser.iteration - first_it)
         if env.is_main and cfg.evaluate.select_by == "val":
             keep_best(run, cfg)
         if c.worth_runs:
-            report_worth(condenser, cfg, run, data)
+            report_worth(evaluator(), condenser, cfg, run, data)
     return stage.exit_code
 
 

@@ -2,12 +2,13 @@
 
     torchrun --nproc_per_node=2 condense/evaluate_script_text.py --config_path=config/ipc10/bbc.yaml \
         --load_path=results/condense/bbc/ipc10/<run>/distilled_data/syn_data_<iter>.pth \
-        [--baseline random,herding,kcenter,full] [--eval_model_path MODEL]
+        [--baseline random,herding,kcenter,kmeans,full] [--eval_model_path MODEL]
 
 `--load_path` evaluates a saved synthetic set; `--baseline` (comma-separated, repeatable) adds
 real-data baselines at the same ipc (condense.ipc) under exactly the same training protocol:
-'random', 'herding' and 'kcenter' pick ipc training samples per class ('herding'/'kcenter' on the
-features of expert `evaluate.feature_expert`, trained first if missing), 'full' trains on all
+'random', 'herding', 'kcenter' and 'kmeans' (k-means centroids' nearest samples) pick ipc training
+samples per class (all but 'random' on the features of expert `evaluate.feature_expert`, trained
+first if missing), 'full' trains on all
 training data for `evaluate.full_steps` steps. `--eval_model_path` (evaluate.eval_model_path)
 trains another encoder of the same hidden size (cross-architecture check). The `evaluate.num_eval`
 runs per method are spread over ranks; see evaluation/protocol.py for the protocol.
@@ -28,17 +29,17 @@ from typing import List, Optional, Sequence
 
 from evaluation.plots import plot_accuracy_vs_step, plot_projection
 from evaluation.protocol import (
-    BASELINES,
     SYNTHETIC,
     EvalContext,
     EvaluationError,
+    baselines,
     evaluate_baseline,
     evaluate_synthetic,
     make_context,
     parse_baselines,
 )
 from evaluation.results import add_gaps, append_results_table, log_entry, read_results_table
-from evaluation.selectors import NEEDS_FEATURES, load_feature_expert
+from evaluation.selectors import SELECTORS, load_feature_expert, needs_features
 from utils.coreset import expert_features
 from utils.errors import UserError
 from utils.experts import ensure_experts, missing_experts
@@ -52,7 +53,7 @@ logger = logging.getLogger("evaluate")
 def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--baseline", action="append", default=[], metavar="NAMES",
                    help=f"Real-data baselines, comma-separated and/or repeated: "
-                        f"{', '.join(BASELINES)}.")
+                        f"{', '.join(baselines())}.")
 
 
 def _display_path(path: str) -> str:
@@ -113,17 +114,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     run = start_run(argv, __doc__.splitlines()[0], "evaluate", add_args=add_args)
     cfg, env = run.cfg, run.env
     with guarded_stage() as stage:
-        baselines = parse_baselines(run.args.baseline)
+        wanted = parse_baselines(run.args.baseline)
         syn_path = cfg.condense.load_path
-        if not baselines and not syn_path:
+        if not wanted and not syn_path:
             raise EvaluationError("nothing to evaluate: give a synthetic set (--load_path FILE) "
-                                  f"and/or baselines (--baseline {','.join(BASELINES)})")
+                                  f"and/or baselines (--baseline {','.join(baselines())})")
         syn = load_synset(syn_path) if syn_path else None
         data = load_data(cfg)
         ctx = make_context(cfg, env, data)
         ev = cfg.evaluate
         logger.info("***** Evaluating *****  %s, %d runs x %d steps (full: %d), batch %d, lr %g, "
-                    "select by %s, encoder %s", ", ".join(([SYNTHETIC] if syn else []) + baselines),
+                    "select by %s, encoder %s", ", ".join(([SYNTHETIC] if syn else []) + wanted),
                     ev.num_eval, ev.steps, ev.full_steps, ev.batch_size, ev.lr, ev.select_by,
                     ctx.model)
         entries = []
@@ -131,13 +132,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             entries.append(evaluate_synthetic(cfg, env, data, syn, _display_path(syn_path), ctx))
             log_entry(entries[-1])
         expert = features = None
-        if any(b in NEEDS_FEATURES for b in baselines):
+        featured = {b for b in wanted if b in SELECTORS and needs_features(b)}
+        if featured:
             ensure_experts(cfg, env, data)                   # collective: every rank, same errors
             expert = load_feature_expert(cfg, ctx.nclass, env.device, data.tokenizer.vocab_size)
         elif syn is not None and env.is_main:
             expert = _projection_expert(cfg, ctx, data)      # rank 0 only: never raises
-        for method in baselines:
-            if method in NEEDS_FEATURES and features is None:
+        for method in wanted:
+            if method in featured and features is None:
                 features = expert_features(expert, data.train.attention_mask,
                                            ev.eval_batch_size, env.device,
                                            input_ids=data.train.input_ids)

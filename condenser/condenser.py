@@ -10,6 +10,10 @@ joint terms put their weighted gradients into the data, one optimiser step follo
 with steps of their own (calibration) take them; every term's value is summed over ranks and the
 plateau scheduler steps on the weighted sum of the joint terms.
 
+Host syncs: terms return their values as device tensors; the iteration reads them, the
+finite check of the data (one fused reduction) and the tensors of the terms' `info` in ONE
+transfer, after the one all-reduce (`_read_values`).
+
 State (`state_dict`) is per part: this rank's shard and optimiser state by class, the scheduler,
 each term's own state, the RNG; `gather_state` collects every rank's part on rank 0 only.
 """
@@ -25,12 +29,13 @@ import torch
 from torch.profiler import record_function
 
 from condenser.expert_pool import ExpertPool
+from condenser.init import INITS
 from condenser.init_context import InitContext
 from condenser.objectives import (
     FeatureMatching,
     Objective,
-    ObjectiveContext,
     build_objectives,
+    objective_context,
     objective_specs,
 )
 from condenser.synthetic import SyntheticShard, build_shard
@@ -71,7 +76,7 @@ class Condenser:
         self.shard: Optional[SyntheticShard] = None
         self.optimizer: Optional[torch.optim.Optimizer] = None
         self.scheduler = None
-        ctx = ObjectiveContext(cfg, env, pool, train, self.classes, self.my_classes)
+        ctx = objective_context(cfg, env, pool, train, self.classes, self.my_classes)
         self.specs = objective_specs(cfg)
         self.terms: List[Objective] = build_objectives(ctx, self.specs)
         self.joint = [t for t in self.terms if not t.own_steps]
@@ -88,9 +93,11 @@ class Condenser:
 
     # ------------------------------------------------------------------------------ set-up
     def init_context(self, tokenizer, nclass: int, multilabel: bool) -> InitContext:
+        c = self.cfg.condense
         return InitContext(self.train, self.pool.embedding_table().detach().cpu(),
                            tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id,
-                           nclass, multilabel, self.cfg.run.seed, self.cfg.condense,
+                           nclass, multilabel, self.cfg.run.seed,
+                           INITS.options(c.init, c.init_options, where="condense.init_options"),
                            features=self._train_features)
 
     def _feature_expert(self) -> int:
@@ -140,6 +147,10 @@ class Condenser:
     def describe_terms(self) -> str:
         return ", ".join(f"{s.name} x {s.weight:g}" for s in self.specs)
 
+    def describe_options(self) -> str:
+        """Every term's options, one `name: {...}` per term (the run log)."""
+        return "; ".join(f"{t.metric_key[:-5]}: {vars(t.options)}" for t in self.terms)
+
     # ------------------------------------------------------------------------- one iteration
     def match_loss_at(self, it: int) -> float:
         """The feature-matching loss iteration `it` would see, summed over ranks, without changing
@@ -161,7 +172,7 @@ class Condenser:
                         [copy.deepcopy(t.state_dict()) for t in self.terms],
                         copy.deepcopy(self.label_optimizer.state_dict())
                         if self.label_optimizer else None)
-        local: Dict[str, float] = {}
+        local: Dict[str, object] = {}      # metric key -> 0-dim tensor (or the last value)
         self.optimizer.zero_grad(set_to_none=True)
         if self.label_optimizer is not None:
             self.label_optimizer.zero_grad(set_to_none=True)
@@ -177,7 +188,7 @@ class Condenser:
             for term in self.joint:
                 term.after_step()
         for term in self.own:
-            if it % term.own_every:           # not this iteration's turn (calib_every): it logs
+            if it % term.own_every:           # not this iteration's turn (`every`): it logs
                 local[term.metric_key] = self._last_logged(term.metric_key)   # its last global value
                 continue
             value = 0.0
@@ -190,26 +201,49 @@ class Condenser:
 
         keys = [t.metric_key for t in self.terms]
         repeated = [t.replicated or bool(it % t.own_every) for t in self.terms]  # not summed
-        summed = [0.0 if rep else local[t.metric_key] for t, rep in zip(self.terms, repeated)]
-        data_bad = any(not bool(torch.isfinite(p).all()) for p in self._all_parameters())
-        with record_function("collectives"):
-            summed = all_reduce_sum(torch.tensor(summed + [float(data_bad)], dtype=torch.float64,
-                                                 device=self.env.device))
-        values = {t.metric_key: (local[t.metric_key] if repeated[i] else summed[i].item())
-                  for i, t in enumerate(self.terms)}
-        if summed[-1].item() > 0 or not all(math.isfinite(v) for v in values.values()):
+        info: dict = {}
+        for term in self.terms:
+            info.update(term.info())
+        values, info = self._read_values(local, repeated, info)
+        if values.pop("_data_bad") > 0 or not all(math.isfinite(v) for v in values.values()):
             return self._nonfinite(it, values, snapshot, start)
         objective = sum(t.weight * values[t.metric_key] for t in self.joint)
         if self.scheduler is not None:
             self.scheduler.step(objective)
         self.iteration += 1
         record = {"iteration": self.iteration, **{k: values[k] for k in keys},
-                  "lr": self.optimizer.param_groups[0]["lr"]}
-        for term in self.terms:
-            record.update(term.info())
+                  "lr": self.optimizer.param_groups[0]["lr"], **info}
         record["seconds"] = round(time.time() - start, 3)
         self.history.append(record)
         return record
+
+    def _read_values(self, local: dict, repeated: List[bool], info: dict) -> tuple:
+        """The iteration's one host sync: the terms' values (summed over ranks unless replicated
+        or not their turn), a fused finite check of the synthetic data (any rank) and the
+        tensor-valued `info` fields, read in one transfer after one all-reduce."""
+        dev = self.env.device
+        as64 = lambda v: torch.as_tensor(v, dtype=torch.float64, device=dev).reshape(())  # noqa: E731
+        params = self._all_parameters()
+        if params:           # one fused reduction: any NaN/Inf in any of this rank's tensors
+            data_bad = torch.stack([torch.isfinite(p).all() for p in params]).logical_not().any()
+        else:
+            data_bad = torch.zeros((), dtype=torch.bool, device=dev)
+        vals = [local[t.metric_key] for t in self.terms]
+        summed = torch.stack([torch.zeros((), dtype=torch.float64, device=dev) if rep else as64(v)
+                              for v, rep in zip(vals, repeated)] + [as64(data_bad)])
+        with record_function("collectives"):
+            summed = all_reduce_sum(summed)
+        tensor_info = [k for k, v in info.items() if torch.is_tensor(v)]
+        kept = [as64(v) for v, rep in zip(vals, repeated) if rep]
+        flat = torch.cat([summed, torch.stack(kept + [as64(info[k]) for k in tensor_info])
+                          if kept or tensor_info else summed.new_zeros(0)]).tolist()   # the sync
+        n = len(self.terms)
+        out, rest = {}, iter(flat[n + 1:])
+        for i, (t, rep) in enumerate(zip(self.terms, repeated)):
+            out[t.metric_key] = next(rest) if rep else flat[i]
+        out["_data_bad"] = flat[n]
+        info = {**info, **{k: next(rest) for k in tensor_info}}
+        return out, info
 
     def _nonfinite(self, it: int, values: dict, snapshot, start: float) -> dict:
         shown = ", ".join(f"{k} {v:.4g}" for k, v in values.items())

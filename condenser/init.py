@@ -1,5 +1,8 @@
-"""Initialisations of the synthetic set, by name (`condense.init`): one function per mode,
-`fn(ctx, c, ipc, factor) -> ClassData` for class c, in the `INITS` registry.
+"""Initialisations of the synthetic set, by name (`condense.init`, its options
+`condense.init_options`): one function per mode, `fn(ctx, c, ipc, factor) -> ClassData` for
+class c, registered in `INITS` with its options dataclass (read as `ctx.options`) and its needs
+as traits (`needs_features`: the expert features `ctx.features`; `loads_set`: the classes come
+from a saved set, `build_shard`'s `loaded`).
 
 - random     the word embeddings of `ipc` real samples of the class
 - noise      Gaussian noise with the per-dimension mean/std of the embedding table; real masks
@@ -9,18 +12,22 @@
 - herding    the real samples herding picks on the features of expert `evaluate.feature_expert`
              (final weights) - the herding baseline's picks, so condensation starts where the
              best cheap selection ends and has to add to it
-
-('load', a saved set, is handled by `condenser.synthetic.build_shard`.)
+- kmeans     the real samples nearest to k-means centroids of the same features (the kmeans
+             baseline's picks)
+- load       a saved set (`condense.load_path`; taken by `condenser.synthetic.build_shard`)
 """
 from __future__ import annotations
 
-from typing import Callable, Dict
+from typing import Callable
 
 import torch
 
 from condenser.init_context import InitContext, from_indices, labels_for, real_ids
-from condenser.init_text import init_manifold, init_mask_fill
+from condenser.init_text import ManifoldOptions, MaskFillOptions, init_manifold, init_mask_fill
 from utils.coreset import herding_select
+from utils.kmeans_select import kmeans_select
+from utils.registry import Registry
+from utils.seeding import derive_seed
 from utils.synset import ClassData, segment_length
 
 InitFn = Callable[[InitContext, int, int, int], ClassData]
@@ -62,24 +69,44 @@ def init_mix(ctx: InitContext, c: int, ipc: int, factor: int = 1) -> ClassData:
     return ClassData(ctx.word_embeddings[ids].clone(), mask, labels_for(ctx, c, idx[:, 0], ipc))
 
 
-def init_herding(ctx: InitContext, c: int, ipc: int, factor: int = 1) -> ClassData:
-    """The `ipc` training samples of class c that herding picks on expert features (all of them,
-    repeated, when the class has no more)."""
+def _feature_picks(ctx: InitContext, c: int, ipc: int, factor: int, pick) -> ClassData:
+    """The `ipc` training samples of class c that `pick(feats [N_c, H])` chooses on the expert
+    features (all of them, repeated, when the class has no more)."""
     pool = ctx.train.class_indices[c]
     if len(pool) <= ipc:
         return init_random(ctx, c, ipc, factor)
     if ctx.features is None:
-        raise ValueError("init 'herding' needs InitContext.features (expert features)")
-    feats = ctx.features(pool)                                        # [N_c, H]
-    return from_indices(ctx, c, pool[herding_select(feats, ipc)])
+        raise ValueError("this init needs InitContext.features (expert features)")
+    return from_indices(ctx, c, pool[pick(ctx.features(pool))])
 
 
-INITS: Dict[str, InitFn] = {"random": init_random, "noise": init_noise, "mix": init_mix,
-                            "mask_fill": init_mask_fill, "manifold": init_manifold,
-                            "herding": init_herding}
+def init_herding(ctx: InitContext, c: int, ipc: int, factor: int = 1) -> ClassData:
+    """The samples herding picks on the expert features (the herding baseline's picks)."""
+    return _feature_picks(ctx, c, ipc, factor, lambda feats: herding_select(feats, ipc))
+
+
+def init_kmeans(ctx: InitContext, c: int, ipc: int, factor: int = 1) -> ClassData:
+    """The samples nearest to k-means centroids of the expert features (the kmeans baseline's
+    picks: same features, same seed)."""
+    seed = derive_seed(ctx.seed, "select", "kmeans", c)
+    return _feature_picks(ctx, c, ipc, factor, lambda feats: kmeans_select(feats, ipc, seed))
+
+
+def init_load(ctx: InitContext, c: int, ipc: int, factor: int = 1) -> ClassData:
+    """A saved synthetic set (condense.load_path)."""
+    raise ValueError("init 'load' takes its classes from the saved set (build_shard's `loaded`)")
+
+
+INITS: Registry = Registry("init", publish=True)
+for _name, _fn, _traits in (("random", init_random, {}), ("noise", init_noise, {}),
+                            ("mix", init_mix, {}),
+                            ("mask_fill", init_mask_fill, {"options": MaskFillOptions}),
+                            ("manifold", init_manifold, {"options": ManifoldOptions}),
+                            ("herding", init_herding, {"needs_features": True}),
+                            ("kmeans", init_kmeans, {"needs_features": True}),
+                            ("load", init_load, {"loads_set": True})):
+    INITS.register(_name, _fn, **_traits)
 
 
 def init_class(mode: str, ctx: InitContext, c: int, ipc: int, factor: int) -> ClassData:
-    if mode not in INITS:
-        raise ValueError(f"unknown init mode {mode!r} ({', '.join(INITS)}, load)")
-    return INITS[mode](ctx, c, ipc, factor)
+    return INITS.get(mode, where="condense.init")(ctx, c, ipc, factor)

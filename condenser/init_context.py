@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import torch
 
-from utils.config_schema import CondenseConfig
 from utils.data import TokenizedSplit
 from utils.seeding import derive_seed, seeded_sample
 from utils.synset import ClassData, SyntheticDataError
@@ -27,7 +26,7 @@ class InitContext:
     nclass: int
     multilabel: bool
     seed: int
-    options: Optional[CondenseConfig] = None   # mask_fill / manifold settings
+    options: Any = None       # the init's options dataclass (condense.init_options, validated)
     # training indices [n] -> an expert's pooled last-layer features [n, H] (init 'herding')
     features: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
 

@@ -12,9 +12,14 @@
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 import torch
 
 from condenser.init_context import InitContext, from_indices, labels_for, real_ids
+from utils.kmeans_select import nearest_distinct
+from utils.registry import opt
 from utils.seeding import derive_seed
 from utils.synset import ClassData
 
@@ -63,7 +68,35 @@ def _fill(token: int, strategy: str, k: int, table_n: torch.Tensor, class_probs:
     raise ValueError(f"unknown fill_strategy {strategy!r} (nearest, class_vocab)")
 
 
+@dataclass
+class MaskFillOptions:
+    mask_ratio: float = opt(0.15, "Fraction of content tokens replaced.")
+    mask_strategy: Literal["uniform", "random", "important"] = opt(
+        "random", "Which positions: evenly spaced, random, or the tokens most specific to the "
+        "class (p(token|class) / p(token)).")
+    fill_strategy: Literal["nearest", "class_vocab"] = opt(
+        "nearest", "Filler drawn from the tokens with the nearest embeddings, or from the class's "
+        "own most frequent tokens.")
+    fill_candidates: int = opt(10, "Number of candidate fillers per position.")
+
+    def check(self):
+        if not 0.0 <= self.mask_ratio <= 1.0:
+            yield "mask_ratio", "must be in [0, 1]"
+        if self.fill_candidates < 1:
+            yield "fill_candidates", "must be >= 1"
+
+
+@dataclass
+class ManifoldOptions:
+    latent_dim: int = opt(16, "PCA dimensions in which k-means picks the starts.")
+
+    def check(self):
+        if self.latent_dim < 1:
+            yield "latent_dim", "must be >= 1"
+
+
 def init_mask_fill(ctx: InitContext, c: int, ipc: int, factor: int = 1) -> ClassData:
+    """Real samples of the class with a fraction of their content tokens replaced."""
     o = ctx.options
     gen = torch.Generator().manual_seed(ctx.class_seed(c))
     idx = real_ids(ctx, c, ipc, ctx.class_seed(c))
@@ -86,6 +119,7 @@ def init_mask_fill(ctx: InitContext, c: int, ipc: int, factor: int = 1) -> Class
 
 
 def init_manifold(ctx: InitContext, c: int, ipc: int, factor: int = 1) -> ClassData:
+    """The real samples nearest to k-means centres in a PCA space of mean-pooled embeddings."""
     from sklearn.cluster import KMeans
     from sklearn.decomposition import PCA
 
@@ -100,13 +134,6 @@ def init_manifold(ctx: InitContext, c: int, ipc: int, factor: int = 1) -> ClassD
     seed = derive_seed(ctx.seed, "manifold", c) % (2 ** 31)
     z = PCA(n_components=dim, random_state=seed).fit_transform(pooled)  # [N_c, dim]
     km = KMeans(n_clusters=ipc, n_init=4, random_state=seed).fit(z)
-    dists = ((z[:, None, :] - km.cluster_centers_[None]) ** 2).sum(-1)  # [N_c, ipc]
-    chosen, used = [], set()
-    for k in range(ipc):                                              # nearest distinct sample
-        for j in dists[:, k].argsort():
-            if int(j) not in used:
-                used.add(int(j))
-                chosen.append(int(j))
-                break
+    chosen = nearest_distinct(z, km.cluster_centers_)                 # nearest distinct samples
     return from_indices(ctx, c, pool[torch.tensor(chosen)])
 

@@ -9,7 +9,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 
-from condenser.init import init_class
+from condenser.init import INITS, init_class
 from condenser.init_context import InitContext
 from utils.synset import ClassData
 
@@ -84,12 +84,13 @@ def build_shard(classes: Sequence[int], mode: str, ctx: InitContext, ipc: int, f
                 expert_logits: Optional[Callable[[ClassData], torch.Tensor]] = None
                 ) -> SyntheticShard:
     """This rank's classes, initialised by `mode`, or taken from `loaded` ({class: {embeds, mask,
-    labels[, label_logits]}}: a saved set or a checkpoint) when mode is 'load'. With
+    labels[, label_logits]}}: a saved set or a checkpoint) when mode loads a set ('load'). With
     `learn_labels`, label logits start from the loaded ones, a loaded set's soft labels, the
     expert's logits on the initial sequences (`expert_logits`), or a smoothed one-hot."""
     shard = SyntheticShard(list(classes))
+    from_saved = INITS.entry(mode, where="condense.init").trait("loads_set")
     for c in classes:
-        d = loaded[c] if mode == "load" else None
+        d = loaded[c] if from_saved else None
         if d is not None:
             shard.data[c] = ClassData(d["embeds"].clone(), d["mask"].clone(), d["labels"].clone())
         else:

@@ -1,4 +1,6 @@
-"""Textual trajectory matching (MTT applied to BERT), with subset matching and bounded memory.
+"""Textual trajectory matching (MTT applied to BERT), with subset matching and bounded memory:
+the parameter subsets and the unrolls (the objective that uses them:
+`condenser.objectives.trajectory`).
 
 A student starts from expert k's weights at epoch s, takes `syn_steps` gradient steps on the
 synthetic set with a learnable learning rate `syn_lr`, and the synthetic data is optimised so that
@@ -22,7 +24,6 @@ Memory (`unroll`):
 """
 from __future__ import annotations
 
-import logging
 import random
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence
@@ -31,13 +32,7 @@ import torch
 import torch.distributed as dist
 from torch.func import functional_call
 
-from condenser.objectives import Objective, ObjectiveContext, register_objective
-from condenser.synthetic import SyntheticShard
-from utils.errors import UserError
-from utils.seeding import derive_seed
 from utils.training import label_loss
-
-logger = logging.getLogger(__name__)
 
 SUBSET_STRATEGIES = ("all", "top_k", "classifier", "random", "importance_grad", "importance_act")
 
@@ -196,8 +191,9 @@ def unroll_full(model, fixed, start, target, batch: SyntheticBatch, syn_lr: torc
 
 
 def backward_full(model, fixed, start, target, batch: SyntheticBatch, syn_lr: torch.Tensor,
-                  syn_steps: int, total_examples: int, weight: float = 1.0) -> float:
-    """Accumulate exact gradients into batch.embeds and syn_lr; returns the distance.
+                  syn_steps: int, total_examples: int, weight: float = 1.0) -> torch.Tensor:
+    """Accumulate exact gradients into batch.embeds and syn_lr; returns the distance (0-dim,
+    detached: no host sync).
 
     Every rank holds the same distance; each back-propagates 1/W of it, so the all-reduce's
     backward sums to the exact gradient of the one global objective for its own embeddings, and
@@ -206,13 +202,13 @@ def backward_full(model, fixed, start, target, batch: SyntheticBatch, syn_lr: to
     (weight * distance / _world_size()).backward()
     if _world_size() > 1 and syn_lr.grad is not None:
         dist.all_reduce(syn_lr.grad)
-    return distance.item()
+    return distance.detach()
 
 
 def backward_tesla(model, fixed, start, target, batch: SyntheticBatch, syn_lr: torch.Tensor,
-                   syn_steps: int, total_examples: int, weight: float = 1.0) -> float:
+                   syn_steps: int, total_examples: int, weight: float = 1.0) -> torch.Tensor:
     """Constant memory in syn_steps (first-order, TESLA-style); accumulates gradients into
-    batch.embeds and syn_lr and returns the distance."""
+    batch.embeds and syn_lr and returns the distance (0-dim, detached)."""
     names = list(start)
     lr = syn_lr.detach()
     frozen = SyntheticBatch(batch.embeds.detach(), batch.mask, batch.labels.detach(), [],
@@ -240,119 +236,7 @@ def backward_tesla(model, fixed, start, target, batch: SyntheticBatch, syn_lr: t
         lr_grad = lr_grad - weight * dot.detach()                       # global g: no reduce needed
         theta = {n: (p[n] - lr * g).detach() for n, g in zip(names, grads)}
     syn_lr.grad = lr_grad if syn_lr.grad is None else syn_lr.grad + lr_grad
-    return distance.item()
+    return distance.detach()
 
 
-UNROLLS: Dict[str, Callable[..., float]] = {"full": backward_full, "tesla": backward_tesla}
-
-
-# ------------------------------------------------------------------- the condenser's objective
-
-@dataclass
-class TrajectoryChoice:
-    expert: int
-    start_epoch: int
-
-
-def choose_trajectory(seed: int, iteration: int, num_experts: int, max_start: int) -> TrajectoryChoice:
-    rng = random.Random(derive_seed(seed, "trajectory", iteration))
-    return TrajectoryChoice(rng.randrange(num_experts), rng.randint(0, max_start))
-
-
-@register_objective("trajectory")
-class TrajectoryObjective(Objective):
-    """The trajectory-matching term of a condensation iteration, with its learnable syn_lr. Its
-    value is the normalised distance, the same on every rank (replicated)."""
-    metric_key = "traj_loss"
-    replicated = True
-    needs_eager_attention = True     # the unroll differentiates through gradients
-    trains_labels = True             # the student's loss on the synthetic set uses its labels
-
-    def __init__(self, ctx: ObjectiveContext, weight: float):
-        super().__init__(ctx, weight)
-        cfg, pool, train, device = ctx.cfg, ctx.pool, ctx.train, ctx.env.device
-        c = cfg.condense
-        per_seq = c.factor if c.decode_type == "multi" else 1
-        self.cfg, self.pool, self.device = cfg, pool, device
-        self.total = len(ctx.classes) * c.ipc * per_seq
-        if cfg.pretrain.epochs < c.expert_epochs:
-            raise UserError(f"condense.expert_epochs={c.expert_epochs} needs experts trained for at "
-                             f"least that many epochs (pretrain.epochs={cfg.pretrain.epochs})")
-        self.max_start = min(c.max_start_epoch, cfg.pretrain.epochs - c.expert_epochs)
-        model = pool.match_model
-        # the word-embedding table is never used by a student fed inputs_embeds: not matchable
-        names = [n for n, _ in model.named_parameters() if "word_embeddings" not in n]
-        scores = None
-        if c.subset_strategy.startswith("importance"):
-            scores = self._importance(train, model, c.subset_strategy)
-        self.names = select_subset(names, c.subset_strategy, c.subset_ratio, model.num_layers,
-                                   seed=derive_seed(cfg.run.seed, "subset"), scores=scores)
-        n_learn = sum(pool.init[0][n].numel() for n in self.names)
-        n_all = sum(pool.init[0][n].numel() for n in names)
-        logger.info("trajectory matching: subset %s (ratio %g) = %d tensors, %d of %d parameters "
-                    "(%.1f%%); unroll %s, %d student steps, start epochs 0..%d, target +%d",
-                    c.subset_strategy, c.subset_ratio, len(self.names), n_learn, n_all,
-                    100 * n_learn / n_all, c.unroll, c.syn_steps, self.max_start, c.expert_epochs)
-        self.syn_lr = torch.tensor(c.lr_teacher, device=device, requires_grad=True)
-        self.lr_optimizer = torch.optim.SGD([self.syn_lr], lr=c.lr_lr, momentum=0.5)
-
-    def _importance(self, train, model, strategy: str) -> Dict[str, float]:
-        gen = torch.Generator().manual_seed(derive_seed(self.cfg.run.seed, "importance"))
-        idx = torch.randperm(len(train), generator=gen)[:self.cfg.dataset.batch_real]
-        ids, mask = train.input_ids[idx].to(self.device), train.attention_mask[idx].to(self.device)
-        params = self.pool.init[0]
-        params = {n: params[n] for n, _ in model.named_parameters()}
-        if strategy == "importance_grad":
-            return gradient_importance(model, params, ids, mask, train.labels[idx].to(self.device))
-        return activation_importance(model, params, ids, mask)
-
-    def _local_batch(self, shard: SyntheticShard) -> SyntheticBatch:
-        """All of this rank's decoded synthetic examples, for the student unroll."""
-        ml = self.ctx.multilabel
-        parts = [self.ctx.decoded(shard, c) for c in self.ctx.my_classes]
-        if not parts:      # a rank without classes still joins the collectives, with no examples
-            c = self.cfg.condense
-            L = self.ctx.train.input_ids.shape[1]
-            L = L // c.factor if c.decode_type == "multi" else L
-            H = self.pool.match_model.hidden_size
-            empty = torch.zeros(0, L, H, device=self.device, requires_grad=True)
-            labels = (torch.zeros(0, self.ctx.train.labels.shape[1], device=self.device)
-                      if self.ctx.train.labels.dim() == 2 else
-                      torch.zeros(0, dtype=torch.long, device=self.device))
-            return SyntheticBatch(empty, torch.zeros(0, L, dtype=torch.long, device=self.device),
-                                  labels, [empty], ml)
-        return SyntheticBatch(torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]),
-                              torch.cat([p[2] for p in parts]),
-                              shard.parameters() + shard.label_parameters(), ml)
-
-    def backward(self, it: int, shard: SyntheticShard) -> float:
-        """Accumulate weight * trajectory-loss gradients into the data and syn_lr."""
-        c = self.cfg.condense
-        choice = choose_trajectory(self.cfg.run.seed, it, self.pool.num, self.max_start)
-        start_all = self.pool.epoch_weights(choice.expert, choice.start_epoch)
-        target_all = self.pool.epoch_weights(choice.expert, choice.start_epoch + c.expert_epochs)
-        start = {n: start_all[n] for n in self.names}
-        target = {n: target_all[n] for n in self.names}
-        fixed = {n: t for n, t in start_all.items() if n not in start}
-        self.lr_optimizer.zero_grad(set_to_none=True)
-        self._choice = choice
-        return UNROLLS[c.unroll](self.pool.match_model, fixed, start, target,
-                                 self._local_batch(shard), self.syn_lr, c.syn_steps, self.total,
-                                 self.weight)
-
-    def info(self) -> dict:
-        return {"syn_lr": self.syn_lr.item(), "traj_expert": self._choice.expert,
-                "start_epoch": self._choice.start_epoch}
-
-    def after_step(self) -> None:
-        self.lr_optimizer.step()
-        with torch.no_grad():
-            self.syn_lr.clamp_(min=1e-8)       # a learning rate stays positive
-
-    def state_dict(self) -> dict:
-        return {"syn_lr": self.syn_lr.detach().cpu(), "optimizer": self.lr_optimizer.state_dict()}
-
-    def load_state_dict(self, state: dict) -> None:
-        with torch.no_grad():
-            self.syn_lr.copy_(state["syn_lr"])
-        self.lr_optimizer.load_state_dict(state["optimizer"])
+UNROLLS: Dict[str, Callable[..., torch.Tensor]] = {"full": backward_full, "tesla": backward_tesla}

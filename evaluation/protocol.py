@@ -26,9 +26,10 @@ The protocol (section `evaluate` of the config), the same for every method:
 
 Methods: 'synthetic' (a saved set: inputs_embeds + attention masks; 'multi' sets are decoded into
 `factor` examples per sequence; float label vectors in a single-label task are soft labels, trained
-with soft cross-entropy), and the baselines 'random', 'herding', 'kcenter' (`evaluation.selectors`, ipc
-= `condense.ipc` real training samples per class; herding and k-center on the [CLS] features of the
-last layer of expert `feature_expert`'s final weights) and 'full' (all training data).
+with soft cross-entropy), and the baselines: the registered selectors 'random', 'herding',
+'kcenter', 'kmeans' (`evaluation.selectors`, ipc = `condense.ipc` real training samples per class;
+those that need features use the pooled last-layer features of expert `feature_expert`'s final
+weights) and 'full' (all training data).
 
 Each method gives one results entry (see `summarize`): per-run scores and curves, mean and std
 (numpy, ddof=0) over runs, and DD-Ranking-style `gap_to_full` = full mean - method mean and
@@ -50,7 +51,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from evaluation.selectors import load_feature_expert, select_for
+from evaluation.selectors import SELECTORS, load_feature_expert, select_for
 from utils.config import PROJECT_ROOT
 from utils.config_schema import Config, NetworkConfig
 from utils.data import TokenizedSplit, class_indices, first_label, tokenize_dataset
@@ -66,7 +67,7 @@ from utils.model import (
     load_tokenizer,
     resolve_model_path,
 )
-from utils.seeding import derive_seed, seed_everything
+from utils.seeding import derive_seed
 from utils.synset import check_fits, to_examples
 from utils.training import (
     Examples,
@@ -79,8 +80,16 @@ from utils.training import (
 
 logger = logging.getLogger(__name__)
 
-BASELINES = ("random", "herding", "kcenter", "full")
+FULL = "full"                 # the baseline that trains on all training data
 SYNTHETIC = "synthetic"
+
+
+def baselines() -> List[str]:
+    """Every baseline: the registered selectors (evaluation.selectors.SELECTORS) and 'full'."""
+    return [*SELECTORS.names(), FULL]
+
+
+BASELINES = tuple(baselines())   # the shipped ones (a selector registered later: baselines())
 
 
 class EvaluationError(UserError):
@@ -97,10 +106,10 @@ def parse_baselines(values: Optional[Sequence[str]]) -> List[str]:
         for name in (v.strip().lower() for v in str(value).split(",")):
             if not name:
                 continue
-            if name not in BASELINES:
-                raise EvaluationError(f"unknown baseline {name!r}; allowed: {', '.join(BASELINES)} "
+            if name not in baselines():
+                raise EvaluationError(f"unknown baseline {name!r}; allowed: {', '.join(baselines())} "
                                       f"(several may be given comma-separated, e.g. "
-                                      f"--baseline random,herding,kcenter,full)")
+                                      f"--baseline random,herding,kcenter,kmeans,full)")
             if name not in out:
                 out.append(name)
     return out
@@ -306,10 +315,20 @@ def train_classifier(ctx: EvalContext, ts: Examples, steps: int, seed: int, desc
     """One evaluation run: a fresh classifier trained on `ts` (the one trainer,
     `utils.training.train_steps`), toward `attention_targets` too when given (attention labels,
     [N, K, heads, L, L]); returns its scores and accuracy-vs-step curve."""
-    ev, dev = ctx.cfg.evaluate, ctx.env.device
+    dev = ctx.env.device
     if len(ts) == 0:
         raise EvaluationError(f"{desc}: no training examples")
-    seed_everything(seed)
+    # the classifier's initialisation and dropout draw from torch's global generator: seeded
+    # here inside a fork of it, so the caller's RNG state is untouched (condensation goes on
+    # exactly as without the evaluation); the batches have their own generator
+    with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+        torch.manual_seed(seed)
+        return _train_classifier(ctx, ts, steps, seed, desc, attention_targets)
+
+
+def _train_classifier(ctx: EvalContext, ts: Examples, steps: int, seed: int, desc: str,
+                      attention_targets: Optional[torch.Tensor]) -> dict:
+    ev, dev = ctx.cfg.evaluate, ctx.env.device
     with_attention = attention_targets is not None
     model: TextClassifier = build_classifier(ctx.net, ctx.nclass, pretrained=True,
                                              vocab_size=ctx.vocab_size,
@@ -358,10 +377,11 @@ def train_classifier(ctx: EvalContext, ts: Examples, steps: int, seed: int, desc
     return record
 
 
-def evaluate_runs(ctx: EvalContext, method: str, ts: Examples, steps: int) -> List[dict]:
-    """Collective: this rank's share of the `num_eval` runs, gathered; every rank gets all runs,
-    in run order."""
-    n = ctx.cfg.evaluate.num_eval
+def evaluate_runs(ctx: EvalContext, method: str, ts: Examples, steps: int,
+                  num_eval: Optional[int] = None) -> List[dict]:
+    """Collective: this rank's share of the `num_eval` runs (default evaluate.num_eval),
+    gathered; every rank gets all runs, in run order."""
+    n = num_eval or ctx.cfg.evaluate.num_eval
     if ctx.label_expert is not None:
         ts = expert_soft_labels(ctx, ts)
     targets = expert_attention_labels(ctx, ts) if ctx.attention_expert is not None else None
@@ -406,7 +426,7 @@ def summarize(ctx: EvalContext, method: str, runs: List[dict], ts: Examples, ste
 # ---------------------------------------------------------------------- synthetic, end to end
 
 def evaluate_synthetic(cfg: Config, env: DistEnv, data, syn: dict, source: str = "",
-                       ctx: Optional[EvalContext] = None) -> dict:
+                       ctx: Optional[EvalContext] = None, num_eval: Optional[int] = None) -> dict:
     """Collective: the evaluation protocol on a synthetic set (the saved-file dict); returns its
     results entry on every rank."""
     ctx = ctx or make_context(cfg, env, data)
@@ -420,7 +440,7 @@ def evaluate_synthetic(cfg: Config, env: DistEnv, data, syn: dict, source: str =
         logger.warning("the synthetic set has ipc %s but condense.ipc is %d: baselines of this "
                        "call use %d (pass --ipc %s to compare at the same ipc)", meta.get("ipc"),
                        cfg.condense.ipc, cfg.condense.ipc, meta.get("ipc"))
-    runs = evaluate_runs(ctx, SYNTHETIC, ts, cfg.evaluate.steps)
+    runs = evaluate_runs(ctx, SYNTHETIC, ts, cfg.evaluate.steps, num_eval)
     return summarize(ctx, SYNTHETIC, runs, ts, cfg.evaluate.steps,
                      int(meta.get("ipc", cfg.condense.ipc)), source=source,
                      iteration=meta.get("iteration"), condense_method=meta.get("method"),
@@ -430,10 +450,11 @@ def evaluate_synthetic(cfg: Config, env: DistEnv, data, syn: dict, source: str =
 
 # ------------------------------------------------------------------------- real baselines
 
-def evaluate_baseline(ctx: EvalContext, method: str, features: Optional[torch.Tensor]) -> dict:
+def evaluate_baseline(ctx: EvalContext, method: str, features: Optional[torch.Tensor],
+                      num_eval: Optional[int] = None) -> dict:
     """Collective: select (or take all) training samples and run the protocol on them."""
     cfg = ctx.cfg
-    if method == "full":
+    if method == FULL:
         idx = torch.tensor(ctx.selectable(), dtype=torch.long)
         steps, extra = cfg.evaluate.full_steps, {"source": "all training data"}
     else:
@@ -446,5 +467,24 @@ def evaluate_baseline(ctx: EvalContext, method: str, features: Optional[torch.Te
         logger.info("%s: %d training samples selected (%s per class)", method, len(idx),
                     cfg.condense.ipc)
     ts = Examples.of(ctx.train, idx)
-    runs = evaluate_runs(ctx, method, ts, steps)
+    runs = evaluate_runs(ctx, method, ts, steps, num_eval)
     return summarize(ctx, method, runs, ts, steps, cfg.condense.ipc, **extra)
+
+
+class Evaluator:
+    """The evaluation protocol of one run, built once (the encoder, the tokenised splits, the
+    label/attention expert: `make_context`, so experts are ensured once): condensation's
+    `eval_it` points and its worth table call it repeatedly. Collective, like the functions it
+    wraps; it leaves the global RNG untouched (see `train_classifier`)."""
+
+    def __init__(self, cfg: Config, env: DistEnv, data):
+        self.cfg, self.env, self.data = cfg, env, data
+        self.ctx = make_context(cfg, env, data)
+
+    def synthetic(self, syn: dict, source: str = "", num_eval: Optional[int] = None) -> dict:
+        return evaluate_synthetic(self.cfg, self.env, self.data, syn, source, ctx=self.ctx,
+                                  num_eval=num_eval)
+
+    def baseline(self, method: str, features: Optional[torch.Tensor] = None,
+                 num_eval: Optional[int] = None) -> dict:
+        return evaluate_baseline(self.ctx, method, features, num_eval)

@@ -12,6 +12,12 @@ every world size.
            the class mean).
 - kcenter  greedy k-center (Sener & Savarese): a seeded random first centre, then repeatedly the
            sample farthest from its nearest chosen centre.
+- kmeans   k-means (sklearn, seeded) with `ipc` centroids, then the sample nearest each centroid,
+           all distinct (DiLM's "K-centers"); the condenser's `init: kmeans` starts from the same
+           picks.
+
+Each selector is registered in `SELECTORS` (`fn(pool, features, ipc, seed) -> indices`) with its
+needs as traits (`needs_features`); add one with `SELECTORS.register(name, fn, needs_features=...)`.
 """
 from __future__ import annotations
 
@@ -25,13 +31,14 @@ from utils.coreset import herding_select, kcenter_select
 from utils.distributed import broadcast_object
 from utils.errors import UserError
 from utils.experts import load_expert_weights
+from utils.kmeans_select import kmeans_select
 from utils.model import TextClassifier, build_classifier, freeze
+from utils.registry import Registry
 from utils.seeding import derive_seed, seeded_sample
 
 logger = logging.getLogger(__name__)
 
-SELECTORS = ("random", "herding", "kcenter")
-NEEDS_FEATURES = ("herding", "kcenter")
+SELECTORS: Registry = Registry("selector", publish=True)
 
 
 def class_pools(labels: torch.Tensor, nclass: int, exclude: Optional[Sequence[int]] = None
@@ -53,18 +60,32 @@ def random_select(pool: torch.Tensor, k: int, seed: int) -> torch.Tensor:
     return seeded_sample(pool, k, seed)
 
 
+# fn(pool [n] training indices, features [n, H] of the pool or None, ipc, seed) -> indices of pool
+SELECTORS.register("random", lambda pool, feats, ipc, seed: random_select(pool, ipc, seed))
+SELECTORS.register("herding", lambda pool, feats, ipc, seed: pool[herding_select(feats, ipc)],
+                   needs_features=True)
+SELECTORS.register("kcenter", lambda pool, feats, ipc, seed: pool[kcenter_select(feats, ipc, seed)],
+                   needs_features=True)
+SELECTORS.register("kmeans", lambda pool, feats, ipc, seed: pool[kmeans_select(feats, ipc, seed)],
+                   needs_features=True)
+
+
+def needs_features(method: str) -> bool:
+    return bool(SELECTORS.entry(method, where="selection").trait("needs_features"))
+
+
 def select_baseline(method: str, labels: torch.Tensor, nclass: int, ipc: int, seed: int,
                     features: Optional[torch.Tensor] = None,
                     exclude: Optional[Sequence[int]] = None) -> Dict[int, torch.Tensor]:
     """Per class, `ipc` indices into the training split whose labels are `labels` [N_train].
 
-    `features` [N_train, H] are the expert features of the training split (herding, kcenter).
+    `features` [N_train, H] are the expert features of the training split (the selectors that
+    need features: herding, kcenter, kmeans).
     A class with fewer than `ipc` samples contributes all of them (with a warning).
     """
-    if method not in SELECTORS:
-        raise ValueError(f"unknown selection method {method!r} (allowed: {', '.join(SELECTORS)})")
+    select = SELECTORS.get(method, where="selection")
     n_train = labels.shape[0]
-    if method in NEEDS_FEATURES:
+    if needs_features(method):
         if features is None:
             raise UserError(f"selection {method!r} needs the expert features of the training split")
         assert features.shape[0] == n_train, (
@@ -76,12 +97,7 @@ def select_baseline(method: str, labels: torch.Tensor, nclass: int, ipc: int, se
             logger.warning("class %d has only %d selectable training samples (< ipc %d): all are "
                            "used", c, len(pool), ipc)
         s = derive_seed(seed, "select", method, c)
-        if method == "random":
-            idx = random_select(pool, ipc, s)
-        elif method == "herding":
-            idx = pool[herding_select(features[pool], ipc)]
-        else:
-            idx = pool[kcenter_select(features[pool], ipc, s)]
+        idx = select(pool, features[pool] if features is not None else None, ipc, s)
         assert bool((idx < n_train).all()) and set(idx.tolist()) <= set(pool.tolist())
         out[c] = idx
     return out

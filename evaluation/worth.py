@@ -4,25 +4,19 @@ seeds and steps for both), summarised as a short table. Condensation runs it at 
 `condense.worth_runs` > 0 (the demo does)."""
 from __future__ import annotations
 
-import dataclasses
 import logging
 from typing import List
 
-from evaluation.protocol import evaluate_baseline, evaluate_synthetic, make_context
-from utils.config_schema import Config
-from utils.distributed import DistEnv
+from evaluation.protocol import Evaluator
 
 logger = logging.getLogger(__name__)
 
 
-def worth_entries(cfg: Config, env: DistEnv, data, syn: dict, runs: int, source: str = ""
-                  ) -> List[dict]:
+def worth_entries(evaluator: Evaluator, syn: dict, runs: int, source: str = "") -> List[dict]:
     """Collective: results entries of the set and of a random real subset (same ipc), `runs`
     classifiers each; every rank gets both."""
-    cfg = dataclasses.replace(cfg, evaluate=dataclasses.replace(cfg.evaluate, num_eval=runs))
-    ctx = make_context(cfg, env, data)
-    return [evaluate_synthetic(cfg, env, data, syn, source, ctx=ctx),
-            evaluate_baseline(ctx, "random", None)]
+    return [evaluator.synthetic(syn, source, num_eval=runs),
+            evaluator.baseline("random", None, num_eval=runs)]
 
 
 def worth_table(entries: List[dict]) -> str:

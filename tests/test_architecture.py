@@ -36,7 +36,7 @@ class Shrink(Objective):
         return total
 
 
-if "TOY_MEAN" not in DISTRIBUTION_METRICS:
+if "toy_mean" not in DISTRIBUTION_METRICS:
     @register_metric("toy_mean")
     def toy_mean(feat_real, feat_syn):
         """Squared distance of the feature means."""
@@ -59,9 +59,10 @@ def test_objective_registered_outside_the_package_runs(tmp_path, smoke_experts):
     assert "objectives: toy_shrink x 5" in (tmp_path / "print.log").read_text()
 
 
-def test_metric_registered_outside_the_package_is_an_objective(tmp_path, smoke_experts):
+def test_metric_registered_outside_the_package_is_a_feature_matching_metric(tmp_path, smoke_experts):
     assert condense(tmp_path, smoke_experts, "--set",
-                    "condense.objectives=[{name: toy_mean}, {name: calibration, weight: 0.5}]") == 0
+                    "condense.objectives=[{name: feature_match, options: {metric: toy_mean}}, "
+                    "{name: calibration, weight: 0.5}]") == 0
     history = json.loads((tmp_path / "loss_history.json").read_text())
     assert all(h["match_loss"] > 0 and "calib_loss" in h for h in history)
 
@@ -70,7 +71,7 @@ def test_unknown_objective_is_refused_with_the_registered_names(tmp_path, smoke_
     code = condense(tmp_path, smoke_experts, "--set", "condense.objectives=[{name: nope}]")
     assert code == 2
     log = (tmp_path / "print.log").read_text()
-    assert "unknown objective 'nope'" in log and "toy_shrink" in log and "ncfm" in log
+    assert "unknown objective 'nope'" in log and "toy_shrink" in log and "feature_match" in log
     assert "Traceback" not in log
 
 
@@ -78,7 +79,7 @@ def test_method_shorthand_equals_its_objectives(tmp_path, smoke_experts):
     a, b = tmp_path / "method", tmp_path / "objectives"
     assert condense(a, smoke_experts, "--set", "condense.niter=3") == 0
     assert condense(b, smoke_experts, "--set", "condense.niter=3", "--set",
-                    "condense.objectives=[{name: ncfm}, {name: calibration}]") == 0
+                    "condense.objectives=[{name: feature_match}, {name: calibration}]") == 0
     sa = torch.load(a / "distilled_data" / "syn_data_3.pth", weights_only=True)
     sb = torch.load(b / "distilled_data" / "syn_data_3.pth", weights_only=True)
     assert torch.equal(sa["inputs_embeds"], sb["inputs_embeds"])
@@ -158,5 +159,5 @@ def test_flags_come_from_the_schema():
               for f in dataclasses.fields(sec.default_factory) if f.metadata.get("flag")}
     assert schema == set(FLAG_KEYS) and schema <= options
     assert {"ipc", "init", "load_path", "eval_model_path", "output_dir"} <= schema
-    with pytest.raises(SystemExit):
-        make_parser("x").parse_args(["--init", "not-a-mode"])
+    with pytest.raises(UserError, match=r"unknown init 'not-a-mode'; registered: .*herding.*kmeans"):
+        load_config(SMOKE, [("condense.init", "not-a-mode")])

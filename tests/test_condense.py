@@ -57,7 +57,8 @@ def test_resume_matches_uninterrupted_run(tmp_path, smoke_experts):
     # the combined objective exercises every resumable part: data, optimiser, scheduler,
     # sampling network and its optimiser, syn_lr and its optimiser; calibration every 2nd
     # iteration (the resumed run is stopped after one that skipped it)
-    both = ["--sampling_net", "--set", "condense.method=combined", "--set", "condense.calib_every=2"]
+    both = ["--set", "condense.objectives=[{name: feature_match, options: {sampling_net: true}}, "
+                     "{name: trajectory}, {name: calibration, options: {every: 2}}]"]
     assert condense(full, smoke_experts, *both) == 0
     # an interrupted run: stopped after iteration 3 (its checkpoint), plus a half-written later
     # checkpoint without its COMPLETE marker, which must never be picked
@@ -85,7 +86,7 @@ def test_resume_matches_uninterrupted_run(tmp_path, smoke_experts):
 @pytest.mark.parametrize("method", ["ncfm", "trajectory"])
 @pytest.mark.parametrize("init,extra", [
     ("noise", []),
-    ("mask_fill", ["--set", "condense.mask_strategy=important"]),
+    ("mask_fill", ["--set", "condense.init_options={mask_strategy: important}"]),
     ("manifold", []),
     ("mix", ["--set", "condense.factor=2", "--set", "condense.decode_type=multi"]),
     ("mix", ["--set", "condense.factor=2", "--set", "condense.decode_type=single"]),
@@ -101,6 +102,10 @@ def test_init_modes(tmp_path, smoke_experts, init, extra, method):
         assert mask[:, 8].eq(1).all()
 
 
+TERM = {"ncfm": "feature_match", "trajectory": "trajectory"}
+OPTS = {"ncfm": "{}", "trajectory": "{lr_teacher: 0.05}"}
+
+
 @pytest.mark.parametrize("method", ["ncfm", "trajectory"])
 def test_init_load_continues_from_saved_set(tmp_path, smoke_experts, method):
     first = tmp_path / "first"
@@ -108,8 +113,9 @@ def test_init_load_continues_from_saved_set(tmp_path, smoke_experts, method):
     saved = first / "distilled_data" / "syn_data_2.pth"
     second = tmp_path / "second"
     assert condense(second, smoke_experts, "--init", "load", "--load_path", str(saved),
-                    "--set", "condense.niter=1", "--set", f"condense.method={method}",
-                    "--set", "condense.lr_teacher=0.05") == 0
+                    "--set", "condense.niter=1", "--set",
+                    f"condense.objectives=[{{name: {TERM[method]}, options: {OPTS[method]}}}, "
+                    f"{{name: calibration}}]") == 0
     before, after = load_final(first, 2), load_final(second, 1)
     assert torch.equal(before["attention_mask"], after["attention_mask"])
     delta = (after["inputs_embeds"] - before["inputs_embeds"]).abs()
@@ -128,8 +134,8 @@ def sampling_net(cond: Condenser):
 
 def test_sampling_net_moves_against_the_data(smoke_experts):
     cfg = load_config(SMOKE, [("pretrain.expert_dir", smoke_experts),
-                              ("condense.sampling_net", True), ("condense.iter_calib", 0),
-                              ("optimization.sampling_lr", 0.05)])
+                              ("condense.objectives", [{"name": "feature_match", "options": {
+                                  "sampling_net": True, "sampling_lr": 0.05}}])])
     data = load_data(cfg)
     env = DistEnv()
     pool = ExpertPool(cfg, 5, env.device)

@@ -6,8 +6,14 @@ import torch
 from safetensors.torch import load_file
 
 from condenser.init_context import InitContext
-from condenser.init_text import class_token_counts, init_manifold, init_mask_fill
-from utils.config_schema import CondenseConfig, DatasetConfig, NetworkConfig
+from condenser.init_text import (
+    ManifoldOptions,
+    MaskFillOptions,
+    class_token_counts,
+    init_manifold,
+    init_mask_fill,
+)
+from utils.config_schema import DatasetConfig, NetworkConfig
 from utils.data import load_text_dataset, tokenize_dataset
 from utils.model import load_tokenizer, packaged_minilm_dir
 
@@ -25,7 +31,10 @@ def parts(tmp_path_factory):
 def ctx_for(parts, **options) -> InitContext:
     train, table, tok = parts
     return InitContext(train, table, tok.cls_token_id, tok.sep_token_id, tok.pad_token_id, 5,
-                       False, seed=3, options=CondenseConfig(**options))
+                       False, seed=3, options=OPTIONS[bool(set(options) & {"latent_dim"})](**options))
+
+
+OPTIONS = {False: MaskFillOptions, True: ManifoldOptions}   # the options of each init
 
 
 def token_ids(data, table) -> torch.Tensor:

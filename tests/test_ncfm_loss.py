@@ -138,7 +138,8 @@ def test_mmd_linear_and_rbf(feat_real):
 
 def test_distribution_loss_registry(feat_real, freqs):
     feat_syn = torch.randn(NUM_SYN, DIM, generator=_gen(10))
-    assert {"NCFM", "MMD"} <= set(DISTRIBUTION_METRICS)   # (tests may register more)
+    assert {"ncfm", "mmd"} <= set(DISTRIBUTION_METRICS)   # (tests may register more)
+    assert "NCFM" in DISTRIBUTION_METRICS and DISTRIBUTION_METRICS.entry("ncfm").trait("needs_frequencies")
     torch.testing.assert_close(
         distribution_loss("NCFM", feat_real, feat_syn, t=freqs, alpha=0.3, beta=0.7),
         cf_loss(feat_real, feat_syn, freqs, alpha=0.3, beta=0.7),
@@ -149,7 +150,7 @@ def test_distribution_loss_registry(feat_real, freqs):
     )
     with pytest.raises(ValueError, match="needs frequencies"):
         distribution_loss("NCFM", feat_real, feat_syn)
-    with pytest.raises(ValueError, match="NCFM.*MMD"):
+    with pytest.raises(ValueError, match="unknown distribution metric 'wasserstein'; registered: .*mmd.*ncfm"):
         distribution_loss("wasserstein", feat_real, feat_syn)
 
 
@@ -205,3 +206,21 @@ def test_minmax_step_directions(feat_real):
         after_syn_step = cf_loss(feat_real, feat_syn, t_before)
     assert after_net_step.item() > loss.item()
     assert after_syn_step.item() < loss.item()
+
+
+def test_metric_options_are_validated_and_mmd_kernel_is_settable(feat_real):
+    from NCFM import METRICS, MMDOptions
+    from utils.errors import UserError
+
+    opts = METRICS.options("mmd", {"kernel": "rbf", "sigma": 0.5})
+    assert opts == MMDOptions("rbf", 0.5)
+    feat_syn = torch.randn(NUM_SYN, DIM, generator=_gen(11))
+    narrow = METRICS.get("mmd")(feat_real, feat_syn, kernel=opts.kernel, sigma=opts.sigma)
+    wide = METRICS.get("mmd")(feat_real, feat_syn, kernel="rbf", sigma=5.0)
+    assert narrow != wide                                    # the width changes the loss
+    with pytest.raises(UserError, match=r"m.kernel: expected one of 'linear', 'rbf'"):
+        METRICS.options("mmd", {"kernel": "cosine"}, where="m")
+    with pytest.raises(UserError, match=r"m.sigma = 0.0: must be > 0"):
+        METRICS.options("mmd", {"sigma": 0}, where="m")
+    with pytest.raises(UserError, match=r"unknown key 'gamma'"):
+        METRICS.options("ncfm", {"gamma": 1})

@@ -55,8 +55,9 @@ def _condense(out, experts, *extra):
 def test_cached_and_bf16_condensation_match_the_plain_one(tmp_path, smoke_experts):
     base_out, cache_out, bf16_out = tmp_path / "base", tmp_path / "cache", tmp_path / "bf16"
     grid = ["--set", "condense.lam_grid=3"]
-    assert _condense(base_out, smoke_experts, *grid, "--set", "condense.real_cache=false") == 0
-    assert _condense(cache_out, smoke_experts, *grid, "--real_cache") == 0
+    assert _condense(base_out, smoke_experts, *grid) == 0
+    assert _condense(cache_out, smoke_experts, *grid, "--set", "condense.objectives=[{name: "
+                     "feature_match, options: {real_cache: true}}, {name: calibration}]") == 0
     assert _condense(bf16_out, smoke_experts, "--precision", "bf16") == 0
     base = json.loads((base_out / "loss_history.json").read_text())
     cached = json.loads((cache_out / "loss_history.json").read_text())
@@ -87,7 +88,8 @@ def test_calib_every_takes_the_calibration_steps_on_every_nth_iteration(tmp_path
 
     monkeypatch.setattr(Calibration, "backward", counting)
     out = tmp_path / "every3"
-    assert _condense(out, smoke_experts, "--set", "condense.calib_every=3") == 0
+    assert _condense(out, smoke_experts, "--set", "condense.objectives=[{name: feature_match}, "
+                     "{name: calibration, options: {every: 3}}]") == 0
     assert calls == [0, 3]                               # iterations 1 and 4 of 6
     rows = json.loads((out / "loss_history.json").read_text())
     values = [r["calib_loss"] for r in rows]
@@ -116,14 +118,14 @@ def test_a_run_with_precision_auto_logs_what_it_resolved_to(tmp_path, smoke_expe
 
 
 def test_multi_layer_matching_sums_the_per_layer_losses_with_the_cache(tmp_path, smoke_experts):
-    """network.layer_index with several layers matches each layer's features and adds the losses;
+    """feature_match's `layers` with several layers matches each layer's features and adds the losses;
     the real-feature cache keeps all the layers ([K, B, H])."""
     first = {}
     for layers in ("[-2]", "[-1]", "[-2, -1]"):
         out = tmp_path / layers.strip("[]").replace(", ", "_")
         assert _condense(out, smoke_experts, "--set", "condense.niter=2", "--set",
-                         "condense.lam_grid=3", "--real_cache", "--set",
-                         f"network.layer_index={layers}") == 0
+                         "condense.lam_grid=3", "--set", "condense.objectives=[{name: feature_match, "
+                         f"options: {{real_cache: true, layers: {layers}}}}}]") == 0
         first[layers] = json.loads((out / "loss_history.json").read_text())[0]["match_loss"]
     assert first["[-2, -1]"] == pytest.approx(first["[-2]"] + first["[-1]"], rel=1e-5)
     assert first["[-2]"] != pytest.approx(first["[-1]"])

@@ -1,4 +1,7 @@
-"""Print the configuration reference (docs/config.md) from the schema: `python -m utils.config_doc`."""
+"""The configuration reference (docs/config.md): the schema's sections, then every registered
+component's options (the registries published with `utils.registry.Registry(..., publish=True)`;
+utils imports no component package, so `condense.config_doc` imports them and prints this:
+`python -m condense.config_doc > docs/config.md`, i.e. `make docs`)."""
 from __future__ import annotations
 
 import dataclasses
@@ -6,6 +9,41 @@ import typing
 
 from utils.config import FLAG_KEYS, _type_name
 from utils.config_schema import Config
+from utils.registry import PUBLISHED
+
+# where each kind's options are written in a config
+OPTIONS_KEY = {"objective": "condense.objectives[i].options",
+               "distribution metric": "feature_match's options.metric_options",
+               "init": "condense.init_options", "selector": "(no options)",
+               "distillation loss": "distill.losses[i].options"}
+
+
+def _default(f):
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+
+
+def components() -> list:
+    """Markdown lines: one table per registered component with options, per published kind."""
+    lines = ["## Components", "",
+             "Every registered component with its options (a component without a table has "
+             "none). Unknown options and wrong types are errors naming the key and the file.", ""]
+    for kind in sorted(PUBLISHED):
+        reg = PUBLISHED[kind]
+        lines += [f"### {kind} (`{OPTIONS_KEY.get(kind, 'options')}`)", ""]
+        plain = [e for e in reg.entries() if not dataclasses.fields(e.options_cls)]
+        if plain:
+            lines += ["Without options: " + ", ".join(f"`{e.name}`" for e in plain) + ".", ""]
+        for e in reg.entries():
+            fields = dataclasses.fields(e.options_cls)
+            if not fields:
+                continue
+            hints = typing.get_type_hints(e.options_cls)
+            lines += [f"#### `{e.name}`" + (f": {e.doc}" if e.doc else ""), "",
+                      "| option | type | default | meaning |", "|---|---|---|---|"]
+            lines += [f"| `{f.name}` | {_type_name(hints[f.name])} | `{_default(f)!r}` | "
+                      f"{f.metadata.get('help', '')} |" for f in fields]
+            lines.append("")
+    return lines
 
 
 def render() -> str:
@@ -29,6 +67,8 @@ def render() -> str:
             lines.append(f"| `{f.name}` | {_type_name(hints[f.name])} | `{default!r}` | {flag} | "
                          f"{f.metadata.get('help', '')} |")
         lines.append("")
+    if PUBLISHED:
+        lines += components()
     return "\n".join(lines)
 
 

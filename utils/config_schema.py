@@ -24,8 +24,8 @@ def _f(default, help: str, path: bool = False, flag: Optional[str] = None, **kw)
     (`flag="ipc"` makes `--ipc` set this key in every entry script; `utils.config.make_parser`
     builds the flags from these fields, so flags, keys and help cannot drift apart)."""
     meta = {"help": help, "path": path, "flag": flag}
-    if isinstance(default, list):
-        return field(default_factory=lambda d=default: list(d), metadata=meta, **kw)
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata=meta, **kw)
     return field(default=default, metadata=meta, **kw)
 
 
@@ -77,12 +77,13 @@ class DatasetConfig:
 
 @dataclass
 class NetworkConfig:
+    MOVED = {"layer_index": "the matched layers are an option of feature matching: "
+                            "condense.objectives: [{name: feature_match, options: {layers: [-1]}}, ...]"}
+
     model_path: str = _f("all-MiniLM-L6-v2", "Encoder: 'all-MiniLM-L6-v2' (the packaged offline "
                          "model), a local folder with a BERT config and weights, a hub name, or "
                          "'random' for a small randomly initialised BERT (tests).", path=True)
     net_type: Literal["bert"] = _f("bert", "Encoder family. Only BERT encoders are supported.")
-    layer_index: List[int] = _f([-1], "Hidden layers whose pooled feature is matched (0 = "
-                                "embeddings, -1 = last). Several layers are matched and summed.")
     dropout: float = _f(0.1, "Dropout before the classification head.")
     pooling: Literal["cls", "mean", "auto"] = _f(
         "cls", "How a sequence becomes one vector, for the classification head, the experts, the "
@@ -98,8 +99,6 @@ class NetworkConfig:
                                        "uses the packaged MiniLM tokenizer by default).", path=True)
 
     def check(self):
-        if not self.layer_index:
-            yield "layer_index", "needs at least one layer"
         if not 0.0 <= self.dropout < 1.0:
             yield "dropout", "must be in [0, 1)"
         for key in ("random_layers", "random_hidden", "random_heads", "random_intermediate"):
@@ -134,6 +133,10 @@ class PretrainConfig:
 
 @dataclass
 class OptimizationConfig:
+    MOVED = {k: f"an option of feature matching now: condense.objectives: [{{name: feature_match, "
+                f"options: {{sampling_net: true, {k}: ...}}}}, ...]"
+             for k in ("sampling_lr", "sampling_step_every")}
+
     optimizer: Literal["sgd", "adam", "adamw"] = _f("adam", "Optimiser of the synthetic embeddings.")
     lr_img: float = _f(0.1, "Learning rate of the synthetic embeddings (SGD); Adam/AdamW use "
                        "lr_img * lr_scale_adam.")
@@ -145,24 +148,22 @@ class OptimizationConfig:
     plateau_patience: int = _f(50, "Iterations without improvement before the rate is reduced.")
     plateau_factor: float = _f(0.5, "Factor of each reduction.")
     min_lr: float = _f(1e-5, "Lower bound of the learning rate.")
-    sampling_lr: float = _f(1e-3, "Adam learning rate of the sampling network (gradient ascent).")
-    sampling_step_every: int = _f(1, "Update the sampling network every N iterations.")
 
     def check(self):
         if self.lr_img <= 0:
             yield "lr_img", "must be > 0"
         if not 0.0 < self.plateau_factor < 1.0:
             yield "plateau_factor", "must be in (0, 1)"
-        if self.sampling_step_every < 1:
-            yield "sampling_step_every", "must be >= 1"
 
 
 @dataclass
 class ObjectiveSpec:
-    name: str = _f("feature_match", "A registered objective ('feature_match', 'calibration', "
-                   "'trajectory', or one registered with condenser.objectives.register_objective), "
-                   "or a registered distribution metric ('ncfm', 'mmd'): feature matching with it.")
+    name: str = _f("feature_match", "A registered objective: 'feature_match', 'calibration', "
+                   "'trajectory', or one registered with condenser.objectives.register_objective.")
     weight: float = _f(1.0, "Weight of the term in the condensation loss.")
+    options: dict = _f({}, "The term's own options (docs/config.md lists each objective's), e.g. "
+                       "{metric: mmd, metric_options: {kernel: rbf, sigma: 0.5}} for "
+                       "feature_match, {steps: 1, every: 4} for calibration.")
 
     def check(self):
         if not self.name:
@@ -170,38 +171,71 @@ class ObjectiveSpec:
         if self.weight < 0:
             yield "weight", "must be >= 0"
 
+    def resolve(self, where: str) -> None:
+        """Name and options checked against the objective registry (once condenser is imported;
+        otherwise when the terms are built); `options` becomes the term's options dataclass."""
+        from utils.registry import published
+
+        objectives, metrics = published("objective"), published("distribution metric")
+        if objectives is None:
+            return
+        if self.name not in objectives and metrics is not None and self.name in metrics:
+            from utils.errors import UserError
+            raise UserError(f"{where}: {self.name!r} is a distribution metric, not an objective: "
+                            f"use {{name: feature_match, options: {{metric: {self.name}}}}}")
+        objectives.entry(self.name, where)
+        self.options = objectives.options(self.name, self.options, f"{where}.options")
+
+
+def _moved(term: str, option: str, value: str = "...") -> str:
+    return f"use condense.objectives: [..., {{name: {term}, options: {{{option}: {value}}}}}]"
+
 
 @dataclass
 class CondenseConfig:
-    method: Literal["ncfm", "trajectory", "combined"] = _f(
-        "ncfm", "Condensation objective: NCFM feature matching, trajectory matching (MTT-style), "
-        "or both ('combined': NCFM + trajectory_weight * trajectory).")
-    objectives: List[ObjectiveSpec] = _f([], "Terms of the condensation loss, e.g. [{name: ncfm, "
-                                         "weight: 1}, {name: calibration, weight: 1}]. Empty: the "
-                                         "terms `method` stands for (ncfm: feature matching + "
-                                         "calibration; trajectory: trajectory + calibration; "
-                                         "combined: all three, trajectory weighted by "
-                                         "trajectory_weight; calibration weighted by calib_weight "
-                                         "and only when iter_calib > 0).")
+    # Keys that became options of the component that uses them (refused, naming the new place).
+    MOVED = {
+        **{k: _moved("feature_match", k) for k in ("num_freqs", "freq_scale", "loss_scale",
+                                                    "real_cache", "sampling_net")},
+        "dis_metrics": _moved("feature_match", "metric", "mmd"),
+        "alpha_for_loss": _moved("feature_match", "metric_options", "{alpha: 0.5}"),
+        "beta_for_loss": _moved("feature_match", "metric_options", "{beta: 0.5}"),
+        "iter_calib": _moved("calibration", "steps", "N") + " (leave calibration out for 0)",
+        "calib_every": _moved("calibration", "every", "N"),
+        "calib_weight": "use condense.objectives: [..., {name: calibration, weight: W}]",
+        "trajectory_weight": "use condense.objectives: [{name: feature_match}, "
+                             "{name: trajectory, weight: W}, {name: calibration}]",
+        **{k: _moved("trajectory", k) for k in ("syn_steps", "expert_epochs", "max_start_epoch",
+                                                 "lr_teacher", "lr_lr", "subset_strategy",
+                                                 "subset_ratio", "unroll")},
+        **{k: f"use condense.init_options: {{{k}: ...}} (options of init mask_fill)"
+           for k in ("mask_ratio", "mask_strategy", "fill_strategy", "fill_candidates")},
+        "latent_dim": "use condense.init_options: {latent_dim: ...} (an option of init manifold)",
+    }
+
+    method: Optional[Literal["ncfm", "trajectory", "combined"]] = _f(
+        None, "A preset of `objectives` (used when that list is empty; null: ncfm): 'ncfm' = "
+        "[feature_match, calibration], 'trajectory' = [trajectory, calibration], 'combined' = "
+        "[feature_match, trajectory, calibration], each with weight 1 and default options. "
+        "Give either method or objectives.")
+    objectives: List[ObjectiveSpec] = _f([], "Terms of the condensation loss, [{name, weight, "
+                                         "options}, ...], e.g. [{name: feature_match, options: "
+                                         "{metric: mmd}}, {name: calibration, weight: 0.5}]. "
+                                         "Empty: the `method` preset.")
     ipc: int = _f(10, "Synthetic sequences per class.", flag="ipc")
     niter: int = _f(500, "Optimisation iterations.", flag="niter")
-    init: Literal["random", "noise", "mix", "mask_fill", "manifold", "herding", "load"] = _f(
+    init: str = _f(
         "random", flag="init",
-        help="Initialisation: 'random' real samples of the class, 'noise' Gaussian matched "
-        "to the embedding statistics, 'mix' each sequence packed with `factor` real snippets, "
-        "'mask_fill' real samples with a fraction of tokens replaced, 'manifold' the real samples "
-        "nearest to k-means centres in a PCA space, 'herding' the samples the herding baseline "
-        "picks (features of expert evaluate.feature_expert), 'load' a saved synthetic set "
-        "(load_path).")
-    mask_ratio: float = _f(0.15, "init 'mask_fill': fraction of content tokens replaced.")
-    mask_strategy: Literal["uniform", "random", "important"] = _f(
-        "random", "init 'mask_fill': which positions: evenly spaced, random, or the tokens most "
-        "specific to the class (p(token|class) / p(token)).")
-    fill_strategy: Literal["nearest", "class_vocab"] = _f(
-        "nearest", "init 'mask_fill': filler drawn from the tokens with the nearest embeddings, "
-        "or from the class's own most frequent tokens.")
-    fill_candidates: int = _f(10, "init 'mask_fill': number of candidate fillers per position.")
-    latent_dim: int = _f(16, "init 'manifold': PCA dimensions in which k-means picks the starts.")
+        help="Initialisation (a registered init; its options: init_options): 'random' real "
+        "samples of the class, 'noise' Gaussian matched to the embedding statistics, 'mix' each "
+        "sequence packed with `factor` real snippets, 'mask_fill' real samples with a fraction of "
+        "tokens replaced, 'manifold' the real samples nearest to k-means centres in a PCA space, "
+        "'herding' the samples the herding baseline picks, 'kmeans' the real samples nearest to "
+        "k-means centres of the expert features (the kmeans baseline's picks; both on features "
+        "of expert evaluate.feature_expert), 'load' a saved synthetic set (load_path).")
+    init_options: dict = _f({}, "Options of `init` (docs/config.md lists each init's), e.g. "
+                            "{mask_ratio: 0.15, mask_strategy: important} for mask_fill, "
+                            "{latent_dim: 16} for manifold.")
     factor: int = _f(1, "Real snippets packed into one synthetic sequence (init 'mix').")
     decode_type: Literal["single", "multi"] = _f(
         "single", "'multi' decodes each packed sequence into `factor` training examples (one per "
@@ -209,22 +243,6 @@ class CondenseConfig:
     load_path: Optional[str] = _f(None, "Saved synthetic set (syn_data_<iter>.pth): the start of "
                                   "init 'load', or the set that evaluation/distillation reads.",
                                   path=True, flag="load_path")
-    sampling_net: bool = _f(False, "Learn the CF frequencies adversarially (min-max).",
-                            flag="sampling_net")
-    num_freqs: int = _f(512, "Frequencies at which characteristic functions are compared.")
-    freq_scale: float = _f(1.0, "Standard deviation of the Gaussian frequencies.")
-    alpha_for_loss: float = _f(0.5, "Weight of the CF amplitude term.")
-    beta_for_loss: float = _f(0.5, "Weight of the CF phase term.")
-    loss_scale: float = _f(100.0, "Multiplier of the matching loss (the research code's "
-                           "hard-coded constant).")
-    dis_metrics: str = _f("NCFM", "Distribution metric of the feature-matching objective: a metric "
-                          "registered in the NCFM package ('NCFM', 'MMD', or your own).")
-    iter_calib: int = _f(1, "Calibration steps per iteration (0 disables calibration).")
-    calib_every: int = _f(1, "Take the calibration steps on every N-th iteration only (1: every "
-                          "iteration). A cost lever: calibration is about a quarter of an NCFM "
-                          "iteration (README, Performance); skipped iterations log the last value.")
-    calib_weight: float = _f(1.0, "Weight of the calibration loss (cross-entropy of the final "
-                             "expert on the synthetic data; BCE for multi-label).")
     interp_range: List[float] = _f([0.0, 1.0], "Range of the interpolation factor between an "
                                    "expert's initial and final weights (model_interval).")
     learn_labels: bool = _f(False, "Learn a soft label per synthetic sequence (softmax of learnt "
@@ -236,12 +254,6 @@ class CondenseConfig:
         "onehot", "learn_labels: start from a smoothed one-hot (0.9 on the class) or from the "
         "final logits of expert evaluate.feature_expert on the initial sequences.")
     label_lr: float = _f(0.01, "learn_labels: Adam learning rate of the label logits.")
-    real_cache: bool = _f(False, "Feature matching: cache the real side (needs lam_grid). Each "
-                          "real sample's "
-                          "features under (expert, grid value) are computed the first time a "
-                          "batch needs them and reused after (per rank, its own classes; memory: "
-                          "samples x layers x hidden x 4 bytes per grid value and expert).",
-                          flag="real_cache")
     lam_grid: int = _f(0, "Draw the interpolation factor from this many evenly spaced values "
                        "of interp_range (ends included) instead of uniformly; 0: uniformly. The "
                        "real-feature cache keeps one table per value (8 is a good start).")
@@ -258,27 +270,6 @@ class CondenseConfig:
     log_every: int = _f(10, "Log losses every N iterations.")
     debug_classes: int = _f(2, "--debug: condense only this many classes.")
     debug_niter: int = _f(6, "--debug: number of iterations.")
-    # trajectory matching (method 'trajectory' or 'combined')
-    syn_steps: int = _f(5, "Trajectory matching: student steps on the synthetic set per iteration.")
-    expert_epochs: int = _f(1, "Trajectory matching: the target is the expert `expert_epochs` "
-                            "epochs after the start epoch.")
-    max_start_epoch: int = _f(1, "Trajectory matching: start epochs are drawn from "
-                              "[0, max_start_epoch] (bounded by pretrain.epochs - expert_epochs).")
-    lr_teacher: float = _f(1e-3, "Initial value of the learnable student learning rate (syn_lr).")
-    lr_lr: float = _f(1e-5, "SGD learning rate of syn_lr itself.")
-    subset_strategy: Literal["all", "top_k", "classifier", "random", "importance_grad",
-                             "importance_act"] = _f(
-        "top_k", "Trajectory matching: which parameters the student learns and matches: all; "
-        "top_k (head + top subset_ratio of layers); classifier (head only); random (seeded "
-        "subset_ratio of tensors); importance_grad / importance_act (subset_ratio of tensors with "
-        "the largest gradient / activation on a real batch). Others stay at the start weights.")
-    subset_ratio: float = _f(0.34, "Fraction of layers / tensors matched by top_k, random and "
-                             "importance strategies.")
-    unroll: Literal["full", "tesla"] = _f(
-        "tesla", "'full' differentiates through every student step (exact, memory grows with "
-        "syn_steps); 'tesla' replays the steps with constant memory (first-order, as TESLA).")
-    trajectory_weight: float = _f(1.0, "Weight of the trajectory loss in method 'combined' (the "
-                                  "NCFM loss keeps weight 1).")
     on_nonfinite: Literal["stop", "skip"] = _f(
         "stop", "When a loss or the synthetic data becomes NaN/Inf (all ranks agree): 'stop' ends "
         "the run with an error, keeping the last good saved set; 'skip' undoes that iteration's "
@@ -300,12 +291,13 @@ class CondenseConfig:
                             "start).")
 
     def check(self):
-        for key in ("ipc", "niter", "factor", "num_freqs", "save_every", "log_every",
-                    "debug_classes", "debug_niter", "calib_every"):
+        for key in ("ipc", "niter", "factor", "save_every", "log_every", "debug_classes",
+                    "debug_niter"):
             if getattr(self, key) < 1:
                 yield key, "must be >= 1"
-        if self.iter_calib < 0:
-            yield "iter_calib", "must be >= 0"
+        if self.method is not None and self.objectives:
+            yield "method", ("give either the preset `method` or the list `objectives`, not both "
+                             "(the list replaces the preset)")
         late = [i for i in self.eval_it if not 0 <= i <= self.niter]
         if late:
             yield "eval_it", f"{late} outside [0, niter={self.niter}]: never evaluated"
@@ -313,30 +305,24 @@ class CondenseConfig:
             yield "interp_range", "must be [low, high] with 0 <= low <= high <= 1"
         if self.init == "load" and not self.load_path:
             yield "load_path", "init 'load' needs load_path (--load_path FILE)"
-        if not 0.0 <= self.mask_ratio <= 1.0:
-            yield "mask_ratio", "must be in [0, 1]"
-        for key in ("fill_candidates", "latent_dim"):
-            if getattr(self, key) < 1:
-                yield key, "must be >= 1"
-        for key in ("syn_steps", "expert_epochs"):
-            if getattr(self, key) < 1:
-                yield key, "must be >= 1"
-        if self.max_start_epoch < 0:
-            yield "max_start_epoch", "must be >= 0"
-        if not 0.0 < self.subset_ratio <= 1.0:
-            yield "subset_ratio", "must be in (0, 1]"
-        if self.lr_teacher <= 0:
-            yield "lr_teacher", "must be > 0"
         if self.label_lr <= 0:
             yield "label_lr", "must be > 0"
         if self.lam_grid == 1 or self.lam_grid < 0:
             yield "lam_grid", "must be 0 (uniform) or >= 2"
-        if self.real_cache and not self.lam_grid:
-            yield "real_cache", "needs a grid of interpolation factors: set condense.lam_grid (e.g. 8)"
         if self.worth_runs < 0:
             yield "worth_runs", "must be >= 0"
         if self.decode_type == "multi" and self.factor < 2:
             yield "decode_type", "'multi' needs factor >= 2"
+
+    def resolve(self, where) -> None:
+        """`init` and `init_options` checked against the init registry (once condenser is
+        imported; otherwise when the set is initialised); `where(key)` names key and file."""
+        from utils.registry import published
+
+        inits = published("init")
+        if inits is not None:
+            inits.entry(self.init, where("init"))
+            self.init_options = inits.options(self.init, self.init_options, where("init_options"))
 
 
 @dataclass

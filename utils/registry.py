@@ -26,11 +26,23 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Generic, Iterator, Optional, TypeVar
+from typing import Any, Dict, Generic, Iterator, Optional, TypeVar
 
 from utils.errors import UserError
 
 T = TypeVar("T")
+
+#: kind -> the project's registry of that kind (those created with ``publish=True``), so that
+#: `utils.config` can validate a spec's options at load time without importing the packages
+#: that hold the components (utils imports no other project package). Filled on import of the
+#: registering package; a kind not published yet is validated when the component is built.
+PUBLISHED: Dict[str, "Registry"] = {}
+
+
+def published(kind: str) -> Optional["Registry"]:
+    """The published registry of `kind` ("objective", "init", ...), or None before its package
+    was imported."""
+    return PUBLISHED.get(kind)
 
 
 def opt(default, help: str, **kw):
@@ -62,16 +74,18 @@ class Entry(Generic[T]):
 
     @property
     def doc(self) -> str:
-        return (self.obj.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
+        return " ".join((self.obj.__doc__ or "").strip().split("\n\n")[0].split())
 
 
 class Registry(Generic[T]):
     """Name -> component, for one family (`kind` names it in errors: "objective")."""
 
-    def __init__(self, kind: str, case_insensitive: bool = True):
+    def __init__(self, kind: str, case_insensitive: bool = True, publish: bool = False):
         self.kind = kind
         self.case_insensitive = case_insensitive
         self._entries: Dict[str, Entry[T]] = {}
+        if publish:
+            PUBLISHED[kind] = self
 
     def _key(self, name: str) -> str:
         return name.lower() if self.case_insensitive else name
@@ -121,7 +135,15 @@ class Registry(Generic[T]):
     def options(self, name: str, values: Optional[dict] = None, where: str = "") -> Any:
         """`values` (a mapping from YAML) checked against the component's options dataclass:
         unknown keys and wrong types are refused naming `where` and the key; defaults fill in."""
-        from utils.config import build_section   # late: utils.config imports the schema
+        from utils.config import build_section  # late: utils.config imports the schema
 
         cls = self.entry(name, where).options_cls
+        if isinstance(values, cls):                  # validated already (at config load)
+            return values
+        if dataclasses.is_dataclass(values):
+            values = dataclasses.asdict(values)
         return build_section(cls, dict(values or {}), where or f"{self.kind} {name!r} options")
+
+    def with_trait(self, key: str) -> list:
+        """Names of the entries whose trait `key` is true (e.g. selectors that need features)."""
+        return [e.name for e in self.entries() if e.trait(key)]
