@@ -128,8 +128,15 @@ def test_pretrain_output_dir_conflicts_with_explicit_expert_dir(tmp_path):
 
 # ------------------------------------------------------------------- the catalogue of bad inputs
 
-def _bad_inputs(tmp: Path, smoke_set: Path) -> dict:
-    """name -> (extra argv for condense, a fragment the one error line must contain)."""
+def _table(path: Path, labels, texts=None) -> str:
+    """A small CSV of real-looking texts with the given label cells (written as is)."""
+    texts = texts or [f"article {i} about topic {i % 3}" for i in range(len(labels))]
+    path.write_text("text,label\n" + "".join(f"{t},{y}\n" for t, y in zip(texts, labels)))
+    return str(path)
+
+
+def _bad_inputs(tmp: Path, smoke_set: Path, done: Path) -> dict:
+    """name -> (extra argv for condense, a fragment the one error line must contain[, env])."""
     empty = tmp / "empty.csv"
     empty.write_text("")
     latin = tmp / "latin"
@@ -146,6 +153,27 @@ def _bad_inputs(tmp: Path, smoke_set: Path) -> dict:
     nan = torch.load(smoke_set, weights_only=True)
     nan["inputs_embeds"][0, 0, 0] = float("inf")
     torch.save(nan, tmp / "nan.pth")
+    relabelled = torch.load(smoke_set, weights_only=True)
+    relabelled["labels"][0] = (relabelled["labels"][0] + 1) % 5        # disagrees with class_of
+    torch.save(relabelled, tmp / "relabelled.pth")
+    unmasked = torch.load(smoke_set, weights_only=True)
+    unmasked["attention_mask"][3] = 0
+    torch.save(unmasked, tmp / "unmasked.pth")
+    (tmp / "notes.txt").write_text("just some notes, not a set\n")
+    (tmp / "empty.yaml").write_text("# nothing set here\n")
+    (tmp / "missing_base.yaml").write_text("base: no_such_base.yaml\ncondense:\n  ipc: 1\n")
+    (tmp / "twice.yaml").write_text(f"base: {SMOKE}\ncondense:\n  ipc: 1\ncondense:\n  ipc: 3\n")
+    os.mkfifo(tmp / "fifo.yaml")
+    os.symlink(tmp / "loop_b.yaml", tmp / "loop_a.yaml")
+    os.symlink(tmp / "loop_a.yaml", tmp / "loop_b.yaml")
+    ids = [str(i % 5) for i in range(30)]
+    (tmp / "mixed.jsonl").write_text("".join(
+        json.dumps({"text": f"article {i}", "label": (i % 12) if i % 12 < 10 else str(i % 12)})
+        + "\n" for i in range(48)))
+    (tmp / "syntax.jsonl").write_text('{"text": "a", "label": 0}\n{"text": "b" "label": 1}\n')
+
+    def data(path: str) -> list:
+        return ["--set", f"dataset.path={path}"]
     return {
         "unknown key": (["--set", "condense.nope=1"], "unknown key 'condense.nope'"),
         "wrong type": (["--set", "condense.ipc=two"], "expected int"),
@@ -161,24 +189,66 @@ def _bad_inputs(tmp: Path, smoke_set: Path) -> dict:
         "set missing a class": (["--init", "load", "--load_path", str(tmp / "partial.pth")],
                                 "no sequences of the classes"),
         "non-finite set": (["--init", "load", "--load_path", str(tmp / "nan.pth")], "NaN/Inf"),
+        "set labels disagree with class_of": (["--init", "load", "--load_path",
+                                               str(tmp / "relabelled.pth")],
+                                              "disagree with class_of"),
+        "set with an all-zero mask": (["--init", "load", "--load_path", str(tmp / "unmasked.pth")],
+                                      "all-zero attention_mask"),
+        "load_path a text file": (["--init", "load", "--load_path", str(tmp / "notes.txt")],
+                                  "not a torch file"),
         "output is a file": (["--output_dir", str(a_file)], "is a file"),
         "output under a file": (["--output_dir", str(a_file / "sub")], "cannot be written"),
+        "niter below the newest checkpoint": (["--output_dir", str(done), "--set",
+                                               "condense.niter=3"],
+                                              "already holds a checkpoint of iteration 6"),
+        "blank label cell": (data(_table(tmp / "blank.csv", ids[:7] + [""] + ids[8:])),
+                             "row 8: the label is blank"),
+        "negative id": (data(_table(tmp / "neg.csv", ids[:-1] + ["-1"])),
+                        "row 30: the label -1 is a negative id"),
+        "ids 1.0 to 4.0": (data(_table(tmp / "float.csv", [f"{1 + i % 4}.0" for i in range(30)])),
+                           "subtract 1"),
+        "fractional label": (data(_table(tmp / "frac.csv", ids[:4] + ["0.5"] + ids[5:])),
+                             "row 5: the label '0.5' is a fraction"),
+        "single class": (data(_table(tmp / "one.csv", ["sports"] * 30)), "at least 2"),
+        "stray id 100000": (data(_table(tmp / "stray.csv", ids[:-1] + ["100000"])),
+                            "the largest id, 100000, is at"),
+        "ints mixed with strings": (data(str(tmp / "mixed.jsonl")), "mix numbers and strings"),
+        "JSONL syntax error": (data(str(tmp / "syntax.jsonl")), "syntax.jsonl:2: not valid JSON"),
+        "nclass disagrees": (["--set", "dataset.nclass=4"], "dataset.nclass is 4 but"),
+        "empty config file": (["--config_path", str(tmp / "empty.yaml")], "holds no settings"),
+        "base missing": (["--config_path", str(tmp / "missing_base.yaml")],
+                         "fix the base: line of missing_base.yaml"),
+        "duplicate YAML key": (["--config_path", str(tmp / "twice.yaml")], "given twice"),
+        "config is a FIFO": (["--config_path", str(tmp / "fifo.yaml")], "is a FIFO"),
+        "config symlink loop": (["--config_path", str(tmp / "loop_a.yaml")], "symlink loop"),
+        "collective timeout 0": (["--set", "run.collective_timeout_s=0"],
+                                 "run.collective_timeout_s is 0.0"),
+        "TEXTCONDENSE_LOG_SECONDS=abc": ([], "TEXTCONDENSE_LOG_SECONDS is 'abc'",
+                                         {"TEXTCONDENSE_LOG_SECONDS": "abc"}),
     }
 
 
-def test_catalogue_of_bad_inputs(tmp_path, smoke_experts, capsys):
+def test_catalogue_of_bad_inputs(tmp_path, smoke_experts, capsys, monkeypatch):
+    """Every bad input: exit 2, one error line naming the problem and the fix, no traceback, and
+    the finished run beside it byte-identical (its lock released, its files untouched)."""
     done = tmp_path / "done"
     assert condense(done, smoke_experts) == 0                 # an earlier, finished run
     before = {p: p.read_bytes() for p in done.rglob("*") if p.is_file() and p.name != "print.log"}
     capsys.readouterr()
     failures = []
-    for name, (extra, fragment) in _bad_inputs(tmp_path, done / "distilled_data" / "syn_data_6.pth").items():
-        out = ["--output_dir", str(tmp_path / name.replace(" ", "_"))]
-        try:
-            code = condense_script_text.main(["--config_path", SMOKE, "--set",
-                                              f"pretrain.expert_dir={smoke_experts}", *out, *extra])
-        except SystemExit as exc:          # refused before the run started (config, output)
-            code = exc.code
+    fresh = tmp_path / "fresh_experts"       # the --init load refusals come before any training
+    cases = _bad_inputs(tmp_path, done / "distilled_data" / "syn_data_6.pth", done)
+    for name, (extra, fragment, *env) in cases.items():
+        out = ["--output_dir", str(tmp_path / name.replace(" ", "_").replace("=", "_"))]
+        experts = fresh if "--init" in extra and name != "set missing a class" else smoke_experts
+        with monkeypatch.context() as m:
+            for key, value in (env[0] if env else {}).items():
+                m.setenv(key, value)
+            try:
+                code = condense_script_text.main(["--config_path", SMOKE, "--set",
+                                                  f"pretrain.expert_dir={experts}", *out, *extra])
+            except SystemExit as exc:          # refused before the run started (config, output)
+                code = exc.code
         text = capsys.readouterr().err
         errors = [ln for ln in text.splitlines() if " E [rank" in ln]
         if code != 2 or "Traceback" in text or len(errors) != 1 or fragment not in errors[0]:
@@ -186,6 +256,7 @@ def test_catalogue_of_bad_inputs(tmp_path, smoke_experts, capsys):
     assert not failures, "\n".join(failures)
     after = {p: p.read_bytes() for p in done.rglob("*") if p.is_file() and p.name != "print.log"}
     assert after == before
+    assert not fresh.exists() or not any(fresh.rglob("*.safetensors"))
 
 
 def test_rank0_refusal_reaches_every_rank(tmp_path, smoke_experts):
@@ -218,3 +289,178 @@ def test_progress_lines_without_a_terminal(tmp_path, smoke_experts, monkeypatch)
     assert condense(tmp_path, smoke_experts, "--set", "condense.niter=3") == 0
     lines = [ln for ln in (tmp_path / "print.log").read_text().splitlines() if "progress:" in ln]
     assert any("condense: 3/3" in ln and "ETA" in ln for ln in lines), lines
+
+
+# ----------------------------------------------------------- round two: silent-wrong cases fixed
+
+HOLDER = """
+import sys, time
+from pathlib import Path
+from utils import run_lock
+run_lock.acquire(Path(sys.argv[1]))
+print("locked", flush=True)
+time.sleep(600)
+"""
+
+
+def test_second_run_into_a_locked_folder_is_refused_and_a_stale_lock_taken_over(
+        tmp_path, smoke_experts, capsys):
+    """Silent-wrong case 1: two runs into one --output_dir. A live holder (another process)
+    makes the second run exit 2 naming it, touching nothing; once the holder is dead (kill -9)
+    its lock is taken over with a warning and the run completes."""
+    out = tmp_path / "out"
+    assert condense(out, smoke_experts, "--set", "condense.niter=3") == 0
+    assert not (out / ".textcondense.lock").exists()               # released at the end
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(out)], cwd=ROOT,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+        capsys.readouterr()
+        try:
+            code = condense(out, smoke_experts, "--set", "condense.niter=6", "--ipc", "3")
+        except SystemExit as exc:
+            code = exc.code
+        err = capsys.readouterr().err
+        assert code == 2 and "Traceback" not in err
+        line = next(ln for ln in err.splitlines() if " E [rank" in ln)
+        assert f"in use by another run (pid {holder.pid} on host" in line and "--output_dir" in line
+        assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    finally:
+        holder.kill()
+        holder.wait()
+    assert condense(out, smoke_experts, "--set", "condense.niter=6") == 0
+    log = (out / "print.log").read_text()
+    assert f"taking over the lock of a run that is no longer running (pid {holder.pid}" in log
+    assert (out / "distilled_data" / "syn_data_6.pth").is_file()
+    assert not (out / ".textcondense.lock").exists()
+
+
+def _news_csv(path: Path, swap: bool = False) -> Path:
+    """Real BBC text, 3 classes x 12 articles; `swap` exchanges two classes' labels."""
+    from utils.readers import read_bbc
+    texts, labels, names = read_bbc()
+    rows = []
+    for c in range(3):
+        name = names[(1 - c) if swap and c < 2 else c]
+        rows += [(t[:150].replace(",", " ").replace('"', " "), name)
+                 for t, y in zip(texts, labels) if y == c][:12]
+    path.write_text("text,label\n" + "".join(f"{t},{y}\n" for t, y in rows))
+    return path
+
+
+def test_data_edited_in_place_trains_new_experts_and_refuses_the_old_checkpoint(tmp_path, capsys):
+    """Silent-wrong case 2: the data file edited in place (labels swapped) reused the experts
+    and checkpoints of the old data. Now the expert fingerprint holds the data's content hash
+    (new experts), and the old checkpoint is refused as another run's."""
+    from utils.config import load_config
+    from utils.experts import expert_set_dir
+
+    data, experts = _news_csv(tmp_path / "news.csv"), tmp_path / "experts"
+    args = ["--set", f"dataset.path={data}", "--set", "dataset.name=news", "--set",
+            "dataset.nclass=null", "--set", "condense.niter=3"]
+    assert condense(tmp_path / "out", str(experts), *args) == 0
+    cfg = load_config(SMOKE, [("dataset.path", str(data)), ("dataset.name", "news"),
+                              ("dataset.nclass", None), ("pretrain.expert_dir", str(experts))])
+    old_set = expert_set_dir(cfg)
+    assert old_set.is_dir()
+    _news_csv(data, swap=True)                                       # edited in place
+    capsys.readouterr()
+    code = condense(tmp_path / "out", str(experts), *args[:-2], "--set", "condense.niter=6")
+    assert code == 2 and "the training data changed" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "distilled_data" / "syn_data_6.pth").exists()
+    assert expert_set_dir(cfg) != old_set                           # the new data's experts
+    assert condense(tmp_path / "fresh", str(experts), *args) == 0
+    assert "missing or unfinished" in (tmp_path / "fresh" / "print.log").read_text()
+    assert sorted(p.name for p in old_set.parent.iterdir()) == sorted(
+        [old_set.name, expert_set_dir(cfg).name])
+
+
+def test_damaged_expert_file_is_retrained_with_a_warning(tmp_path, smoke_experts, caplog):
+    """Silent-wrong case 6 (experts): zeroed bytes inside a weights file were loaded silently.
+    The checksum stored in the file fails, a warning names the file, and the expert is trained
+    again: the same bytes as before the damage."""
+    import shutil
+
+    from utils.config import load_config
+    from utils.experts import expert_set_dir, missing_experts, verify_experts, weights_path
+
+    root = tmp_path / "experts"
+    shutil.copytree(smoke_experts, root)
+    cfg = load_config(SMOKE, [("pretrain.expert_dir", str(root))])
+    final = weights_path(expert_set_dir(cfg), 0, cfg.pretrain.epochs)
+    damaged = bytearray(final.read_bytes())
+    half = len(damaged) // 2
+    damaged[half: half + 2048] = bytes(b ^ 0xFF for b in damaged[half: half + 2048])
+    final.write_bytes(bytes(damaged))
+    assert verify_experts(cfg) == [0]
+    assert str(final) in caplog.text and "checksum" in caplog.text
+    assert missing_experts(cfg) == [0]
+    assert pretrain_script_text.main(["--config_path", SMOKE, "--set",
+                                      f"pretrain.expert_dir={root}"]) == 0
+    assert final.read_bytes() != bytes(damaged) and missing_experts(cfg) == []
+    assert verify_experts(cfg) == []                               # the new file's checksum holds
+
+
+def test_damaged_tokenisation_cache_is_rebuilt_with_a_warning(tmp_path, caplog):
+    """Silent-wrong case 6 (cache): zeroed bytes in a cache file gave wrong token ids."""
+    from utils.config_schema import NetworkConfig
+    from utils.data import tokenize_cached
+    from utils.model import load_tokenizer
+
+    tok = load_tokenizer(NetworkConfig())
+    texts = ["the cup final tonight", "shares of a chip maker fall", "a new film opens"]
+    ids, mask = tokenize_cached(texts, tok, 12, str(tmp_path))
+    (path,) = tmp_path.glob("*.safetensors")
+    data = bytearray(path.read_bytes())
+    data[-64:] = bytes(b ^ 0xFF for b in data[-64:])                # inside the tensor bytes
+    path.write_bytes(bytes(data))
+    ids2, mask2 = tokenize_cached(texts, tok, 12, str(tmp_path))
+    assert torch.equal(ids2, ids) and torch.equal(mask2, mask)
+    assert f"tokenisation cache {path} is damaged" in caplog.text
+    ids3, _ = tokenize_cached(texts, tok, 12, str(tmp_path))        # rebuilt file: no warning
+    assert torch.equal(ids3, ids) and caplog.text.count("is damaged") == 1
+
+
+DISK_FULL = """
+import resource, signal, sys, torch
+from utils.io import atomic_torch_save
+from utils.errors import UserError
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.RLIM_INFINITY))
+try:
+    atomic_torch_save({"x": torch.zeros(10000)}, sys.argv[1])
+except UserError as exc:
+    print(exc)
+    sys.exit(2)
+"""
+
+
+def test_disk_full_names_the_path_and_keeps_the_earlier_file(tmp_path):
+    target = tmp_path / "state.pt"
+    target.write_bytes(b"earlier")
+    proc = subprocess.run([sys.executable, "-c", DISK_FULL, str(target)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert f"no space left on {tmp_path} writing state.pt" in proc.stdout
+    assert target.read_bytes() == b"earlier" and [p.name for p in tmp_path.iterdir()] == [
+        "state.pt"]
+
+
+def test_ctrl_c_says_what_was_kept_and_how_to_resume(tmp_path, smoke_experts):
+    out = tmp_path / "out"
+    cmd = [sys.executable, str(ROOT / "condense" / "condense_script_text.py"), "--config_path",
+           SMOKE, "--set", f"pretrain.expert_dir={smoke_experts}", "--output_dir", str(out),
+           "--set", "condense.niter=300", "--set", "condense.save_every=3"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 240
+    while not complete_checkpoints(out) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in output, output[-3000:]
+    line = next(ln for ln in output.splitlines() if " E [rank 0]" in ln)
+    assert "interrupted (Ctrl-C): the newest checkpoint" in line and "run the same command" in line
+    assert not (out / ".textcondense.lock").exists()

@@ -66,13 +66,14 @@ def _alive_here(holder: Optional[dict]) -> bool:
         return True
 
 
-def acquire(out_dir: Path) -> Path:
+def acquire(out_dir: Path) -> Optional[dict]:
     """Take the output folder's lock for this process (idempotent); RunDirLocked when a live run
-    holds it. Returns the lock file's path."""
+    holds it. Returns the record of a dead run whose lock was taken over (to be logged as a
+    warning, see `taken_over_message`), else None."""
     path = Path(out_dir) / LOCK_NAME
     key = os.path.realpath(path)
     if key in _HELD:
-        return path
+        return None
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -93,16 +94,20 @@ def acquire(out_dir: Path) -> Path:
             break
         os.close(fd)
     previous = _read(fd)
-    if previous and previous.get("pid") != os.getpid():
-        logger.warning("output folder %s: taking over the lock of a run that is no longer "
-                       "running (%s)", out_dir, describe(previous))
+    if previous and previous.get("pid") == os.getpid():
+        previous = None
     record = {"pid": os.getpid(), "host": socket.gethostname(),
               "started": time.strftime("%Y-%m-%d %H:%M:%S"), "command": sys.argv}
     os.ftruncate(fd, 0)
     os.lseek(fd, 0, os.SEEK_SET)
     os.write(fd, (json.dumps(record) + "\n").encode())
     _HELD[key] = fd
-    return path
+    return previous
+
+
+def taken_over_message(out_dir: Path, previous: dict) -> str:
+    return (f"output folder {out_dir}: taking over the lock of a run that is no longer running "
+            f"({describe(previous)})")
 
 
 def release_all() -> None:

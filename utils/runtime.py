@@ -71,12 +71,15 @@ def start_run(argv: Optional[Sequence[str]], description: str, stage: str,
         adjust(cfg)
     out = Path(cfg.run.output_dir) if cfg.run.output_dir else (
         output_dir(cfg) if output_dir else default_output_dir(cfg, stage))
+    stale = None
     if int(os.environ.get("RANK", "0")) == 0:
         _make_output_dir(out)              # before any process group: nothing to tear down
-        _claim_output_dir(out, cfg, stage)
+        stale = _claim_output_dir(out, cfg, stage)
     _CURRENT["out_dir"] = out
     env = init_distributed(cfg.run.gpu, cfg.run.tf32, cfg.run.collective_timeout_s)
     setup_logging(env.rank, cfg.run.log_level, str(out / "print.log"))
+    if env.is_main and stale:
+        logger.warning("%s", run_lock.taken_over_message(out, stale))
     for note in config_notes(cfg):          # e.g. which per-ipc settings layer was applied
         logger.info("config: %s", note)
     seed_everything(cfg.run.seed + env.rank)
@@ -116,14 +119,15 @@ def check_environment(cfg: Config) -> None:
                         f"waits for the others in a collective, so it must be > 0 (e.g. 1800)")
 
 
-def _claim_output_dir(out: Path, cfg: Config, stage: str) -> None:
+def _claim_output_dir(out: Path, cfg: Config, stage: str) -> Optional[dict]:
     """Rank 0, before any process group: take the folder's run lock (utils.run_lock) and apply
     the niter rule (utils.checkpoint.check_target); a refusal is one line and exit 2, and
-    nothing in the folder is touched."""
+    nothing in the folder is touched. Returns the dead holder of a lock taken over, if any."""
     try:
-        run_lock.acquire(out)
+        stale = run_lock.acquire(out)
         if stage == "condense" and cfg.run.resume != "never":
             check_target(out, cfg.condense.niter)
+        return stale
     except UserError as exc:
         run_lock.release_all()
         setup_logging(0)
