@@ -21,6 +21,7 @@ import torch
 
 from utils.errors import UserError
 from utils.io import atomic_torch_save, safe_torch_load
+from utils.synset_io import save_synset_portable
 from utils.training import Examples
 
 FORMAT_VERSION = 1
@@ -91,6 +92,7 @@ def split_by_class(syn: dict) -> Dict[int, dict]:
 
 def save_synset(syn: dict, path: str | Path) -> None:
     atomic_torch_save(syn, path)
+    save_synset_portable(syn, path)    # also <stem>.safetensors + <stem>.json (utils/synset_io.py)
 
 
 def validate(syn, source: str) -> dict:
