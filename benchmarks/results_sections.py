@@ -44,6 +44,12 @@ softened predictions; `hard+attn1` adds the expert's attention maps as targets. 
 overrides include `evaluate.select_by=val` hold a validation slice (10% of each training class)
 out of condensation, of the selectors' pools and of the init; they choose between settings on it,
 never on the test split.
+
+Commands are given as they ran, with the config keys of their files' commits. Since then, the
+per-term keys have moved into each objective's options (`condense.calib_every` is now
+`{name: calibration, options: {every: N}}`, `condense.real_cache` is an option of
+`feature_match`, and so on; docs/config.md lists them), and an old flat key is refused with its
+new place.
 """
 
 V = ("--set evaluate.select_by=val --set evaluate.eval_every=100 "
@@ -81,8 +87,8 @@ accuracy cost, same protocol and seeds as the shipped runs:
 """,
      "commands": [f"{B} --dataset bbc --ipc 1 --niter 150 --baselines none --no-full --suffix _noise "
                   "--set condense.init=noise",
-                  f"{B} --dataset bbc --ipc 10 --niter 200 --baselines none --no-full --suffix _noise "
-                  f"--set condense.init=noise {LEVERS_ON}   # not run yet (see below)",
+                  f"{B} --dataset bbc --ipc 10 --baselines none --no-full --suffix _noise "
+                  "--set condense.init=noise   # not run yet (see below); today's keys: the levers are the config's",
                   "python benchmarks/bench_privacy.py --config config/ipc1/bbc.yaml "
                   "--set_file shipped=<random-start set>.pth --set_file noise=<noise set>.pth"],
      "blocks": [privacy,
