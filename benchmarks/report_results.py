@@ -106,8 +106,15 @@ def eval_file(rel: str, methods: Optional[List[str]] = None) -> Callable[[Ctx], 
         if c.get("peak_rss_mb_per_rank"):
             bits.append("peak RSS " + " / ".join(f"{x:,.0f}" for x in c["peak_rss_mb_per_rank"])
                         + " MiB per rank")
-        lines = [f"{link(ctx.results, rel)} ({d.get('date', '')}): condensation "
-                 + ", ".join(bits) + "."]
+        if c:
+            lines = [f"{link(ctx.results, rel)} ({d.get('date', '')}): condensation "
+                     + ", ".join(bits) + "."]
+        else:
+            lines = [f"{link(ctx.results, rel)} ({d.get('date', '')}): evaluation only."]
+        if d.get("note"):
+            lines.append(d["note"][0].upper() + d["note"][1:] + ".")
+        if d.get("command"):
+            lines.append(f"Command: `{d['command']}`.")
         overrides = [o for o in (c.get("overrides") or []) if o]
         if overrides:
             lines.append("Condensation overrides: " + ", ".join(f"`{o}`" for o in overrides) + ".")
@@ -127,6 +134,7 @@ def eval_file(rel: str, methods: Optional[List[str]] = None) -> Callable[[Ctx], 
             if not entries:
                 continue
             val = any(_metric(e, "val_accuracy")[0] is not None for e in entries)
+            protocol = entries[0].get("labels") or protocol
             header = ["method", "n_train", f"test accuracy ({protocol} labels)", "macro-F1"]
             header += ["validation accuracy"] if val else []
             header += ["gap to full", "gain over random"]
@@ -279,7 +287,7 @@ def runs(rels: List[str], labels: str = "hard") -> Callable[[Ctx], str]:
             entries = (d.get("evaluation_by_labels") or {"hard": d.get("evaluation", [])})
             syn = next((e for es in entries.values() for e in es if e["method"] == "synthetic"
                         and (e.get("labels") or "hard").startswith(labels)), None)
-            kept = (d.get("kept") or {}).get("iteration", c.get("iterations"))
+            kept = (d.get("kept") or {}).get("iteration", c.get("iterations", "–"))
             v = _metric(syn, "val_accuracy") if syn else (None, None)
             val = val or v[0] is not None
             rows.append([link(ctx.results, rel), ", ".join(f"`{o}`" for o in changed) or "–",
