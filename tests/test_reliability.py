@@ -184,7 +184,8 @@ def _bad_inputs(tmp: Path, smoke_set: Path, done: Path) -> dict:
                             "--set", "dataset.nclass=2"], "not valid UTF-8"),
         "missing model folder": (["--set", "network.model_path=/nonexistent/model"],
                                  "does not exist"),
-        "layer out of range": (["--set", "network.layer_index=[99]"], "out of range"),
+        "layer out of range": (["--set", "condense.objectives=[{name: feature_match, options: "
+                                "{layers: [99]}}]"], "out of range"),
         "missing set": (["--init", "load", "--load_path", str(tmp / "nope.pth")], "not found"),
         "set missing a class": (["--init", "load", "--load_path", str(tmp / "partial.pth")],
                                 "no sequences of the classes"),
