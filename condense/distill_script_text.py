@@ -25,7 +25,7 @@ from typing import Optional, Sequence
 
 from distiller.data import make_sources
 from distiller.distill import Distiller, TrajectoryTeacher
-from distiller.losses import NEEDS_ATTENTION
+from distiller.losses import any_trait, loss_entries, shared_option
 from distiller.report import (
     append_table,
     latency_batch,
@@ -78,10 +78,11 @@ def load_teacher(cfg: Config, env, data: Data, eager: bool):
 
     teacher = frozen_expert(cfg.pretrain.epochs)
     trajectory = None
-    if any(s.name == "trajectory_kd" for s in d.losses):
-        points = list(d.trajectory_points) or list(range(1, cfg.pretrain.epochs + 1))
+    if any_trait(d.losses, "needs_trajectory"):
+        points = list(shared_option(d.losses, "needs_trajectory", "trajectory_points")
+                      or range(1, cfg.pretrain.epochs + 1))
         if not all(0 <= p <= cfg.pretrain.epochs for p in points):
-            raise UserError(f"distill.trajectory_points {points}: the expert has epochs "
+            raise UserError(f"distill.losses: trajectory_points {points}: the expert has epochs "
                             f"0..{cfg.pretrain.epochs}")
         trajectory = TrajectoryTeacher(frozen_expert(points[0]), points, weights, d.steps)
     return teacher, trajectory
@@ -108,9 +109,8 @@ RESUMABLE_CHANGES = ("distill.save_every", "distill.baseline", "distill.quantize
                      "pretrain.eval_batch_size", "run.output_dir", "run.run_name",
                      "run.log_level", "run.gpu", "run.tf32", "run.resume")
 # the no-teacher student does not depend on the teacher's loss mix
-NO_TEACHER_IGNORES = ("distill.losses", "distill.temperature", "distill.feature_warmup",
-                      "distill.progressive", "distill.progressive_fraction",
-                      "distill.num_centroid", "distill.trajectory_points")
+NO_TEACHER_IGNORES = ("distill.losses", "distill.feature_warmup", "distill.progressive",
+                      "distill.progressive_fraction")
 
 
 def resume_settings(cfg: Config, baseline: bool) -> dict:
@@ -125,7 +125,7 @@ def train_student(run, teacher, trajectory, data, sources, specs, out: Path, des
     """A fresh student (identical start for every call) trained with `specs`."""
     cfg, env = run.cfg, run.env
     d = cfg.distill
-    eager = any(s.name in NEEDS_ATTENTION for s in specs)
+    eager = any_trait(specs, "needs_attention")
     seed_everything(derive_seed(cfg.run.seed, "student"))
     states = teacher_token_states(teacher, sources, d.eval_batch_size, env.device) \
         if d.init == "pca" else None
@@ -168,8 +168,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     cfg, env = run.cfg, run.env
     with guarded_stage() as stage:
         d = cfg.distill
+        loss_entries(d.losses)       # every loss and its options known, before any work
         data = load_data(cfg)
-        eager = any(s.name in NEEDS_ATTENTION for s in d.losses)
+        eager = any_trait(d.losses, "needs_attention")
         teacher, trajectory = load_teacher(cfg, env, data, eager)
         sources = make_sources(d.data, Examples.of(data.train),
                                synthetic_examples(cfg, data, teacher.hidden_size))

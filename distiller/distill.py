@@ -2,10 +2,14 @@
 
 One `Distiller` trains one student with the configured `distill.losses` (or, for the no-teacher
 baseline, with `label_ce` alone) through the project's one trainer (`utils.training.train_steps`).
+It reads what each loss needs from its registry traits (distiller/losses.py), never its name.
 
-- Data parallel: every rank holds the whole student; step i's global batch is the same on every
-  rank and each trains on its slice; gradients are averaged over ranks with one all-reduce per step
-  (what DDP does, without its bucketing) before clipping and the optimiser step.
+- Data parallel: every rank holds the whole student, wrapped in torch's DistributedDataParallel
+  (gloo on CPU, nccl on CUDA). Step i's global batch is the same on every rank and each trains on
+  its slice; DDP averages the gradients over ranks in the backward pass, before clipping and the
+  optimiser step, so the update is the single-process one when the batch size is a multiple of the
+  world size. The loss terms are computed inside `DistillModule.forward`, so every learnt
+  parameter (student, projections) is used within what DDP wraps.
 - The teacher is frozen. Its logits are computed once for the fixed training data (the batches
   shared out over the ranks, then gathered) and cached, unless a loss needs its hidden states or
   attention maps (then it runs on each batch).
@@ -18,24 +22,15 @@ from __future__ import annotations
 import itertools
 import logging
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
-import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
+from distiller.cka import CentroidMemory
 from distiller.data import Sources, global_batches, rank_slice
-from distiller.losses import (
-    KD_LOSSES,
-    LOGIT_LOSSES,
-    NEEDS_ATTENTION,
-    NEEDS_HIDDEN,
-    PAIRLESS,
-    CentroidMemory,
-    KDContext,
-    projection_key,
-    resolve_pairs,
-)
+from distiller.losses import KDContext, Pairs, Term, build_terms, projection_key, shared_option
 from distiller.student import HFClassifier
 from utils.checkpoint import check_resumable, load_latest, save_checkpoint, set_aside
 from utils.config_schema import Config, KDLossSpec
@@ -48,17 +43,35 @@ from utils.training import linear_warmup_decay, train_steps
 logger = logging.getLogger(__name__)
 
 STATE_VERSION = 1
+Active = List[Tuple[Term, Optional[Pairs], float]]   # (term, its pairs this step or None: off, weight)
 
 
 class DistillModule(nn.Module):
-    """The trainable part: the student plus the learnt projections of the hidden-state losses."""
+    """The trainable part: the student plus the learnt projections of the hidden-state losses.
+    Its forward is the student's forward and the weighted loss terms (what DDP wraps)."""
 
-    def __init__(self, student: HFClassifier, projections: nn.ModuleDict):
+    def __init__(self, student: HFClassifier, projections: nn.ModuleDict, need_hidden: bool,
+                 need_attention: bool):
         super().__init__()
         self.student, self.projections = student, projections
+        self.need_hidden, self.need_attention = need_hidden, need_attention
 
-    def forward(self, **kw) -> ClassifierOutput:
-        return self.student(**kw)
+    def forward(self, inputs: dict, ctx: KDContext, active: Active
+                ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(total loss, each term's value [K], detached; 0 for a term that is off)."""
+        ctx.student = self.student(**inputs, output_hidden_states=self.need_hidden,
+                                   output_attentions=self.need_attention)
+        ctx.student_model, ctx.projections = self.student, self.projections
+        total = ctx.student.logits.new_zeros(())
+        values = []
+        for term, pairs, weight in active:
+            if pairs is None:
+                values.append(total.new_zeros(()))
+                continue
+            value = term(ctx, pairs)
+            total = total + weight * value
+            values.append(value.detach())
+        return total, torch.stack(values)
 
 
 class TrajectoryTeacher:
@@ -81,23 +94,15 @@ class TrajectoryTeacher:
         return self.model(**inputs).logits
 
 
-def parse_specs(specs: List[KDLossSpec], teacher_layers: int, student_layers: int):
-    out = []
-    for spec in specs:
-        if spec.name not in KD_LOSSES:
-            raise UserError(f"distill.losses: unknown loss {spec.name!r}; registered: "
-                            f"{', '.join(sorted(KD_LOSSES))}")
-        try:
-            pairs = resolve_pairs(spec.layers, teacher_layers, student_layers)
-        except ValueError as exc:
-            raise UserError(f"distill.losses[{spec.name}].layers: {exc}") from None
-        out.append((spec, pairs))
-    return out
+def gather_rows(t: torch.Tensor) -> torch.Tensor:
+    """Collective: every rank's rows of `t` (detached), rank by rank  # [sum of B_r, ...]"""
+    parts = all_gather_objects(t.detach().cpu())
+    return torch.cat(parts).to(t.device)
 
 
 class Distiller:
     def __init__(self, cfg: Config, env: DistEnv, teacher: nn.Module, student: HFClassifier,
-                 sources: Sources, multilabel: bool, specs: List[KDLossSpec], out_dir: Path,
+                 sources: Sources, multilabel: bool, specs: Sequence[KDLossSpec], out_dir: Path,
                  trajectory: Optional[TrajectoryTeacher] = None, teacher_layers: int = 0,
                  settings: Optional[dict] = None):
         d = cfg.distill
@@ -105,31 +110,34 @@ class Distiller:
         self.teacher, self.sources, self.multilabel = teacher, sources, multilabel
         self.out_dir, self.trajectory = Path(out_dir), trajectory
         self.settings = settings or {}      # what must match to resume (utils.checkpoint)
-        self.specs = parse_specs(specs, teacher_layers, student.num_layers)
-        names = {s.name for s, _ in self.specs}
-        if "trajectory_kd" in names and trajectory is None:
-            raise UserError("distill.losses: trajectory_kd needs an expert teacher (its epoch "
+        self.terms = build_terms(specs, teacher_layers, student.num_layers)
+
+        def needs(trait: str) -> bool:
+            return any(t.trait(trait) for t in self.terms)
+        if needs("needs_trajectory") and trajectory is None:
+            raise UserError("distill.losses: a trajectory loss needs an expert teacher (its epoch "
                             "checkpoints); distill.teacher_path has none")
-        self.need_hidden = bool(names & NEEDS_HIDDEN)
-        self.need_attention = bool(names & NEEDS_ATTENTION)
         projections = nn.ModuleDict()
-        for spec, pairs in self.specs:
-            if spec.name in ("hidden_mse", "hidden_cos") and student.hidden_size != teacher.hidden_size:
-                for t, s in pairs:
+        if student.hidden_size != teacher.hidden_size:
+            for term in self.terms:
+                for t, s in term.pairs if term.trait("projects_hidden") else ():
                     projections[projection_key(t, s)] = nn.Linear(student.hidden_size,
-                                                                        teacher.hidden_size)
-        self.module = DistillModule(student, projections).to(env.device)
+                                                                  teacher.hidden_size)
+        self.module = DistillModule(student, projections, needs("needs_hidden"),
+                                    needs("needs_attention")).to(env.device)
         self.memory: Optional[CentroidMemory] = None
-        if "cka_global" in names:
-            self.memory = self._build_memory(student.hidden_size)
-        self.teacher_forward = self.need_hidden or self.need_attention
-        self.cache = None if self.teacher_forward or names <= {"label_ce"} else self._cache_logits()
+        if needs("needs_memory"):
+            k = shared_option(specs, "needs_memory", "num_centroid")
+            self.memory = self._build_memory(student.hidden_size, k)
+        self.teacher_forward = needs("needs_hidden") or needs("needs_attention")
+        self.cache = self._cache_logits() if needs("needs_teacher_logits") and \
+            not self.teacher_forward else None
         self.optimizer = torch.optim.AdamW(self.module.parameters(), lr=d.lr,
                                            weight_decay=d.weight_decay)
         self.scheduler = linear_warmup_decay(self.optimizer, d.steps, d.warmup_ratio)
         self.step = 0
         self.history: List[dict] = []
-        self._parts: Dict[str, float] = {}
+        self._values: Optional[torch.Tensor] = None     # the last step's term values [K]
         self._resumed = False
 
     # --------------------------------------------------------------------------- teacher side
@@ -151,47 +159,46 @@ class Distiller:
         logger.info("teacher logits cached for %d training examples", len(self.sources))
         return logits
 
-    def _build_memory(self, student_dim: int) -> CentroidMemory:
+    def _build_memory(self, student_dim: int, k: int) -> CentroidMemory:
         """FSD's train_memory step: k-means of the teacher's last-layer [CLS] features."""
         feats = self._teacher_pass(lambda out: out.features[0], layer_index=[-1])
-        memory = CentroidMemory.build(feats, self.d.num_centroid, student_dim,
+        memory = CentroidMemory.build(feats, k, student_dim,
                                       derive_seed(self.cfg.run.seed, "centroids"))
         logger.info("centroid memory: %d teacher centroids", memory.teacher.shape[0])
         return memory.to(self.env.device)
 
+    def _teacher_outputs(self, inputs: dict, idx: torch.Tensor) -> ClassifierOutput:
+        if self.teacher_forward:
+            with torch.no_grad():
+                return self.teacher(**inputs, output_hidden_states=self.module.need_hidden,
+                                    output_attentions=self.module.need_attention)
+        return ClassifierOutput(self.cache[idx].to(self.env.device) if self.cache is not None
+                                else None)
+
     # ------------------------------------------------------------------------------ the loss
     def loss_fn(self, model: nn.Module, inputs: dict, labels: torch.Tensor, idx: torch.Tensor
                 ) -> torch.Tensor:
-        s_out = model(**inputs, output_hidden_states=self.need_hidden,
-                      output_attentions=self.need_attention)
-        if self.teacher_forward:
-            with torch.no_grad():
-                t_out = self.teacher(**inputs, output_hidden_states=self.need_hidden,
-                                     output_attentions=self.need_attention)
-        else:
-            logits = self.cache[idx].to(self.env.device) if self.cache is not None else None
-            t_out = ClassifierOutput(logits)
         traj = self.trajectory.logits(self.step, inputs) if self.trajectory is not None else None
-        ctx = KDContext(s_out, t_out, labels, inputs["attention_mask"], self.d.temperature,
-                        self.multilabel, self.module.student, self.teacher, self.module.projections,
-                        self.memory, traj)
+        ctx = KDContext(None, self._teacher_outputs(inputs, idx), labels, inputs["attention_mask"],
+                        self.multilabel, None, self.teacher, None, self.memory, traj,
+                        gather_rows if self.env.world_size > 1 else (lambda t: t))
+        total, self._values = model(inputs, ctx, self.active_terms())
+        return total
+
+    def active_terms(self) -> Active:
+        """Each term with its layer pairs switched on at this step (None: all off) and its weight
+        (feature_warmup ramps every loss but the logit losses)."""
         ramp = 1.0
         if self.d.feature_warmup > 0:
             ramp = min(1.0, (self.step + 1) / (self.d.feature_warmup * self.d.steps))
-        total = torch.zeros((), device=self.env.device)
-        self._parts = {}
         top = self.active_student_layer()
-        for spec, pairs in self.specs:
-            if spec.name not in PAIRLESS and top is not None:
-                pairs = [(t, s) for t, s in pairs if s <= top]
-                if not pairs:                         # none of its layers is on yet
-                    self._parts[spec.name] = 0.0
-                    continue
-            value = KD_LOSSES[spec.name](ctx, pairs)
-            weight = spec.weight * (1.0 if spec.name in LOGIT_LOSSES else ramp)
-            total = total + weight * value
-            self._parts[spec.name] = value.item()
-        return total
+        out: Active = []
+        for term in self.terms:
+            pairs: Optional[Pairs] = term.pairs
+            if term.trait("uses_layer_map") and top is not None:
+                pairs = [(t, s) for t, s in term.pairs if s <= top] or None
+            out.append((term, pairs, term.weight * (1.0 if term.trait("is_logit_loss") else ramp)))
+        return out
 
     def active_student_layer(self) -> Optional[int]:
         """progressive 'layerwise': the highest student hidden-state index whose layer losses are
@@ -202,13 +209,14 @@ class Distiller:
         span = self.d.progressive_fraction * self.d.steps
         return n if self.step >= span else min(n, 1 + int(self.step * n / span))
 
-    def _average_gradients(self) -> None:
+    def wrapped(self) -> nn.Module:
+        """The module the trainer calls: DDP over the ranks. find_unused_parameters: a term that
+        is off, or a real batch beside synthetic ones, leaves some parameters without a gradient;
+        device_ids None: the module and the inputs are on this rank's device already (DDP leaves
+        the loss context, which holds non-tensors, as it is)."""
         if self.env.world_size < 2:
-            return
-        for p in self.module.parameters():
-            if p.grad is not None:
-                dist.all_reduce(p.grad)
-                p.grad /= self.env.world_size
+            return self.module
+        return DistributedDataParallel(self.module, device_ids=None, find_unused_parameters=True)
 
     # --------------------------------------------------------------------------------- train
     def train(self, desc: str = "distill") -> None:
@@ -223,19 +231,19 @@ class Distiller:
 
         def on_step(_: int, loss: float) -> dict:
             self.step += 1
-            self.history.append({"step": self.step, "loss": loss, **self._parts,
+            parts = dict(zip((t.label for t in self.terms), self._values.tolist()))  # one sync
+            self.history.append({"step": self.step, "loss": loss, **parts,
                                  "lr": self.optimizer.param_groups[0]["lr"]})
             if self.step % max(1, self.d.steps // 10) == 0 or self.step == self.d.steps:
                 logger.info("%s step %d/%d  loss %.4f  %s", desc, self.step, self.d.steps, loss,
-                            "  ".join(f"{k} {v:.4f}" for k, v in self._parts.items()))
+                            "  ".join(f"{k} {v:.4f}" for k, v in parts.items()))
             if self.step % self.d.save_every == 0 or self.step == self.d.steps:
                 self.save()
             return {}
 
-        train_steps(self.module, self.sources, batches, self.optimizer, self.env.device,
+        train_steps(self.wrapped(), self.sources, batches, self.optimizer, self.env.device,
                     self.loss_fn, self.scheduler, total=self.d.steps - self.step,
-                    show_progress=self.env.is_main, desc=desc, on_step=on_step,
-                    after_backward=self._average_gradients)
+                    show_progress=self.env.is_main, desc=desc, on_step=on_step)
 
     # --------------------------------------------------------------------------------- state
     def state_dict(self) -> dict:

@@ -43,15 +43,58 @@ def latency_ms(model: nn.Module, batch: dict, repeats: int) -> float:
     return 1000 * statistics.median(times)
 
 
-def quantize_int8(model: nn.Module) -> nn.Module:
-    """Dynamic int8 quantisation of every Linear layer (weights int8, activations on the fly)."""
-    import copy
-    import warnings
+class _CudaOnlyNoise(logging.Filter):
+    """Drops the two lines importing torchao prints on a CPU-only torch and nothing else: its
+    CUDA-only kernel libraries (_C_mxfp8, _C_cutlass_90a) cannot load there (the CPU int8 path does
+    not use them), and torch's pytree note about torchao's own Enum registration."""
 
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        return not (msg.startswith("Failed to load") and "_C_" in msg
+                    or "is an Enum subclass and is now natively supported" in msg)
+
+
+def _torchao():
+    """torchao's quantize_ and its dynamic int8 config, or None when torchao is not installed."""
+    noise = _CudaOnlyNoise()
+    loggers = [logging.getLogger("torchao"), logging.getLogger("torch.utils._pytree")]
+    for lg in loggers:
+        lg.addFilter(noise)
+    try:
+        from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
+    except ImportError:
+        return None
+    finally:
+        for lg in loggers:
+            lg.removeFilter(noise)
+    return quantize_, Int8DynamicActivationInt8WeightConfig
+
+
+def int8_backend() -> str:
+    """What `quantize_int8` uses here: 'torchao <version>' or 'torch.ao'."""
+    if _torchao() is None:
+        return "torch.ao"
+    from importlib.metadata import version
+    return f"torchao {version('torchao')}"
+
+
+def quantize_int8(model: nn.Module, backend: str = "auto") -> nn.Module:
+    """Dynamic int8 quantisation of every Linear layer of a copy of `model` (int8 weights,
+    activations quantised on the fly). backend 'auto': torchao's Int8DynamicActivationInt8Weight
+    when torchao is installed (the `int8` extra), else torch.ao's quantize_dynamic, which torch 2.13
+    deprecates in favour of torchao (benchmarks/results/perf/int8_torchao.json: both, same student)."""
+    import copy
+
+    model = copy.deepcopy(model).eval()
+    ao = _torchao() if backend in ("auto", "torchao") else None
+    if ao is not None:
+        quantize_, config = ao
+        quantize_(model, config())
+        return model
+    if backend == "torchao":
+        raise ImportError("torchao is not installed: pip install 'textcondense[int8]'")
     from torch.ao.quantization import quantize_dynamic
-    with warnings.catch_warnings():   # torch 2.13 deprecates the quantised tensor constructors
-        warnings.simplefilter("ignore", UserWarning)
-        return quantize_dynamic(copy.deepcopy(model).eval(), {nn.Linear}, dtype=torch.qint8)
+    return quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)
 
 
 def measure(name: str, model: nn.Module, test: Examples, batch: dict, params: int,

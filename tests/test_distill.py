@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from condense import condense_script_text, distill_script_text
-from distiller.losses import KD_LOSSES, CentroidMemory, KDContext, linear_cka, resolve_pairs, uniform_pairs
+from distiller.cka import CentroidMemory, linear_cka
+from distiller.losses import KD_LOSSES, KDContext, resolve_pairs, uniform_pairs
 from distiller.student import build_student, pca_basis
 from tests.conftest import SMOKE, torchrun
 from utils.config_schema import DistillConfig, NetworkConfig
@@ -35,8 +36,13 @@ def context(student: ClassifierOutput, teacher: ClassifierOutput, s_model, t_mod
     memory = CentroidMemory(centroids, H)
     memory.student.copy_(centroids if same_memory else centroids.flip(0))
     memory.seen.fill_(1)
-    return KDContext(student, teacher, torch.tensor([0, 1, 2, 0]), mask, 2.0, False, s_model,
+    return KDContext(student, teacher, torch.tensor([0, 1, 2, 0]), mask, False, s_model,
                      t_model, torch.nn.ModuleDict(), memory, trajectory_logits=teacher.logits)
+
+
+def loss(name: str, ctx: KDContext, pairs) -> torch.Tensor:
+    """A registered loss with its default options."""
+    return KD_LOSSES.get(name)(ctx, pairs, KD_LOSSES.options(name))
 
 
 @pytest.fixture(scope="module")
@@ -49,20 +55,24 @@ def models():
     return a, b
 
 
-@pytest.mark.parametrize("name", sorted(set(KD_LOSSES) - {"label_ce"}))
+BUILTIN = ["attn_kl", "attn_mse", "cka_global", "cka_intra", "cka_local", "classifier_match",
+           "hidden_cos", "hidden_mse", "label_ce", "layer_weight_match", "logit_kd", "trajectory_kd"]
+
+
+@pytest.mark.parametrize("name", sorted(set(BUILTIN) - {"label_ce"}))
 def test_every_loss_is_zero_for_identical_inputs_and_positive_otherwise(name, models):
     a, b = models
-    pairs = uniform_pairs(LAYERS, LAYERS)
-    same = KD_LOSSES[name](context(outputs(1), outputs(1), a, a, True), pairs)
-    assert float(same) == pytest.approx(0.0, abs=1e-5)
-    other = KD_LOSSES[name](context(outputs(2), outputs(1), b, a, False), pairs)
-    assert float(other) > 1e-4
+    pairs = uniform_pairs(LAYERS, LAYERS) if KD_LOSSES.entry(name).trait("uses_layer_map") else []
+    same = loss(name, context(outputs(1), outputs(1), a, a, True), pairs)
+    assert float(same.detach()) == pytest.approx(0.0, abs=1e-5)
+    other = loss(name, context(outputs(2), outputs(1), b, a, False), pairs)
+    assert float(other.detach()) > 1e-4
 
 
 def test_label_ce_is_the_label_loss():
     out = outputs(3)
     ctx = context(out, outputs(4), None, None, True)
-    torch.testing.assert_close(KD_LOSSES["label_ce"](ctx, []), label_loss(out.logits, ctx.labels, False))
+    torch.testing.assert_close(loss("label_ce", ctx, []), label_loss(out.logits, ctx.labels, False))
 
 
 def test_cka_invariances():
@@ -125,7 +135,8 @@ def student_weights(out: Path) -> dict:
 
 
 FSD = ("distill.losses=[{name: logit_kd, weight: 0.5}, {name: label_ce, weight: 0.5}, "
-       "{name: cka_intra, weight: 1}, {name: cka_local, weight: 1}, {name: cka_global, weight: 1}, "
+       "{name: cka_intra, weight: 1}, {name: cka_local, weight: 1}, "
+       "{name: cka_global, weight: 1, options: {num_centroid: 4}}, "
        "{name: hidden_mse, weight: 1}, {name: attn_kl, weight: 1}]")
 
 
@@ -167,10 +178,10 @@ def test_gradients_flow_to_the_student_only(models):
         t_out = teacher(**kw)
     s_out = student(**kw)
     centroids = t_out.hidden_states[-1][:, 0].detach().clone()
-    ctx = KDContext(s_out, t_out, torch.tensor([0, 1, 2, 0]), mask, 2.0, False, student, teacher,
+    ctx = KDContext(s_out, t_out, torch.tensor([0, 1, 2, 0]), mask, False, student, teacher,
                     torch.nn.ModuleDict(), CentroidMemory(centroids, H), t_out.logits)
-    pairs = [(2, 1)]
-    total = sum(fn(ctx, pairs) for fn in KD_LOSSES.values())
+    total = sum(loss(name, ctx, [(2, 1)] if KD_LOSSES.entry(name).trait("uses_layer_map") else [])
+                for name in BUILTIN)
     total.backward()
     assert all(p.grad is None and not p.requires_grad for p in teacher.parameters())
     grads = [p.grad for n, p in student.named_parameters() if "pooler" not in n]
@@ -206,6 +217,34 @@ def test_two_ranks_equal_one_process(tmp_path, smoke_experts):
         torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4)
 
 
+def test_two_ranks_equal_one_process_with_projections_memory_and_layer_schedule(tmp_path,
+                                                                               smoke_experts):
+    """DDP over the student and the learnt projections, a projection unused while its layer is
+    still off (find_unused_parameters), and cka_global's memory fed the whole global batch."""
+    common = ["--config_path", SMOKE, "--set", f"pretrain.expert_dir={smoke_experts}",
+              "--set", "distill.dropout=0.0", "--set", "distill.baseline=false",
+              "--set", "distill.quantize=false", "--set", f"distill.results_table={tmp_path}/t.md",
+              "--set", "distill.student_layers=2", "--set", "distill.student_hidden=16",
+              "--set", "distill.init=scratch", "--set", "distill.progressive=layerwise",
+              "--set", "distill.losses=[{name: logit_kd}, {name: hidden_mse, options: {layers: "
+              "[[1, 1], [2, 2]]}}, {name: cka_global, options: {num_centroid: 4}}]"]
+    torchrun("condense/distill_script_text.py", [*common, "--output_dir", str(tmp_path / "two")])
+    assert distill_script_text.main([*common, "--output_dir", str(tmp_path / "one")]) == 0
+    a, b = student_weights(tmp_path / "two"), student_weights(tmp_path / "one")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4)
+    from utils.checkpoint import load_latest
+    ca, cb = (load_latest(tmp_path / d / "kd")[1] for d in ("two", "one"))
+    assert ca["step"] == cb["step"] == 6
+    assert {k for k in ca["module"] if k.startswith("projections.")} == \
+        {"projections.t1_s1.weight", "projections.t1_s1.bias", "projections.t2_s2.weight",
+         "projections.t2_s2.bias"}
+    for k in ca["module"]:
+        torch.testing.assert_close(ca["module"][k], cb["module"][k], atol=1e-5, rtol=1e-4)
+    for k in ca["memory"]:
+        torch.testing.assert_close(ca["memory"][k], cb["memory"][k], atol=1e-5, rtol=1e-4)
+
+
 def test_synthetic_and_both_with_a_smaller_student(tmp_path, smoke_experts):
     cond = tmp_path / "cond"
     assert condense_script_text.main(["--config_path", SMOKE, "--output_dir", str(cond), "--set",
@@ -220,9 +259,12 @@ def test_synthetic_and_both_with_a_smaller_student(tmp_path, smoke_experts):
         assert len(hist) == 6 and all(h["hidden_mse"] > 0 for h in hist)
 
 
-def test_bad_inputs_exit_2(tmp_path, smoke_experts):
-    assert distill(tmp_path / "a", smoke_experts, "--set", "distill.losses=[{name: nope}]") == 2
-    assert "unknown loss 'nope'" in (tmp_path / "a" / "print.log").read_text()
+def test_bad_inputs_exit_2(tmp_path, smoke_experts, capsys):
+    with pytest.raises(SystemExit) as exc:          # a config error: refused before any work
+        distill(tmp_path / "a", smoke_experts, "--set", "distill.losses=[{name: nope}]")
+    assert exc.value.code == 2 and not (tmp_path / "a").exists()
+    assert "command line: distill.losses[0]: unknown distillation loss 'nope'; registered: " \
+           "attn_kl, attn_mse" in capsys.readouterr().err
     assert distill(tmp_path / "b", smoke_experts, "--set", "distill.data=synthetic") == 2
     assert "needs a synthetic set" in (tmp_path / "b" / "print.log").read_text()
     assert distill(tmp_path / "c", smoke_experts, "--set", "distill.student_layers=5") == 2
@@ -263,8 +305,9 @@ def test_layerwise_schedule_switches_layers_on_bottom_up(tmp_path, smoke_experts
     assert distill(out, smoke_experts, "--set", "distill.student_layers=2", "--set",
                    "distill.progressive=layerwise", "--set", "distill.progressive_fraction=0.5",
                    "--set", "distill.baseline=false", "--set", "distill.quantize=false",
-                   "--set", "distill.losses=[{name: logit_kd}, {name: hidden_mse, layers: "
-                   "[[1, 1], [2, 2]]}, {name: cka_intra, layers: [[2, 2]]}]") == 0
+                   "--set", "distill.losses=[{name: logit_kd}, {name: hidden_mse, options: "
+                   "{layers: [[1, 1], [2, 2]]}}, {name: cka_intra, options: {layers: [[2, 2]]}}]"
+                   ) == 0
     hist = json.loads((out / "distill" / "history.json").read_text())
     # 6 steps, 2 layers over the first 3: layer 1 at steps 1-2, layer 2 from step 3
     assert [h["cka_intra"] == 0.0 for h in hist] == [True, True, False, False, False, False]

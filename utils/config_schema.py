@@ -417,24 +417,51 @@ class EvaluateConfig:
 class KDLossSpec:
     name: str = _f("logit_kd", "A registered distillation loss (distiller/losses.py: logit_kd, "
                    "label_ce, hidden_mse, hidden_cos, attn_mse, attn_kl, classifier_match, "
-                   "layer_weight_match, cka_intra, cka_local, cka_global, trajectory_kd).")
+                   "layer_weight_match, cka_intra, cka_local, cka_global, trajectory_kd, or one "
+                   "registered with distiller.losses.register_kd_loss).")
     weight: float = _f(1.0, "Weight of the loss in the sum (FSD's gamma for the CKA losses).")
-    layers: List[List[int]] = _f([], "Teacher -> student layer map, [[teacher, student], ...] as "
-                                 "hidden-state indices (0 = embeddings, -1 = last). Empty: every "
-                                 "student layer and the teacher layer it was initialised from "
-                                 "(or an evenly spaced one).")
+    options: dict = field(default_factory=dict, metadata={"path": False, "flag": None, "help": (
+        "The loss's own options (docs/config.md lists each loss's): `layers` (the teacher -> "
+        "student layer map) of the layer losses, `temperature` of logit_kd / trajectory_kd, "
+        "`num_centroid` of cka_global, `trajectory_points` of trajectory_kd.")})
+
+    # old spellings, refused with their new place
+    MOVED = {"layers": "the layer map is an option of the loss now: "
+                       "{name: hidden_mse, options: {layers: [[6, 3]]}}"}
 
     def check(self):
         if not self.name:
             yield "name", "must name a loss"
         if self.weight < 0:
             yield "weight", "must be >= 0"
-        if any(len(pair) != 2 for pair in self.layers):
-            yield "layers", "must be [[teacher, student], ...] pairs"
+
+    def resolve(self, where: str) -> None:
+        """The name and options checked against the loss registry (once distiller is imported;
+        otherwise when the losses are built)."""
+        from utils.config import ConfigError
+        from utils.errors import UserError
+        from utils.registry import published
+
+        registry = published("distillation loss")
+        if registry is None:
+            return
+        try:
+            registry.entry(self.name, where)
+        except UserError as exc:
+            raise ConfigError(str(exc)) from None
+        registry.options(self.name, self.options, f"{where}.options")
 
 
 @dataclass
 class DistillConfig:
+    # keys that became options of the loss that uses them, refused with their new place
+    MOVED = {"temperature": "an option of logit_kd / trajectory_kd now: distill.losses: "
+                            "[{name: logit_kd, weight: 0.5, options: {temperature: 2.0}}, ...]",
+             "num_centroid": "an option of cka_global now: distill.losses: "
+                             "[{name: cka_global, options: {num_centroid: 16}}, ...]",
+             "trajectory_points": "an option of trajectory_kd now: distill.losses: "
+                                  "[{name: trajectory_kd, options: {trajectory_points: [1, 2]}}]"}
+
     data: Literal["real", "synthetic", "both"] = _f(
         "real", "What the student trains on: the real training split, a synthetic set "
         "(condense.load_path / --load_path), or both (alternating batches).", flag="data")
@@ -457,10 +484,8 @@ class DistillConfig:
                                      "layers; empty: evenly spaced (0, 2, 4 for 3 of 6).")
     losses: List[KDLossSpec] = _f(
         [KDLossSpec("logit_kd", 0.5), KDLossSpec("label_ce", 0.5)],
-        "The loss mix: [{name, weight, layers}, ...] (Hinton KD: logit_kd with weight alpha and "
-        "label_ce with 1 - alpha).")
-    temperature: float = _f(2.0, "Softmax temperature of logit_kd / trajectory_kd (the loss is "
-                            "scaled by T^2).")
+        "The loss mix: [{name, weight, options}, ...] (Hinton KD: logit_kd with weight alpha and "
+        "label_ce with 1 - alpha; logit_kd's temperature defaults to 2).")
     steps: int = _f(300, "Optimiser steps of the student.", flag="steps")
     batch_size: int = _f(32, "Global batch size (split over ranks; a multiple of the world size "
                          "makes 2 ranks equal 1 process).")
@@ -477,10 +502,6 @@ class DistillConfig:
     progressive_fraction: float = _f(0.5, "progressive 'layerwise': fraction of the steps over "
                                      "which the layers are switched on.")
     dropout: float = _f(0.1, "Dropout of the student (hidden, attention, head).")
-    num_centroid: int = _f(16, "cka_global: k-means centroids of the teacher's features (the "
-                           "memory, built once before training).")
-    trajectory_points: List[int] = _f([], "trajectory_kd: teacher epochs the student is pulled "
-                                      "toward in turn over training (empty: every saved epoch).")
     save_every: int = _f(100, "Checkpoint every N steps (and at the end); re-running resumes.")
     baseline: bool = _f(True, "Also train the same student without a teacher (label_ce only, same "
                         "steps, seeds and data) for the report.")
@@ -493,7 +514,7 @@ class DistillConfig:
                             "rows (teacher, student, no-teacher student, int8).", path=True)
 
     def check(self):
-        for key in ("student_layers", "steps", "batch_size", "save_every", "num_centroid",
+        for key in ("student_layers", "steps", "batch_size", "save_every",
                     "latency_batch", "latency_repeats", "eval_batch_size"):
             if getattr(self, key) < 1:
                 yield key, "must be >= 1"
@@ -501,8 +522,6 @@ class DistillConfig:
             yield "teacher_expert", "must be >= 0"
         if self.student_hidden is not None and self.student_hidden < 8:
             yield "student_hidden", "must be >= 8 or null"
-        if self.temperature <= 0:
-            yield "temperature", "must be > 0"
         if self.lr <= 0:
             yield "lr", "must be > 0"
         if not 0.0 <= self.feature_warmup <= 1.0:
