@@ -78,8 +78,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"{PROG}: unknown stage {name!r}; choose one of {', '.join(STAGES)} "
               f"({PROG} --help)", file=sys.stderr)
         return 2
-    sys.argv[0] = f"{PROG} {name}"           # argparse's prog in the stage's --help and errors
-    return importlib.import_module(STAGES[name]).main(rest)
+    prog, sys.argv[0] = sys.argv[0], f"{PROG} {name}"    # argparse's prog in --help and errors
+    try:
+        return importlib.import_module(STAGES[name]).main(rest)
+    finally:
+        sys.argv[0] = prog
 
 
 if __name__ == "__main__":

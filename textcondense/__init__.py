@@ -8,6 +8,7 @@ stages; this package is the Python side, for using what they produce in your own
     ds = tc.to_hf_dataset(syn)          # datasets.Dataset: inputs_embeds, attention_mask, labels
     tc.save_synset_portable(syn, "my_set")          # my_set.safetensors + my_set.json
     cfg = tc.load_config("demo")        # a shipped config by name, a YAML file or a run's args.log
+    data = tc.load_text_dataset(cfg.dataset)        # raw texts, labels and class names of both splits
     tc.export_expert(cfg, 0, "expert0_hf")          # a complete expert as a Hugging Face folder
 
     from transformers import AutoModelForSequenceClassification
@@ -23,6 +24,7 @@ __version__ = "0.2.0"
 
 from condense.cli import main as cli  # noqa: E402  (`textcondense ...` as a function: cli(["condense", ...]))
 from utils.config import load_config  # noqa: E402
+from utils.data import load_text_dataset  # noqa: E402
 from utils.hf_export import export_expert, to_hf_classifier  # noqa: E402
 from utils.hf_model import (  # noqa: E402
     TextCondenseConfig,
@@ -34,6 +36,6 @@ from utils.synset_io import load_synset, save_synset_portable, synset_summary, t
 
 register()
 
-__all__ = ["__version__", "cli", "load_config", "load_synset", "to_hf_dataset", "save_synset_portable",
-           "synset_summary", "export_expert", "to_hf_classifier", "TextCondenseConfig",
-           "TextCondenseForSequenceClassification", "resolve_model_path"]
+__all__ = ["__version__", "cli", "load_config", "load_text_dataset", "load_synset", "to_hf_dataset",
+           "save_synset_portable", "synset_summary", "export_expert", "to_hf_classifier",
+           "TextCondenseConfig", "TextCondenseForSequenceClassification", "resolve_model_path"]
