@@ -125,3 +125,54 @@ def test_config_reference_is_up_to_date():
     component option must be documented."""
     from condense.config_doc import render
     assert (PROJECT_ROOT / "docs" / "config.md").read_text() == render() + "\n"
+
+
+# ---------------------------------------------------------------- names, replays, per-ipc layers
+
+def test_shipped_configs_by_name_and_unknown_names(tmp_path, monkeypatch):
+    from utils.config_files import find_config
+    monkeypatch.chdir(tmp_path)                              # names work from any folder
+    for name in ("demo", "ipc10/bbc", "config/ipc10/bbc.yaml", "ipc10/bbc.yaml"):
+        assert find_config(name) == ROOT / "config" / ("demo.yaml" if name == "demo" else "ipc10/bbc.yaml")
+    assert load_config("ipc10/bbc") == load_config(str(ROOT / "config/ipc10/bbc.yaml"))
+    with pytest.raises(ConfigError, match=r"config file not found: nope .*demo.*ipc10/bbc"):
+        load_config("nope")
+
+
+def test_args_log_is_a_config_that_replays(tmp_path):
+    cfg = parse(["--config_path", str(ROOT / "config/smoke.yaml"), "--ipc", "3",
+                 "--set", "condense.niter=4"])
+    save_config(cfg, tmp_path / "args.log", {"stage": "condense", "argv": ["--ipc", "3"],
+                                             "world_size": 2})
+    replayed = load_config(str(tmp_path / "args.log"))
+    assert replayed == cfg
+    from utils.config import config_notes
+    assert "world size 2" in config_notes(replayed)[0]
+    # flags still apply on top of a replay
+    assert load_config(str(tmp_path / "args.log"), [("condense.niter", 5)]).condense.niter == 5
+
+
+def test_ipc_flag_applies_the_ipc_layer_below_the_files_own_keys(tmp_path):
+    from utils.config import config_notes
+    own = write(tmp_path / "mine.yaml", f"base: {ROOT / 'config/datasets/custom.yaml'}\n"
+                "dataset:\n  path: x.csv\ncondense:\n  niter: 30\n")
+    plain = load_config(own)
+    assert (plain.condense.init, plain.optimization.lr_img) == ("random", 0.1)   # the base's
+    assert config_notes(plain) == []
+    tuned = load_config(own, [("condense.ipc", 10)])
+    shared = load_config(str(ROOT / "config/ipc10/_shared.yaml"))
+    assert tuned.condense.ipc == 10 and tuned.condense.init == shared.condense.init == "herding"
+    assert tuned.optimization.lr_img == shared.optimization.lr_img == 0.01
+    assert tuned.condense.niter == 30                        # the file's own key wins
+    (note,) = config_notes(tuned)
+    assert "applied the per-ipc layer config/ipc10/_shared.yaml for --ipc 10" in note
+    # the file's own condense.ipc chooses the layer too
+    own50 = write(tmp_path / "mine50.yaml", f"base: {ROOT / 'config/datasets/custom.yaml'}\n"
+                  "condense:\n  ipc: 50\n")
+    assert "config/ipc50/_shared.yaml" in config_notes(load_config(own50))[0]
+    # a config that already includes an ipc layer keeps it; --ipc changes the ipc only
+    kept = load_config(str(ROOT / "config/ipc10/bbc.yaml"), [("condense.ipc", 50)])
+    assert kept.condense.ipc == 50 and "already includes" in config_notes(kept)[0]
+    assert kept.condense.niter == load_config(str(ROOT / "config/ipc10/bbc.yaml")).condense.niter
+    # an ipc without shipped settings says so
+    assert "no shipped settings for ipc 5" in config_notes(load_config(own, [("condense.ipc", 5)]))[0]
