@@ -123,12 +123,17 @@ def count_flops(b: Bench) -> int:
     return int(counter.get_total_flops())
 
 
+def terms(real_cache: bool = False, every: int = 1, **fm) -> tuple:
+    """condense.objectives of a measurement: feature matching (real_cache and `fm` options) and
+    calibration every `every` iterations."""
+    return ("condense.objectives", [{"name": "feature_match", "options": {"real_cache": real_cache, **fm}},
+                                    {"name": "calibration", "options": {"every": every}}])
+
+
 # the plain iteration every lever is measured against (the shipped ipc-10 configs turn levers on)
-PLAIN = [("condense.real_cache", False), ("condense.lam_grid", 0), ("condense.calib_every", 1),
-         ("condense.precision", "fp32")]
+PLAIN = [terms(), ("condense.lam_grid", 0), ("condense.precision", "fp32")]
 # every lever at once (docs/results.md: its accuracy is measured by a whole run)
-FAST = [("condense.real_cache", True), ("condense.lam_grid", 4), ("condense.precision", "bf16"),
-        ("condense.calib_every", 4)]
+FAST = [terms(real_cache=True, every=4), ("condense.lam_grid", 4), ("condense.precision", "bf16")]
 
 
 def main(argv=None) -> int:
@@ -180,13 +185,13 @@ def main(argv=None) -> int:
           flush=True)
 
     levers = {"fp32": [],
-              "real_cache": [("condense.real_cache", True), ("condense.lam_grid", 8)],
+              "real_cache": [terms(real_cache=True), ("condense.lam_grid", 8)],
               "lam_grid_only": [("condense.lam_grid", 8)],
               "bf16_real": [("condense.precision", "bf16_real")],
               "bf16": [("condense.precision", "bf16")],
-              "real_cache+bf16_real": [("condense.real_cache", True), ("condense.lam_grid", 8),
+              "real_cache+bf16_real": [terms(real_cache=True), ("condense.lam_grid", 8),
                                        ("condense.precision", "bf16_real")],
-              "calib_every_4": [("condense.calib_every", 4)],
+              "calib_every_4": [terms(every=4)],
               "fast": FAST}
     if a.quick:
         levers = {k: levers[k] for k in ("fp32", "real_cache", "bf16", "fast")}
@@ -206,11 +211,12 @@ def main(argv=None) -> int:
         rows = []
         for v in values:
             k = "condense.ipc" if key == "ipc" else key
-            rows.append({"value": v, **measure([(k, v)], max(2, a.iters // 2))})
+            ov = [terms(num_freqs=v)] if k == "condense.num_freqs" else [(k, v)]   # an FM option
+            rows.append({"value": v, **measure(ov, max(2, a.iters // 2))})
             print(key, rows[-1], flush=True)
         result["scaling"][key] = rows
 
-    traj = measure([("condense.method", "trajectory"), ("condense.unroll", "tesla")],
+    traj = measure([("condense.method", "trajectory")],                  # unroll tesla: the default
                    max(2, a.iters // 2))
     ncfm = result["levers"]["fp32"]
     result["ncfm_vs_trajectory"] = {"ncfm": ncfm, "trajectory": traj,

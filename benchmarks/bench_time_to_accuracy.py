@@ -3,7 +3,8 @@ NCFM vs trajectory matching, measured on a validation slice of the training spli
 
     python benchmarks/bench_time_to_accuracy.py [--config config/ipc1/trec.yaml] \
         [--ncfm_eval_it 25 50 100 200] [--trajectory_eval_it 10 20 40 60] \
-        [--trajectory_set condense.syn_steps=20 ...] [--num_eval 5] [--nproc 2] [--quick]
+        [--trajectory_set "condense.objectives=[{name: trajectory, options: {syn_steps: 20}}]" ...] \
+        [--num_eval 5] [--nproc 2] [--quick]
 
 Each method runs the real condense script (`--nproc` ranks) for max(eval_it) iterations with
 `condense.eval_it` at the listed iterations and `evaluate.select_by: val`: condensation never sees
@@ -127,11 +128,13 @@ def main(argv=None) -> int:
                    help="where the two condensation runs write their folders")
     a = p.parse_args(argv)
     traj_set = a.trajectory_set if a.trajectory_set is not None else [
-        "condense.syn_steps=20", "condense.unroll=tesla"]
+        "condense.objectives=[{name: trajectory, options: {syn_steps: 20, unroll: tesla}}, "
+        "{name: calibration}]"]
     if a.quick:
         a.config, a.nproc, a.num_eval = SMOKE, 1, 1
         a.ncfm_eval_it = a.trajectory_eval_it = [1, 2]
-        traj_set = ["condense.syn_steps=2"]
+        traj_set = ["condense.objectives=[{name: trajectory, options: {syn_steps: 2}}, "
+                    "{name: calibration}]"]
     cfg = load_config(a.config)
     tag = f"tta_{cfg.dataset.name}_ipc{cfg.condense.ipc}{'_quick' if a.quick else ''}"
     work = Path(a.work) / tag

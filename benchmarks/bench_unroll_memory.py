@@ -43,8 +43,8 @@ def main(argv=None) -> int:
     rows = []
     for unroll in a.unroll:
         for steps in a.steps:
-            sets = ["condense.method=trajectory", f"condense.unroll={unroll}",
-                    f"condense.syn_steps={steps}", *a.extra]
+            sets = ["condense.method=trajectory", "condense.objectives=[{name: trajectory, options: "
+                    f"{{unroll: {unroll}, syn_steps: {steps}}}}}, {{name: calibration}}]", *a.extra]
             r = run_once(a.config, 1, a.niter, [x for s in sets for x in ("--set", s)])
             rows.append({"unroll": unroll, "syn_steps": steps, **r})
             print(f"{unroll} syn_steps={steps}: {r['mean_iteration_seconds']:.2f} s/it, "

@@ -15,7 +15,8 @@ from utils.readers import read_bbc
 CUSTOM = str(ROOT / "config" / "datasets" / "custom.yaml")
 TINY = ["--set", "network.model_path=random", "--set", "dataset.max_length=16",
         "--set", "dataset.batch_real=4", "--set", "pretrain.epochs=1", "--set", "pretrain.lr=1e-3",
-        "--set", "pretrain.batch_size=8", "--set", "condense.niter=3", "--set", "condense.num_freqs=32",
+        "--set", "pretrain.batch_size=8", "--set", "condense.niter=3", "--set",
+        "condense.objectives=[{name: feature_match, options: {num_freqs: 32}}, {name: calibration}]",
         "--set", "evaluate.num_eval=2", "--set", "evaluate.steps=4", "--set", "evaluate.eval_every=2"]
 
 
@@ -30,7 +31,7 @@ def articles():
 
 
 def run_both(tmp: Path, path: Path, *extra: str) -> dict:
-    common = ["--config_path", CUSTOM, "--set", f"dataset.path={path}", "--set", "dataset.nclass=3",
+    common = ["--config_path", CUSTOM, "--set", f"dataset.path={path}",   # nclass: from the data
               "--set", f"pretrain.expert_dir={tmp / 'experts'}", *TINY, *extra]
     cond = tmp / "condense"
     assert condense_script_text.main([*common, "--ipc", "1", "--output_dir", str(cond)]) == 0

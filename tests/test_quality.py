@@ -306,8 +306,8 @@ def test_condensation_keeps_the_iteration_with_the_best_validation_accuracy(tmp_
 
 # ----------------------------------------------------------------------- learnt soft labels
 
-TRAJ = ["--set", "condense.method=trajectory", "--set", "condense.syn_steps=2",
-        "--set", "condense.unroll=tesla", "--learn_labels", "--set", "condense.label_lr=0.1"]
+TRAJ = ["--set", "condense.objectives=[{name: trajectory, options: {syn_steps: 2, unroll: tesla}}, "
+        "{name: calibration}]", "--learn_labels", "--set", "condense.label_lr=0.1"]
 
 
 def _condense_traj(out, experts, niter, *extra):

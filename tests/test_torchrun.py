@@ -43,7 +43,8 @@ def test_expert_training_two_ranks(smoke_experts):
 def test_condense_two_ranks_equals_one_process(tmp_path, smoke_experts):
     two, one = tmp_path / "two", tmp_path / "one"
     common = ["--config_path", SMOKE, "--set", f"pretrain.expert_dir={smoke_experts}",
-              "--sampling_net"]
+              "--set", "condense.objectives=[{name: feature_match, options: {sampling_net: true}}, "
+              "{name: calibration}]"]
     # run from inside condense/ with ../config paths, as the research code was used
     torchrun("condense/condense_script_text.py",
              ["--config_path", "../config/smoke.yaml", *common[2:], "--output_dir", str(two)],
@@ -69,7 +70,8 @@ def test_resume_under_torchrun_with_other_world_size(tmp_path, smoke_experts):
     calibration every 2nd iteration, so the first resumed iteration logs the last summed value."""
     out = tmp_path / "run"
     common = ["--config_path", SMOKE, "--set", f"pretrain.expert_dir={smoke_experts}",
-              "--set", "condense.calib_every=2", "--output_dir", str(out)]
+              "--set", "condense.objectives=[{name: feature_match}, {name: calibration, options: "
+              "{every: 2}}]", "--output_dir", str(out)]
     torchrun("condense/condense_script_text.py", common + ["--set", "condense.niter=3"])
     torchrun("condense/condense_script_text.py", common, nproc=3)
     log = (out / "print.log").read_text()
@@ -91,9 +93,9 @@ def test_trajectory_two_ranks_equals_one_process(tmp_path, smoke_experts, unroll
     makes the 2-rank result equal the 1-process one, for the first-order (tesla) and the exact
     (full, second order through the all-reduce) unroll."""
     common = ["--config_path", SMOKE, "--set", f"pretrain.expert_dir={smoke_experts}",
-              "--set", "condense.method=trajectory", "--set", "condense.niter=3",
-              "--set", f"condense.unroll={unroll}", "--set", "condense.syn_steps=2",
-              "--set", "condense.lr_teacher=0.05", "--set", "condense.subset_strategy=all"]
+              "--set", "condense.niter=3", "--set", "condense.objectives=[{name: trajectory, "
+              f"options: {{unroll: {unroll}, syn_steps: 2, lr_teacher: 0.05, subset_strategy: all}}}}, "
+              "{name: calibration}]"]
     two, one = tmp_path / "two", tmp_path / "one"
     torchrun("condense/condense_script_text.py", common + ["--output_dir", str(two)])
     assert condense_script_text.main(common + ["--output_dir", str(one)]) == 0

@@ -214,10 +214,11 @@ class CondenseConfig:
     }
 
     method: Optional[Literal["ncfm", "trajectory", "combined"]] = _f(
-        None, "A preset of `objectives` (used when that list is empty; null: ncfm): 'ncfm' = "
-        "[feature_match, calibration], 'trajectory' = [trajectory, calibration], 'combined' = "
-        "[feature_match, trajectory, calibration], each with weight 1 and default options. "
-        "Give either method or objectives.")
+        None, "A preset of terms: 'ncfm' = [feature_match, calibration], 'trajectory' = "
+        "[trajectory, calibration], 'combined' = [feature_match, trajectory, calibration]. Each "
+        "term has weight 1 and default options unless `objectives` lists a term of that name: "
+        "then it takes that entry's weight and options (other listed terms are left out). Null: "
+        "`objectives` as written, or the ncfm preset when that is empty.")
     objectives: List[ObjectiveSpec] = _f([], "Terms of the condensation loss, [{name, weight, "
                                          "options}, ...], e.g. [{name: feature_match, options: "
                                          "{metric: mmd}}, {name: calibration, weight: 0.5}]. "
@@ -295,9 +296,6 @@ class CondenseConfig:
                     "debug_niter"):
             if getattr(self, key) < 1:
                 yield key, "must be >= 1"
-        if self.method is not None and self.objectives:
-            yield "method", ("give either the preset `method` or the list `objectives`, not both "
-                             "(the list replaces the preset)")
         late = [i for i in self.eval_it if not 0 <= i <= self.niter]
         if late:
             yield "eval_it", f"{late} outside [0, niter={self.niter}]: never evaluated"

@@ -6,7 +6,8 @@ The presets (`condense.method`, used when `condense.objectives` is empty):
     trajectory:  [trajectory, calibration]
     combined:    [feature_match, trajectory, calibration]
 
-each term with weight 1 and default options; write the list out to change a weight or an option.
+each term with weight 1 and default options, unless `condense.objectives` also lists a term of
+that name: then the preset's term takes that entry's weight and options (`objective_specs`).
 """
 from __future__ import annotations
 
@@ -32,11 +33,22 @@ DEFAULT_PRESET = "ncfm"
 
 
 def objective_specs(cfg: Config) -> List[ObjectiveSpec]:
-    """`condense.objectives`, or the terms the `method` preset stands for."""
+    """`condense.objectives` as written; or, with `method` set (or neither set: ncfm), the
+    preset's terms, each taking its weight and options from the first `objectives` entry of its
+    name (default ones without): `--set condense.method=trajectory` on a config whose list tunes
+    calibration keeps that tuning. Listed terms outside the preset are left out (logged)."""
     c = cfg.condense
-    if c.objectives:
+    if c.method is None and c.objectives:
         return list(c.objectives)
-    return [ObjectiveSpec(name, 1.0) for name in PRESETS[c.method or DEFAULT_PRESET]]
+    names = PRESETS[c.method or DEFAULT_PRESET]
+    listed = {}
+    for spec in c.objectives:
+        listed.setdefault(spec.name, spec)
+    left_out = [s.name for s in c.objectives if s.name not in names]
+    if left_out:
+        logger.warning("condense.method %s: the listed objectives %s are not in the preset %s "
+                       "and are left out", c.method, left_out, names)
+    return [listed.get(name) or ObjectiveSpec(name, 1.0, OBJECTIVES.options(name)) for name in names]
 
 
 def objective_context(cfg: Config, env: DistEnv, pool: ExpertPool, train: TokenizedSplit,

@@ -1,0 +1,290 @@
+"""Components own their options: condense.objectives [{name, weight, options}], options checked at
+config load (naming the key and the file), old flat keys refused with their new place, several
+feature-matching terms in one run, an objective with its own option registered from this file and
+set from YAML, the kmeans picks, an evaluating run equal to a plain one, and the host syncs of an
+iteration."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+
+import condenser.objectives  # noqa: F401  (publishes the registries, as the scripts do)
+from condense import condense_script_text
+from condenser.condenser import Condenser
+from condenser.expert_pool import ExpertPool
+from condenser.objectives import Objective, register_objective
+from evaluation.selectors import select_baseline
+from NCFM import mmd_loss
+from tests.conftest import ROOT, SMOKE
+from utils.config import ConfigError, load_config
+from utils.coreset import expert_features
+from utils.distributed import DistEnv
+from utils.errors import UserError
+from utils.kmeans_select import kmeans_select
+from utils.registry import opt
+from utils.runtime import load_data
+
+# ------------------------------------------- the README's "Extending" example, from a test file
+
+@dataclass
+class KernelOptions:
+    sigma: float = opt(1.0, "RBF kernel width.")
+
+
+@register_objective("embed_mmd", options=KernelOptions)
+class EmbedMMD(Objective):
+    """RBF-MMD between real and synthetic mean-pooled input embeddings, class by class."""
+    metric_key = "embed_mmd_loss"
+
+    def backward(self, it, shard):
+        table, total = self.ctx.pool.embedding_table(), 0.0
+        for c in self.ctx.my_classes:
+            ids = self.ctx.train.input_ids[self.ctx.train.class_indices[c][:16]]
+            real, syn = table[ids.to(table.device)].mean(1), shard.data[c].embeds.mean(1)
+            loss = mmd_loss(real, syn, kernel="rbf", sigma=self.options.sigma)
+            (self.weight * loss).backward()
+            total = total + loss.detach()
+        return total
+
+
+def write(path: Path, text: str) -> str:
+    path.write_text(text)
+    return str(path)
+
+
+def condense(out: Path, experts: str, *extra: str, config: str = SMOKE) -> int:
+    return condense_script_text.main(["--config_path", config, "--output_dir", str(out),
+                                      "--set", f"pretrain.expert_dir={experts}", *extra])
+
+
+def history(out: Path) -> list:
+    return json.loads((out / "loss_history.json").read_text())
+
+
+def test_objective_with_its_own_option_set_from_yaml_runs(tmp_path, smoke_experts):
+    cfg = write(tmp_path / "mine.yaml", f"base: {SMOKE}\ncondense:\n  objectives:\n"
+                "    - {name: embed_mmd, weight: 1.0, options: {sigma: 0.5}}\n")
+    assert load_config(cfg).condense.objectives[0].options == KernelOptions(0.5)
+    out = tmp_path / "run"
+    assert condense(out, smoke_experts, config=cfg) == 0
+    values = [h["embed_mmd_loss"] for h in history(out)]
+    assert len(values) == 6 and all(v > 0 for v in values) and "match_loss" not in history(out)[0]
+    assert "embed_mmd: {'sigma': 0.5}" in (out / "print.log").read_text()
+    # the option reaches the term: another width, another value on the same start
+    wide = tmp_path / "wide"
+    assert condense(wide, smoke_experts, "--set", "condense.niter=1", "--set",
+                    "condense.objectives=[{name: embed_mmd, options: {sigma: 4.0}}]") == 0
+    assert history(wide)[0]["embed_mmd_loss"] != pytest.approx(values[0], rel=1e-3)
+    # a wrong option is refused before any work, naming the key and the file
+    bad = write(tmp_path / "bad.yaml", f"base: {SMOKE}\ncondense:\n  objectives:\n"
+                "    - {name: embed_mmd, options: {width: 2}}\n")
+    with pytest.raises(UserError, match=r"bad.yaml: condense.objectives\[0\].options: unknown "
+                                        r"key 'width' \(allowed: sigma\)"):
+        load_config(bad)
+    with pytest.raises(SystemExit) as stop:                  # the script: one line, exit 2
+        condense(tmp_path / "refused", smoke_experts, config=bad)
+    assert stop.value.code == 2 and not (tmp_path / "refused").exists()
+
+
+# ------------------------------------------------------------------- options at config load
+
+def test_options_are_checked_at_load_naming_key_and_file(tmp_path):
+    cases = {
+        "{name: feature_match, options: {metric: mmd, metric_options: {kernel: cosine}}}":
+            r"condense.objectives\[0\].options.metric_options.kernel: expected one of 'linear', 'rbf'",
+        "{name: feature_match, options: {metric: wasserstein}}":
+            r"unknown distribution metric 'wasserstein'; registered: .*mmd.*ncfm",
+        "{name: calibration, options: {steps: 0}}":
+            r"condense.objectives\[0\].options.steps = 0: must be >= 1",
+        "{name: trajectory, options: {unroll: exact}}":
+            r"condense.objectives\[0\].options.unroll: expected one of 'full', 'tesla'",
+        "{name: ncfm}": r"'ncfm' is a distribution metric, not an objective: use \{name: "
+                        r"feature_match, options: \{metric: ncfm\}\}",
+        "{name: nope}": r"unknown objective 'nope'; registered: .*calibration.*feature_match",
+    }
+    for i, (spec, message) in enumerate(cases.items()):
+        path = write(tmp_path / f"c{i}.yaml", f"condense:\n  objectives: [{spec}]\n")
+        with pytest.raises(UserError, match=f"c{i}.yaml: .*{message}"):
+            load_config(path)
+    path = write(tmp_path / "init.yaml", "condense:\n  init: mask_fill\n  init_options: "
+                                         "{mask_ratio: 2.0}\n")
+    with pytest.raises(UserError, match=r"init.yaml: condense.init_options.mask_ratio = 2.0: "
+                                        r"must be in \[0, 1\]"):
+        load_config(path)
+    ok = load_config(write(tmp_path / "ok.yaml", "condense:\n  objectives: [{name: feature_match, "
+                                                 "options: {metric: mmd, metric_options: {kernel: "
+                                                 "rbf, sigma: 0.25}, layers: [-2, -1]}}]\n"))
+    fm = ok.condense.objectives[0].options
+    assert (fm.metric, fm.metric_options.kernel, fm.metric_options.sigma, fm.layers) == \
+        ("mmd", "rbf", 0.25, [-2, -1])
+    assert fm.num_freqs == 512                                       # defaults fill in
+
+
+def test_old_flat_keys_are_refused_with_their_new_place(tmp_path):
+    moved = {
+        "condense:\n  iter_calib: 2\n":
+            r"condense.iter_calib moved: use condense.objectives: \[..., \{name: calibration, "
+            r"options: \{steps: N\}\}\]",
+        "condense:\n  calib_every: 4\n": r"condense.calib_every moved: .*calibration, options: \{every",
+        "condense:\n  syn_steps: 20\n": r"condense.syn_steps moved: .*trajectory, options: \{syn_steps",
+        "condense:\n  dis_metrics: MMD\n": r"condense.dis_metrics moved: .*feature_match, options: "
+                                           r"\{metric: mmd",
+        "condense:\n  real_cache: true\n": r"condense.real_cache moved: .*feature_match",
+        "condense:\n  mask_ratio: 0.3\n": r"condense.mask_ratio moved: use condense.init_options",
+        "network:\n  layer_index: [-1]\n": r"network.layer_index moved: .*feature_match, options: "
+                                           r"\{layers",
+        "optimization:\n  sampling_lr: 0.01\n": r"optimization.sampling_lr moved: .*sampling_net",
+    }
+    for i, (text, message) in enumerate(moved.items()):
+        path = write(tmp_path / f"old{i}.yaml", text)
+        with pytest.raises(ConfigError, match=f"old{i}.yaml: {message}"):
+            load_config(path)
+    with pytest.raises(ConfigError, match=r"command line: condense.trajectory_weight moved"):
+        load_config(SMOKE, [("condense.trajectory_weight", 0.5)])
+
+
+def test_every_shipped_config_loads_with_validated_options():
+    for path in sorted((ROOT / "config").rglob("*.yaml")):
+        if path.name.startswith("_") or path.parent.name == "datasets" and path.name == "custom.yaml":
+            continue
+        cfg = load_config(str(path))
+        for spec in cfg.condense.objectives:
+            assert not isinstance(spec.options, dict), f"{path}: {spec.name} options not checked"
+    ipc10 = load_config(str(ROOT / "config/ipc10/bbc.yaml")).condense.objectives
+    assert [(s.name, getattr(s.options, "real_cache", None), getattr(s.options, "every", None))
+            for s in ipc10] == [("feature_match", True, None), ("calibration", None, 4)]
+
+
+# ----------------------------------------------------------- two feature-matching terms, one run
+
+def test_two_feature_matching_terms_with_other_metrics_and_layers(tmp_path, smoke_experts):
+    two = (tmp_path / "two", "condense.objectives=[{name: feature_match}, {name: feature_match, "
+           "options: {metric: mmd, metric_options: {kernel: rbf, sigma: 0.5}, layers: [-2]}}, "
+           "{name: calibration}]")
+    one = (tmp_path / "one", "condense.objectives=[{name: feature_match}, {name: calibration}]")
+    for out, objectives in (two, one):
+        assert condense(out, smoke_experts, "--set", "condense.niter=2", "--set", objectives) == 0
+    rows, single = history(two[0]), history(one[0])
+    assert all(r["match_loss"] > 0 and r["match_2_loss"] > 0 and "calib_loss" in r for r in rows)
+    assert rows[0]["match_loss"] == single[0]["match_loss"]      # the same start, the same term
+    assert rows[0]["match_2_loss"] != rows[0]["match_loss"]
+    state = torch.load(two[0] / "checkpoints" / "iter_000002" / "state.pt", weights_only=True)
+    assert set(state["terms"]) == {"match_loss", "match_2_loss", "calib_loss"}
+
+
+# ---------------------------------------------------------------------------- the kmeans picks
+
+def test_kmeans_selects_distinct_samples_nearest_the_centroids():
+    gen = torch.Generator().manual_seed(0)
+    centres = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
+    feats = torch.cat([c + 0.1 * torch.randn(20, 2, generator=gen) for c in centres])   # [60, 2]
+    picks = kmeans_select(feats, 3, seed=1)
+    assert len(set(picks.tolist())) == 3
+    assert sorted(int(p) // 20 for p in picks) == [0, 1, 2]              # one per cluster
+    assert torch.equal(picks, kmeans_select(feats, 3, seed=1))           # seeded
+    assert kmeans_select(feats[:2], 3, seed=1).tolist() == [0, 1]        # too few: all of them
+
+
+def test_init_kmeans_starts_from_the_kmeans_baselines_picks(smoke_experts):
+    cfg = load_config(SMOKE, [("pretrain.expert_dir", smoke_experts), ("condense.init", "kmeans")])
+    data, env = load_data(cfg), DistEnv()
+    pool = ExpertPool(cfg, 5, env.device)
+    cond = Condenser(cfg, env, data.train, pool, list(range(5)))
+    cond.initialize("kmeans", cond.init_context(data.tokenizer, 5, False))
+    feats = expert_features(pool.load_final(0), data.train.attention_mask, 64, env.device,
+                            input_ids=data.train.input_ids)
+    picks = select_baseline("kmeans", data.train.labels, 5, cfg.condense.ipc, cfg.run.seed, feats)
+    table = pool.embedding_table().detach().cpu()
+    for c in range(5):
+        assert len(set(picks[c].tolist())) == cfg.condense.ipc
+        want = table[data.train.input_ids[picks[c]]]
+        assert torch.equal(cond.shard.data[c].embeds.detach().cpu(), want)
+
+
+# ------------------------------------------------------------ evaluating leaves the run alone
+
+def test_a_run_with_eval_it_equals_one_without_bit_for_bit(tmp_path, smoke_experts, monkeypatch):
+    import evaluation.protocol as protocol
+
+    built = []
+    real_make_context = protocol.make_context
+    monkeypatch.setattr(protocol, "make_context", lambda *a: built.append(1) or real_make_context(*a))
+    plain, evaluated = tmp_path / "plain", tmp_path / "evaluated"
+    common = ["--set", "condense.niter=3", "--set", "condense.save_every=3"]
+    assert condense(plain, smoke_experts, *common) == 0
+    assert condense(evaluated, smoke_experts, *common, "--set", "condense.eval_it=[0, 1, 2]",
+                    "--set", "evaluate.num_eval=1", "--set", "evaluate.steps=2") == 0
+    a = torch.load(plain / "distilled_data" / "syn_data_3.pth", weights_only=True)
+    b = torch.load(evaluated / "distilled_data" / "syn_data_3.pth", weights_only=True)
+    assert torch.equal(a["inputs_embeds"], b["inputs_embeds"])
+    assert [h["match_loss"] for h in history(plain)] == [h["match_loss"] for h in history(evaluated)]
+    curve = json.loads((evaluated / "eval_curve.json").read_text())
+    assert [p["iteration"] for p in curve] == [0, 1, 2]
+    assert built == [1]                           # the evaluator was built once, for three evals
+
+
+# ----------------------------------------------------------------------- host syncs per iteration
+
+class SyncCounter:
+    """Counts host reads of tensor values (.item(), .tolist(), bool(), float(), int()) made by
+    the project's code (not by torch or transformers, e.g. the optimisers' step counters)."""
+    METHODS = ("item", "tolist", "__bool__", "__float__", "__int__")
+
+    def __init__(self, monkeypatch):
+        import sys
+
+        self.calls: list = []
+        root = str(ROOT)
+        for name in self.METHODS:
+            real = getattr(torch.Tensor, name)
+
+            def counted(t, *a, _real=real, _name=name, **kw):
+                where = sys._getframe(1).f_code.co_filename
+                if where.startswith(root) and "/tests/" not in where and "/.venv/" not in where:
+                    self.calls.append((_name, where.rsplit("/", 1)[-1], sys._getframe(1).f_lineno))
+                return _real(t, *a, **kw)
+            monkeypatch.setattr(torch.Tensor, name, counted)
+
+
+@pytest.mark.parametrize("objectives", [
+    "[{name: feature_match}, {name: calibration}]",
+    "[{name: feature_match, options: {sampling_net: true}}, {name: trajectory}, "
+    "{name: calibration, options: {every: 2}}]",
+])
+def test_one_host_sync_per_iteration(smoke_experts, monkeypatch, objectives):
+    import yaml
+
+    cfg = load_config(SMOKE, [("pretrain.expert_dir", smoke_experts),
+                              ("condense.objectives", yaml.safe_load(objectives))])
+    data, env = load_data(cfg), DistEnv()
+    pool = ExpertPool(cfg, 5, env.device)
+    cond = Condenser(cfg, env, data.train, pool, list(range(5)))
+    cond.initialize("random", cond.init_context(data.tokenizer, 5, False))
+    counter = SyncCounter(monkeypatch)
+    records = [cond.step() for _ in range(3)]
+    monkeypatch.undo()
+    assert len(counter.calls) == 3, counter.calls            # one per iteration: the values read
+    assert all(name == "tolist" for name, *_ in counter.calls)
+    assert all(isinstance(v, float) for r in records for k, v in r.items() if k.endswith("_loss"))
+
+
+def test_method_preset_takes_listed_options_by_name(tmp_path):
+    from condenser.objectives import objective_specs
+
+    path = write(tmp_path / "both.yaml", "condense:\n  objectives: [{name: feature_match, options: "
+                                         "{real_cache: true}}, {name: calibration, weight: 0.5, "
+                                         "options: {every: 4}}]\n")
+    listed = load_config(path)
+    assert [s.name for s in objective_specs(listed)] == ["feature_match", "calibration"]
+    traj = objective_specs(load_config(path, [("condense.method", "trajectory")]))
+    assert [s.name for s in traj] == ["trajectory", "calibration"]
+    assert traj[0].options.syn_steps == 5                          # default options
+    assert (traj[1].weight, traj[1].options.every) == (0.5, 4)      # the listed calibration
+    both = objective_specs(load_config(path, [("condense.method", "combined")]))
+    assert [s.name for s in both] == ["feature_match", "trajectory", "calibration"]
+    assert both[0].options.real_cache is True
+    assert [s.name for s in objective_specs(load_config(None))] == ["feature_match", "calibration"]
