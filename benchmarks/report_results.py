@@ -415,6 +415,81 @@ def rows_file(rel: str) -> Callable[[Ctx], str]:
     return render
 
 
+def _summary(s: Optional[dict]) -> str:
+    return pm(s["mean"], s["std"]) if s else "–"
+
+
+def stock_hf(pattern: str = "eval/stock_hf_*.json") -> Callable[[Ctx], str]:
+    """bench_stock_hf.py: each method trained the stock HF way and by the project's protocol."""
+
+    def render(ctx: Ctx) -> str:
+        files = sorted(str(q.relative_to(ctx.results)) for q in ctx.results.glob(pattern))
+        if not files:
+            return f"*{pattern}: not measured yet.*\n"
+        out = ""
+        for rel in files:
+            d = ctx.load(rel)
+            methods = [m for m in ("synthetic", "random", "herding")
+                       if m in d.get("stock", {}) or m in d.get("protocol", {})]
+            rows = []
+            for m in methods:
+                s, pr = d.get("stock", {}).get(m), d.get("protocol", {}).get(m)
+                diff = pp(s["mean"] - pr["mean"]) if s and pr else "–"
+                rows.append([m, _summary(s), _summary(pr), diff])
+            out += (f"{link(ctx.results, rel)} ({d.get('date', '')}; {NAMES.get(d['dataset'], d['dataset'])} "
+                    f"ipc {d['ipc']}, set of iteration {d.get('set_iteration')}, encoder "
+                    f"{d.get('encoder')}; {d.get('steps')} steps at lr {d.get('lr')}, batch "
+                    f"{d.get('batch_size')}, {d.get('runs')} runs each; {d.get('test_rows')} test rows). "
+                    f"Stock: {d.get('stock', {}).get('how', '')}. Protocol: "
+                    f"{d.get('protocol', {}).get('how', '')}.")
+            if d.get("command"):
+                out += f" Command: `{d['command']}`."
+            out += "\n\n" + table(["method", "stock HF (`Trainer`)", "project protocol",
+                                    "stock − protocol"], rows) + "\n"
+        return out
+
+    return render
+
+
+def cross_arch(pattern: str = "cross_arch/*.json") -> Callable[[Ctx], str]:
+    """bench_cross_arch.py: one set (as embeddings and as text) and real subsets on several encoders."""
+
+    def render(ctx: Ctx) -> str:
+        files = sorted(str(q.relative_to(ctx.results)) for q in ctx.results.glob(pattern)
+                       if not q.name.endswith(".meta.json"))
+        if not files:
+            return f"*{pattern}: not measured yet.*\n"
+        out = ""
+        for rel in files:
+            d = ctx.load(rel)
+            rows = [[r.get("model"), r["method"], r.get("n_train", "–"), pm(r["mean"], r["std"]),
+                     pm(*_metric(r, "macro_f1"))] for r in d.get("rows", [])]
+            meta = d.get("text_meta") or {}
+            copied = meta.get("copied_rows")
+            out += (f"{link(ctx.results, rel)} (`{d.get('config')}`; condensed on "
+                    f"{d.get('condensed_on')}; models {', '.join(d.get('models', []))})")
+            if copied is not None:
+                n = len(copied) if isinstance(copied, list) else copied
+                out += f"; rows of the text set that copy a real training text verbatim: {n}"
+            out += (f". Command: `{d['command']}`.\n\n" if d.get("command") else ".\n\n")
+            out += table(["model", "method", "n_train", "test accuracy", "macro-F1"], rows) + "\n"
+        return out
+
+    return render
+
+
+def unlisted(ctx: Ctx) -> str:
+    """Every JSON under benchmarks/results/ that no section above rendered (a new kind of
+    measurement appears here until it gets a section of its own)."""
+    seen = set(ctx.read)
+    rels = sorted(str(q.relative_to(ctx.results)) for q in ctx.results.rglob("*.json")
+                  if not q.name.endswith(".meta.json"))
+    rels = [r for r in rels if r not in seen and not r.startswith("quality/")]
+    if not rels:
+        return "Every result file is shown above.\n"
+    return "".join(rows_file(r)(ctx) for r in rels)
+
+
 # ---------------------------------------------------------------------------------- privacy
 # per ipc: the shipped config's run (the first file present), the same settings started from
 # noise, and bench_privacy.py's measurement of the sets (named "shipped" and "noise" in it)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from benchmarks.report_results import (
     condense_runs,
+    cross_arch,
     distill,
     eval_defaults,
     eval_file,
@@ -20,7 +21,9 @@ from benchmarks.report_results import (
     privacy_leak,
     rows_file,
     runs,
+    stock_hf,
     time_to_accuracy,
+    unlisted,
     verdicts,
 )
 
@@ -299,12 +302,26 @@ on every iteration gives the best hard-label set there (not shipped: it lowers T
 
     {"title": "A set in stock Hugging Face training",
      "note": """
-The same sets and real subsets trained the stock way (`AutoModelForSequenceClassification` with
-its pooler, the HF `Trainer`) beside the project's protocol (`TextClassifier`: `[CLS]` into a fresh
-head), same seeds; written by the measurement of `examples/train_hf_on_set.py`.
+The same set and real subsets trained two ways: the stock way (`AutoModelForSequenceClassification`
+with BERT's pooler before a fresh head, the HF `Trainer` of `examples/train_hf_on_set.py`), and by
+the project's protocol (`TextClassifier`: the pooled state straight into a fresh head, constant
+lr). Same steps, learning rate and batch; each way draws its own seeds. Where they differ, the
+pooler (a tanh layer the protocol does not have) and the Trainer's linear learning-rate decay are
+the differences between the two.
 """,
-     # the file's writer (another part of the project) owns its schema: rendered generically
-     "blocks": [rows_file("eval/stock_hf_bbc_ipc1.json")]},
+     "commands": ["python benchmarks/bench_stock_hf.py --config_path ipc1/bbc --set <set>.pth --runs 5"],
+     "blocks": [stock_hf()]},
+
+    {"title": "Sets on other architectures",
+     "note": """
+A set condensed on one encoder, trained on others: as `inputs_embeds` on the encoder of the same
+embedding space, and decoded to its nearest tokens (`utils.text_sets`) and re-tokenised for any
+model; the real subsets are trained through each model's own tokenizer. The decoded text set
+also records whether any of its rows copies a real training text verbatim.
+""",
+     "commands": ["python benchmarks/bench_cross_arch.py --config config/ipc1/bbc.yaml --set_path <set>.pth "
+                  "--models all-MiniLM-L6-v2 mpnet"],
+     "blocks": [cross_arch()]},
 
     {"title": "Condensation speed and memory",
      "note": """
@@ -383,4 +400,9 @@ Each with its rows above; defaults unchanged unless said.
 - **k-center** is the weakest selector everywhere: on `[CLS]` features it picks each class's
   outermost, atypical texts.
 """},
+
+    {"title": "Other result files",
+     "note": "Any JSON under benchmarks/results/ that no section above shows, rendered generically "
+             "until it gets a section of its own.",
+     "blocks": [unlisted]},
 ]

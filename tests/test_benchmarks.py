@@ -188,6 +188,19 @@ def test_results_page_renders_a_new_measurement(tmp_path):
     assert report_results.main([*args, "--check"]) == 1            # the page no longer matches
     assert report_results.main(args) == 0
     assert "50.00 ± 0.52%" in out.read_text()
+    # a stock-HF measurement gets its table; a file of a kind no section knows is still shown
+    summary = {"mean": 0.9, "std": 0.01}
+    (results / "eval" / "stock_hf_bbc_ipc1.json").write_text(json.dumps({
+        "benchmark": "stock_hf", "dataset": "bbc", "ipc": 1, "steps": 100, "lr": 1e-4,
+        "stock": {"how": "Trainer", "synthetic": summary, "random": {"mean": 0.6, "std": 0.1}},
+        "protocol": {"how": "evaluate", "synthetic": {"mean": 0.89, "std": 0.02},
+                     "random": {"mean": 0.5, "std": 0.02}}}))
+    (results / "perf" / "new_kind.json").write_text(json.dumps({"benchmark": "new", "seconds": 1.5}))
+    assert report_results.main(args) == 0
+    page = out.read_text()
+    assert "| synthetic | 90.00 ± 1.00% | 89.00 ± 2.00% | +1.00 pp |" in page
+    assert "| random | 60.00 ± 10.00% | 50.00 ± 2.00% | +10.00 pp |" in page
+    assert "perf/new_kind.json" in page and "seconds `1.5`" in page
 
 
 def test_privacy_matches_find_a_copied_text_and_not_noise():
