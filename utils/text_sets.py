@@ -73,7 +73,8 @@ def copied_rows(texts: Sequence[str], real_texts: Sequence[str], tokenizer=None)
     that decodes back to a real article is caught even though spacing and case changed."""
     real = {normalise(t) for t in real_texts}
     if tokenizer is not None:
-        real |= {normalise(tokenizer.decode(tokenizer(t, add_special_tokens=False)["input_ids"]))
+        real |= {normalise(tokenizer.decode(tokenizer(t, add_special_tokens=False, truncation=True,
+                                                       max_length=512)["input_ids"]))
                  for t in real_texts}
     return [i for i, t in enumerate(texts) if normalise(t) in real]
 

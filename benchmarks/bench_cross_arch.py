@@ -1,0 +1,141 @@
+"""Sets that train other architectures: condensed on one encoder, trained on several.
+
+    python benchmarks/bench_cross_arch.py --config config/ipc1/bbc.yaml --set_path SYN.pth \
+        [--models all-MiniLM-L6-v2 mpnet] [--baselines random,herding,kmeans] [--num_eval 3] \
+        [--set section.key=value ...] [--out FILE.json]
+
+The table users ask for. For every model in `--models`, with the evaluation protocol of the config
+(same steps, learning rate, batch and seeds for every row; hard labels):
+- `synthetic`: the set as `inputs_embeds` (only on an encoder of the set's hidden size and
+  tokenizer: the one that made it);
+- `synthetic as text`: the set decoded to its nearest tokens (`utils.text_sets`; the JSON lines
+  and their verbatim-copy check are written beside the output), re-tokenised by each model;
+- the real subsets of `--baselines`, picked once (on the features of the config's feature expert,
+  i.e. the encoder that made the set) and trained on each model through its own tokenizer.
+MPNet comes from `make models`. Results: benchmarks/results/cross_arch/<dataset>_ipc<ipc>.json
+(and the text set as <dataset>_ipc<ipc>_text.jsonl + .meta.json).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run as a plain script from a checkout
+
+from benchmarks.common import RESULTS, machine_info  # noqa: E402
+from evaluation.protocol import (  # noqa: E402
+    evaluate_baseline,
+    evaluate_runs,
+    evaluate_synthetic,
+    make_context,
+    summarize,
+)
+from evaluation.results import add_gaps  # noqa: E402
+from evaluation.selectors import load_feature_expert  # noqa: E402
+from utils.config import load_config, parse_set  # noqa: E402
+from utils.coreset import expert_features  # noqa: E402
+from utils.distributed import init_distributed  # noqa: E402
+from utils.experts import dataset_tag, ensure_experts  # noqa: E402
+from utils.io import atomic_write_json  # noqa: E402
+from utils.model import load_tokenizer  # noqa: E402
+from utils.runtime import load_data  # noqa: E402
+from utils.synset import load_synset  # noqa: E402
+from utils.text_sets import decode_synset, save_text_set  # noqa: E402
+from utils.training import Examples  # noqa: E402
+
+CROSS = RESULTS / "cross_arch"
+TEXT = "synthetic as text"
+
+
+def text_examples(texts, labels, tokenizer, max_length: int) -> Examples:
+    """Texts tokenised by the model that trains on them  # input_ids [N, L]"""
+    enc = tokenizer(list(texts), padding="max_length", truncation=True, max_length=max_length,
+                    return_tensors="pt")
+    return Examples(enc["attention_mask"], torch.tensor(labels, dtype=torch.long),
+                    input_ids=enc["input_ids"])
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config", required=True, help="The config the set was condensed with.")
+    p.add_argument("--set_path", required=True, help="The condensed set (syn_data_<iter>.pth).")
+    p.add_argument("--models", nargs="+", default=["all-MiniLM-L6-v2", "mpnet"],
+                   help="Encoders to train on (aliases, folders or hub names).")
+    p.add_argument("--baselines", default="random,herding,kmeans")
+    p.add_argument("--num_eval", type=int, default=None, help="Runs per row (default: the config's).")
+    p.add_argument("--set", dest="overrides", action="append", default=[])
+    p.add_argument("--out", default=None, help="Output JSON (default under benchmarks/results/cross_arch/).")
+    a = p.parse_args(argv)
+
+    overrides = [parse_set(s) for s in a.overrides]
+    if a.num_eval:
+        overrides.append(("evaluate.num_eval", a.num_eval))
+    cfg = load_config(a.config, overrides)
+    env = init_distributed(cfg.run.gpu, cfg.run.tf32, cfg.run.collective_timeout_s)
+    data = load_data(cfg)
+    nclass, names = data.dataset.nclass, list(data.dataset.class_names)
+    out = Path(a.out) if a.out else CROSS / f"{dataset_tag(cfg)}_ipc{cfg.condense.ipc}.json"
+    syn = load_synset(a.set_path)
+
+    # the set as text, decoded with the word-embedding table of the experts that made it (as the
+    # condensation's _preview.txt); the same expert's features pick the real subsets
+    ensure_experts(cfg, env, data)
+    expert = load_feature_expert(cfg, nclass, env.device, data.tokenizer.vocab_size)
+    text = decode_synset(syn, data.tokenizer, expert.word_embeddings().weight.detach(), names)
+    text_path = save_text_set(text, out.with_name(out.stem + "_text.jsonl"),
+                              real_texts=data.dataset.train_texts, tokenizer=data.tokenizer)
+    print(f"text set: {text_path}", flush=True)
+    baselines = [b for b in a.baselines.split(",") if b and b != "none"]
+    features = expert_features(expert, data.train.attention_mask, cfg.evaluate.eval_batch_size,
+                               env.device, input_ids=data.train.input_ids) if baselines else None
+
+    rows, timing = [], {}
+    for model in a.models:
+        start = time.time()
+        cfg_m = dataclasses.replace(cfg, evaluate=dataclasses.replace(cfg.evaluate,
+                                                                      eval_model_path=model))
+        ctx = make_context(cfg_m, env, data)
+        # the context re-tokenises the data only for an encoder with another vocabulary
+        same_vocab = ctx.train is data.train
+        tok = data.tokenizer if same_vocab else load_tokenizer(dataclasses.replace(ctx.net,
+                                                                                   tokenizer_path=None))
+        same_space = same_vocab and ctx.hidden_size == syn["inputs_embeds"].shape[-1]
+        entries = []
+        if same_space:
+            entries.append(evaluate_synthetic(cfg_m, env, data, syn, source=str(a.set_path), ctx=ctx))
+        ts = text_examples(text.texts, text.labels, tok, cfg.dataset.max_length)
+        runs = evaluate_runs(ctx, TEXT, ts, cfg.evaluate.steps)
+        entries.append(summarize(ctx, TEXT, runs, ts, cfg.evaluate.steps, cfg.condense.ipc,
+                                 source=str(text_path)))
+        for b in baselines:
+            entries.append(evaluate_baseline(ctx, b, features))
+        add_gaps(entries, [])
+        for e in entries:
+            print(f"{e['model']:>32}  {e['method']:<18} {100 * e['mean']:6.2f} ± {100 * e['std']:.2f}",
+                  flush=True)
+        rows.extend(entries)
+        timing[model] = round(time.time() - start, 1)
+
+    atomic_write_json(out, {"benchmark": "cross_arch", "config": a.config, "set_path": str(a.set_path),
+                            "dataset": dataset_tag(cfg), "ipc": cfg.condense.ipc,
+                            "condensed_on": syn["meta"].get("model"),
+                            "models": a.models, "protocol": dataclasses.asdict(cfg.evaluate),
+                            "text_set": str(text_path),
+                            "text_meta": json.loads(text_path.with_suffix(".meta.json").read_text()),
+                            "seconds_per_model": timing, "machine": machine_info(),
+                            "command": "python benchmarks/bench_cross_arch.py " + " ".join(
+                                argv if argv is not None else sys.argv[1:]),
+                            "rows": rows})
+    print(f"wrote {out}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
