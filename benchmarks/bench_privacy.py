@@ -51,9 +51,9 @@ def measure(cfg, set_path: str, near: float) -> dict:
     import torch
     from transformers import AutoModel
 
-    from condenser.report import nearest_tokens
     from utils.data import load_text_dataset, tokenize_dataset
     from utils.model import load_tokenizer, resolve_model_path
+    from utils.text_sets import nearest_tokens
 
     tokenizer = load_tokenizer(cfg.network)
     table = AutoModel.from_pretrained(resolve_model_path(cfg.network.model_path)

@@ -5,10 +5,10 @@ from pathlib import Path
 from typing import List, Sequence
 
 import torch
-import torch.nn.functional as F
 
 from utils.io import atomic_write_text
 from utils.plots import pyplot, save_figure
+from utils.text_sets import nearest_tokens
 
 
 def plot_loss_curve(history: List[dict], path: Path) -> None:
@@ -40,17 +40,6 @@ def plot_loss_curve(history: List[dict], path: Path) -> None:
         ax.grid(alpha=0.3)
     fig.tight_layout()
     save_figure(fig, path)
-
-
-@torch.no_grad()
-def nearest_tokens(embeds: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
-    """Index of the vocabulary embedding nearest (cosine) to each position.
-
-    embeds  # [N, L, H]   table  # [V, H]   ->  [N, L]
-    """
-    e = F.normalize(embeds.float(), dim=-1)
-    t = F.normalize(table.float(), dim=-1)
-    return torch.stack([(x @ t.T).argmax(-1) for x in e])
 
 
 def write_preview(saved: dict, tokenizer, table: torch.Tensor, class_names: Sequence[str],
