@@ -54,7 +54,7 @@ def test_stray_spaces_are_stripped_not_new_classes(tmp_path):
     """Silent-wrong case 5: `sports`, ` sports`, `sports ` were three classes (and the nclass
     advice led there)."""
     rows = [(f"t{i}", [" sports", "sports ", "sports", "tech", " tech "][i % 5]) for i in range(20)]
-    ds = load(csv_file(tmp_path / "d.csv", rows))
+    ds = load(csv_file(tmp_path / "d.csv", rows), nclass=2)
     assert ds.class_names == ["sports", "tech"]
     assert by_label(ds) == {t: y.strip() for t, y in rows}
 
@@ -76,7 +76,7 @@ def test_jsonl_numbers_mixed_with_strings_refused_with_rows(tmp_path):
     """Silent-wrong case 3: ints and strings ("2" and "10") of 12 classes were merged."""
     rows = [{"text": f"t{i}", "label": (i % 12) if i % 12 < 10 else str(i % 12)}
             for i in range(48)]
-    msg = refusal(jsonl_file(tmp_path / "d.jsonl", rows))
+    msg = refusal(jsonl_file(tmp_path / "d.jsonl", rows), nclass=12)
     assert "row 11" in msg and "mix numbers and strings" in msg and "every label as" in msg
     # advice: every label a number -> 12 classes, nothing merged
     ds = load(jsonl_file(tmp_path / "n.jsonl", [{**r, "label": int(r["label"])} for r in rows]))
@@ -105,7 +105,7 @@ def test_blank_texts_dropped_with_a_count_never_nan(tmp_path, caplog):
     """Silent-wrong case 4: 24 blank cells became the text "nan" (23 dropped as duplicates)."""
     rows = [(f"article {i}", "ab"[i % 2]) for i in range(40)]
     rows += [(None, "ab"[i % 2]) for i in range(24)] + [("   ", "a")]
-    ds = load(csv_file(tmp_path / "d.csv", rows), dedup=False)
+    ds = load(csv_file(tmp_path / "d.csv", rows), dedup=False, nclass=2)
     texts = ds.train_texts + ds.test_texts
     assert len(texts) == 40 and "nan" not in texts and all(t.strip() for t in texts)
     assert "dropped 25 rows whose text is blank" in caplog.text

@@ -276,6 +276,9 @@ def test_rank0_refusal_reaches_every_rank(tmp_path, smoke_experts):
                    for ln in text.splitlines()), text[-3000:]
     assert "Connection closed" not in text and "Traceback (most recent call last)" not in \
         "\n".join(ln for ln in text.splitlines() if "[rank" in ln)
+    # torchrun's own failure summary (ChildFailedError) names the cause, not a traceback pointer
+    root = text.split("Root Cause")[-1]
+    assert "traceback : synthetic set not found" in root and "exitcode  : 2" in root, root
 
 
 def test_small_class_warns_about_duplicate_starts(tmp_path, smoke_experts):
@@ -465,3 +468,17 @@ def test_ctrl_c_says_what_was_kept_and_how_to_resume(tmp_path, smoke_experts):
     line = next(ln for ln in output.splitlines() if " E [rank 0]" in ln)
     assert "interrupted (Ctrl-C): the newest checkpoint" in line and "run the same command" in line
     assert not (out / ".textcondense.lock").exists()
+
+
+def test_missing_eval_model_path_names_its_key(tmp_path, smoke_experts, capsys):
+    done = tmp_path / "done"
+    assert condense(done, smoke_experts, "--set", "condense.niter=1") == 0
+    capsys.readouterr()
+    code = evaluate_script_text.main(["--config_path", SMOKE, "--output_dir", str(tmp_path / "ev"),
+                                      "--set", f"pretrain.expert_dir={smoke_experts}",
+                                      "--load_path", str(done / "distilled_data" / "syn_data_1.pth"),
+                                      "--eval_model_path", "/nonexistent/model"])
+    err = capsys.readouterr().err
+    errors = [ln for ln in err.splitlines() if " E [rank" in ln]
+    assert code == 2 and "Traceback" not in err and len(errors) == 1, err[-2000:]
+    assert "evaluate.eval_model_path" in errors[0] and "network.model_path" not in errors[0]

@@ -181,3 +181,12 @@ def has_checksum(path: str | os.PathLike) -> bool:
             return "sha256" in (fh.metadata() or {})
     except Exception:  # noqa: BLE001 - unreadable: no usable checksum
         return False
+
+
+def check_local_path(path: str, key: str) -> None:
+    """A path that is clearly local (absolute, or ./ ../ ~) must exist: ArtifactError naming the
+    config key (e.g. evaluate.eval_model_path) that gave it."""
+    if path.startswith(("/", "./", "../", "~")) and not Path(path).expanduser().exists():
+        raise ArtifactError(f"{key} {path!r} does not exist: give a model folder (config.json, "
+                            f"weights, tokenizer files), the packaged 'all-MiniLM-L6-v2', or a "
+                            f"hub name")

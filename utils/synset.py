@@ -13,6 +13,7 @@ sequence holds `factor` segments of length L // factor, each decoded into its ow
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Optional, Sequence
@@ -25,6 +26,7 @@ from utils.synset_io import save_synset_portable
 from utils.training import Examples
 
 FORMAT_VERSION = 1
+LARGE_SET = 2000            # sequences; saving a set this large is announced in the log
 REQUIRED_KEYS = ("inputs_embeds", "attention_mask", "labels", "class_of", "meta")
 
 
@@ -91,6 +93,10 @@ def split_by_class(syn: dict) -> Dict[int, dict]:
 
 
 def save_synset(syn: dict, path: str | Path) -> None:
+    n = int(syn["class_of"].numel())
+    if n >= LARGE_SET:           # saving and previewing a large set takes minutes: say so first
+        logging.getLogger(__name__).info("writing %s (%d sequences) and its preview; a set this "
+                                         "large takes a while to save", path, n)
     atomic_torch_save(syn, path)
     save_synset_portable(syn, path)    # also <stem>.safetensors + <stem>.json (utils/synset_io.py)
 
