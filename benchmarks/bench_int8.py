@@ -4,7 +4,7 @@ is installed) beside torch.ao's quantize_dynamic (the earlier path, deprecated b
 Latency is the median of interleaved timed forwards (float, torch.ao, torchao in turn, so machine
 load hits all three alike), for 1 and 2 threads; agreement is the int8 argmax vs the float one.
 
-    python benchmarks/bench_int8.py [--config config/distill/bbc.yaml] [--repeats 30]
+    python benchmarks/bench_int8.py [--config config/distill/bbc.yaml] [--repeats 30] [--agreement 256]
 
 The student is the config's (3 of the 6 MiniLM layers, init teacher_layers) built from the
 pretrained encoder: latency and the int8-vs-float agreement do not need trained weights.
@@ -56,22 +56,24 @@ def main() -> None:
     p.add_argument("--config", default="config/distill/bbc.yaml")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--repeats", type=int, default=30)
+    p.add_argument("--agreement", type=int, default=256, help="test examples for the agreement")
     a = p.parse_args()
     cfg = load_config(a.config)
     data = load_data(cfg)
     teacher = freeze(build_classifier(cfg.network, data.dataset.nclass, pretrained=True))
     student = freeze(build_student(teacher, data.dataset.nclass, cfg.distill))
     models = {"float": student, "int8 torch.ao quantize_dynamic": quantize_int8(student, "torch.ao"),
-              f"int8 {int8_backend()}": quantize_int8(student, "torchao")}
+              f"int8 {int8_backend('torchao')} Int8DynamicActivationInt8Weight":
+                  quantize_int8(student, "torchao")}
     test = Examples.of(data.test)
     batch = test.inputs(torch.arange(a.batch), torch.device("cpu"))
     with torch.no_grad():
-        idx = torch.arange(min(256, len(test)))
+        idx = torch.arange(min(a.agreement, len(test)))
         big = test.inputs(idx, torch.device("cpu"))
-        ref = student(**big).logits
-        agree = {n: float((m(**big).logits.argmax(1) == ref.argmax(1)).float().mean())
-                 for n, m in models.items()}
-        err = {n: float((m(**big).logits - ref).abs().max()) for n, m in models.items()}
+        logits = {n: m(**big).logits for n, m in models.items()}
+        ref = logits["float"]
+        agree = {n: float((out.argmax(1) == ref.argmax(1)).float().mean()) for n, out in logits.items()}
+        err = {n: float((out - ref).abs().max()) for n, out in logits.items()}
     rows = []
     for threads in (1, 2):
         torch.set_num_threads(threads)
@@ -90,7 +92,7 @@ def main() -> None:
         "config": a.config, "student": f"L{cfg.distill.student_layers} init {cfg.distill.init}",
         "batch": a.batch, "max_length": cfg.dataset.max_length, "repeats": a.repeats,
         "agreement_examples": len(idx), "machine": platform.machine(), "cpus": os.cpu_count(),
-        "torch": torch.__version__, "int8_backend": int8_backend(),
+        "torch": torch.__version__, "torchao": int8_backend("torchao"),
         "date": time.strftime("%Y-%m-%d"), "rows": rows}, indent=2) + "\n")
     print(f"written {out}")
 

@@ -28,6 +28,7 @@ from distiller.distill import Distiller, TrajectoryTeacher
 from distiller.losses import any_trait, loss_entries, shared_option
 from distiller.report import (
     append_table,
+    int8_backend,
     latency_batch,
     loss_names,
     measure,
@@ -103,6 +104,7 @@ def synthetic_examples(cfg: Config, data: Data, hidden: int) -> Optional[Example
 
 # Settings a resumed distillation may change; every other key shapes the student and must match.
 RESUMABLE_CHANGES = ("distill.save_every", "distill.baseline", "distill.quantize",
+                     "distill.int8_backend",
                      "distill.latency_batch", "distill.latency_repeats", "distill.eval_batch_size",
                      "distill.results_table", "evaluate.*", "optimization.*", "dataset.cache_dir",
                      "dataset.max_test_per_class", "dataset.batch_real", "pretrain.expert_dir",
@@ -156,7 +158,7 @@ def report(cfg: Config, run, data: Data, teacher, student, baseline) -> list:
                             count_parameters(baseline), d.eval_batch_size, d.latency_repeats, dev))
     if d.quantize and dev.type == "cpu":
         from distiller.student import HFClassifier
-        q = HFClassifier(quantize_int8(student.model))
+        q = HFClassifier(quantize_int8(student.model, d.int8_backend))
         rows.append(measure("student int8", q, test, batch, count_parameters(student),
                             d.eval_batch_size, d.latency_repeats, dev))
     relative_to_teacher(rows)
@@ -194,7 +196,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                   + (f"-H{d.student_hidden}" if d.student_hidden else ""),
                        "steps": d.steps}
             atomic_write_json(run.out_dir / "distill" / "results.json",
-                              {**context, "student_folder": str(folder), "rows": rows})
+                              {**context, "student_folder": str(folder),
+                               "int8_backend": int8_backend(d.int8_backend) if d.quantize else None,
+                               "rows": rows})
             atomic_write_json(run.out_dir / "distill" / "history.json", distiller.history)
             lines = append_table(Path(d.results_table), rows, context)
             logger.info("results (appended to %s):\n%s", d.results_table, lines)

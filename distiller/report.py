@@ -15,6 +15,7 @@ from typing import List, Sequence
 import torch
 from torch import nn
 
+from utils.errors import UserError
 from utils.io import atomic_write_text
 from utils.training import Examples, evaluate_classifier
 
@@ -43,58 +44,56 @@ def latency_ms(model: nn.Module, batch: dict, repeats: int) -> float:
     return 1000 * statistics.median(times)
 
 
-class _CudaOnlyNoise(logging.Filter):
-    """Drops the two lines importing torchao prints on a CPU-only torch and nothing else: its
-    CUDA-only kernel libraries (_C_mxfp8, _C_cutlass_90a) cannot load there (the CPU int8 path does
-    not use them), and torch's pytree note about torchao's own Enum registration."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        msg = record.getMessage()
-        return not (msg.startswith("Failed to load") and "_C_" in msg
-                    or "is an Enum subclass and is now natively supported" in msg)
-
-
 def _torchao():
-    """torchao's quantize_ and its dynamic int8 config, or None when torchao is not installed."""
-    noise = _CudaOnlyNoise()
-    loggers = [logging.getLogger("torchao"), logging.getLogger("torch.utils._pytree")]
-    for lg in loggers:
-        lg.addFilter(noise)
+    """torchao's quantize_ and its dynamic int8 config, or None when torchao is not installed.
+
+    (On a CPU-only torch, importing torchao logs that its CUDA-only kernel libraries, _C_mxfp8
+    and _C_cutlass_90a, cannot load, and torch's pytree logs a deprecation note about torchao's
+    Enum registration. The CPU int8 path uses neither; transformers imports torchao whenever it is
+    installed, so those lines come with any model import, and nothing here hides them.)"""
     try:
         from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
     except ImportError:
         return None
-    finally:
-        for lg in loggers:
-            lg.removeFilter(noise)
     return quantize_, Int8DynamicActivationInt8WeightConfig
 
 
-def int8_backend() -> str:
-    """What `quantize_int8` uses here: 'torchao <version>' or 'torch.ao'."""
-    if _torchao() is None:
+def int8_backend(backend: str) -> str:
+    """The int8 path `backend` names, with torchao's version: 'torchao 0.18.0' or 'torch.ao'."""
+    if backend != "torchao":
         return "torch.ao"
     from importlib.metadata import version
     return f"torchao {version('torchao')}"
 
 
-def quantize_int8(model: nn.Module, backend: str = "auto") -> nn.Module:
+def quantize_int8(model: nn.Module, backend: str = "torch.ao") -> nn.Module:
     """Dynamic int8 quantisation of every Linear layer of a copy of `model` (int8 weights,
-    activations quantised on the fly). backend 'auto': torchao's Int8DynamicActivationInt8Weight
-    when torchao is installed (the `int8` extra), else torch.ao's quantize_dynamic, which torch 2.13
-    deprecates in favour of torchao (benchmarks/results/perf/int8_torchao.json: both, same student)."""
+    activations quantised on the fly), by `distill.int8_backend`:
+
+    - 'torch.ao': torch.ao.quantization.quantize_dynamic, deprecated by torch 2.13 but kept as the
+      default: on these x86 CPUs it is the only eager int8 path faster than float.
+    - 'torchao': torchao's Int8DynamicActivationInt8Weight (quantize_), the successor. It runs
+      on this CPU torch build (torchao 0.18.0), but in eager mode its int8 matmuls fall back to
+      slow kernels: about 30x slower than torch.ao on the same student
+      (benchmarks/results/perf/int8_torchao.json, made by benchmarks/bench_int8.py).
+    """
     import copy
 
     model = copy.deepcopy(model).eval()
-    ao = _torchao() if backend in ("auto", "torchao") else None
-    if ao is not None:
+    if backend == "torchao":
+        ao = _torchao()
+        if ao is None:
+            raise UserError("distill.int8_backend = 'torchao' but torchao is not installed: "
+                            "pip install 'textcondense[int8]' (or use 'torch.ao')")
         quantize_, config = ao
         quantize_(model, config())
         return model
-    if backend == "torchao":
-        raise ImportError("torchao is not installed: pip install 'textcondense[int8]'")
+    import warnings
+
     from torch.ao.quantization import quantize_dynamic
-    return quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)
+    with warnings.catch_warnings():   # torch 2.13 deprecates the quantised tensor constructors
+        warnings.simplefilter("ignore", UserWarning)
+        return quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)
 
 
 def measure(name: str, model: nn.Module, test: Examples, batch: dict, params: int,

@@ -3,6 +3,7 @@ synthetic data, the saved model folder)."""
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 from pathlib import Path
 
@@ -121,6 +122,28 @@ def test_student_from_teacher_layers_and_projection_shapes(models):
         build_student(teacher, C, dataclasses.replace(d, student_hidden=16))
 
 
+def test_int8_both_backends_keep_the_students_predictions(models):
+    from distiller.report import quantize_int8
+    teacher = freeze(models[0])
+    student = build_student(teacher, C, DistillConfig(student_layers=2, dropout=0.0)).model.eval()
+    ids = torch.randint(5, 50, (16, L), generator=torch.Generator().manual_seed(0))
+    batch = {"input_ids": ids, "attention_mask": torch.ones(16, L, dtype=torch.long)}
+    with torch.no_grad():
+        ref = student(**batch).logits
+    with pytest.warns(DeprecationWarning, match="torch.ao.quantization is deprecated"):
+        old = quantize_int8(student, "torch.ao")          # today's default, deprecated by torch
+    assert type(old.bert.encoder.layer[0].attention.self.query).__name__ == "Linear" and \
+        "quantized" in type(old.bert.encoder.layer[0].attention.self.query).__module__
+    pytest.importorskip("torchao")
+    new = quantize_int8(student, "torchao")
+    assert "Int8" in type(new.bert.encoder.layer[0].attention.self.query.weight).__name__
+    for q in (old, new):
+        with torch.no_grad():
+            out = q(**batch).logits
+        assert (out - ref).abs().max() < 0.05 * ref.abs().max() + 1e-3
+    assert student.bert.encoder.layer[0].attention.self.query.weight.dtype == torch.float32
+
+
 # ------------------------------------------------------------------------------------ the script
 
 def distill(out: Path, experts: str, *extra: str) -> int:
@@ -141,8 +164,11 @@ FSD = ("distill.losses=[{name: logit_kd, weight: 0.5}, {name: label_ce, weight: 
 
 
 def test_distill_end_to_end_and_saved_student_reloads(tmp_path, smoke_experts):
-    assert distill(tmp_path, smoke_experts, "--set", FSD) == 0
+    torchao = "torchao" if importlib.util.find_spec("torchao") else "torch.ao"
+    assert distill(tmp_path, smoke_experts, "--set", FSD, "--set", f"distill.int8_backend={torchao}"
+                   ) == 0
     res = json.loads((tmp_path / "distill" / "results.json").read_text())
+    assert res["int8_backend"].startswith(torchao)
     assert [r["model"] for r in res["rows"]] == ["teacher", "student", "student (no teacher)",
                                                  "student int8"]
     assert all(0 <= r["accuracy"] <= 1 and r["latency_ms"] > 0 and r["params"] > 0

@@ -504,7 +504,12 @@ class DistillConfig:
     baseline: bool = _f(True, "Also train the same student without a teacher (label_ce only, same "
                         "steps, seeds and data) for the report.")
     quantize: bool = _f(True, "Report the student after dynamic int8 quantisation of its Linear "
-                        "layers (accuracy, size, latency).")
+                        "layers (accuracy, size, latency; CPU only).")
+    int8_backend: Literal["torch.ao", "torchao"] = _f(
+        "torch.ao", "Dynamic int8 of that row: 'torch.ao' (quantize_dynamic: fast on x86 CPUs, "
+        "deprecated by torch 2.13) or 'torchao' (Int8DynamicActivationInt8Weight, its successor; "
+        "`pip install textcondense[int8]`; in eager mode on these CPUs about 30x slower than "
+        "torch.ao, benchmarks/results/perf/int8_torchao.json).")
     latency_batch: int = _f(32, "Batch size of the CPU latency measurement.")
     latency_repeats: int = _f(10, "Timed forward passes per latency figure (median reported).")
     eval_batch_size: int = _f(128, "Batch size for test evaluation and the teacher's cached logits.")
