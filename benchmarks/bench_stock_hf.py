@@ -63,11 +63,32 @@ def summary(values) -> dict:
             "runs": values}
 
 
+def protocol_runs(a, methods, out_dir: Path) -> dict:
+    """The evaluate stage itself (a subprocess): the set and/or baselines, `a.runs` runs each."""
+    cmd = [sys.executable, "-m", "condense", "evaluate", "--config_path", a.config_path,
+           "--num_eval", str(a.runs), "--output_dir", str(out_dir),
+           "--set", f"evaluate.results_table={out_dir / 'results.md'}"]
+    if "synthetic" in methods:
+        cmd += ["--load_path", str(Path(a.set).resolve())]
+    baselines = [m for m in methods if m != "synthetic"]
+    if baselines:
+        cmd += ["--baseline", ",".join(baselines)]
+    for s in a.set_override:
+        cmd += ["--set", s]
+    subprocess.run(cmd, check=True, cwd=ROOT)
+    out = {}
+    for e in json.loads((out_dir / "eval" / "results.json").read_text()):
+        method = e["method"] if e["method"] in baselines else "synthetic"
+        out[method] = summary([r["accuracy"] for r in e["runs"]])
+    return out
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config_path", required=True)
     p.add_argument("--set", required=True)
     p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--methods", nargs="+", default=["synthetic", "random", "herding"])
     p.add_argument("--set_override", action="append", default=[], help="--set passed to the config")
     p.add_argument("--out", default=None)
     a = p.parse_args()
@@ -78,64 +99,56 @@ def main() -> int:
     meta = syn["meta"]
     data = load_data(cfg)
     names, ipc, ev = data.dataset.class_names, int(meta["ipc"]), cfg.evaluate
+    out = Path(a.out) if a.out else ROOT / "benchmarks" / "results" / "eval" / \
+        f"stock_hf_{cfg.dataset.name}_ipc{ipc}.json"
+    result = {"benchmark": "stock_hf", "dataset": cfg.dataset.name, "ipc": ipc,
+              "set": str(a.set), "set_iteration": meta.get("iteration"), "encoder": meta.get("model"),
+              "test_rows": len(data.dataset.test_texts), "steps": ev.steps, "lr": ev.lr,
+              "batch_size": ev.batch_size, "runs": a.runs, "std": "population (ddof 0)",
+              "stock": {"how": "AutoModelForSequenceClassification (BERT pooler + fresh head), HF "
+                               "Trainer: AdamW, linear decay, no warm-up, clip 1.0; seeds 0..runs-1"},
+              "protocol": {"how": f"textcondense evaluate: TextClassifier ({cfg.network.pooling} "
+                                  f"pooling, no pooler), constant lr, clip 1.0; protocol seeds"},
+              "command": "python benchmarks/bench_stock_hf.py " + " ".join(sys.argv[1:]),
+              "date": time.strftime("%Y-%m-%d")}
+
+    def write():          # after every block, so an interrupted run keeps what it measured
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n")
+
     device = torch.device("cpu")
-    expert = load_feature_expert(cfg, len(names), device, data.tokenizer.vocab_size)
-    feats = expert_features(expert, data.train.attention_mask, ev.eval_batch_size, device,
-                            input_ids=data.train.input_ids)
-    train_sets = {"synthetic": tc.to_hf_dataset(syn)}
-    for method in ("random", "herding"):
-        sel = select_baseline(method, data.train.labels, len(names), ipc, cfg.run.seed,
-                              feats if method == "herding" else None)
-        train_sets[method] = real_dataset(data.train, torch.cat(list(sel.values())), names)
     model_dir = tc.resolve_model_path(meta["model_path"])
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    stock = {}
-    start = time.time()
-    for method, ds in train_sets.items():
+    feats = None
+    for method in a.methods:                  # per method: stock runs, then the protocol's
+        if method == "synthetic":
+            ds = tc.to_hf_dataset(syn)
+        else:
+            if method == "herding" and feats is None:
+                expert = load_feature_expert(cfg, len(names), device, data.tokenizer.vocab_size)
+                feats = expert_features(expert, data.train.attention_mask, ev.eval_batch_size,
+                                        device, input_ids=data.train.input_ids)
+            sel = select_baseline(method, data.train.labels, len(names), ipc, cfg.run.seed,
+                                  feats if method == "herding" else None)
+            ds = real_dataset(data.train, torch.cat(list(sel.values())), names)
         accs = []
         for seed in range(a.runs):
             set_seed(seed)
             model = ex.load_stock_model(model_dir, names)
             with tempfile.TemporaryDirectory() as tmp:
                 ex.train(model, ds, tmp, ev.steps, ev.lr, ev.batch_size, seed, ev.weight_decay)
-            accs.append(ex.accuracy(model, tokenizer, data.dataset.test_texts, data.dataset.test_labels,
-                                    cfg.dataset.max_length))
+            accs.append(ex.accuracy(model, tokenizer, data.dataset.test_texts,
+                                    data.dataset.test_labels, cfg.dataset.max_length))
             print(f"stock {method} seed {seed}: {accs[-1]:.4f}", flush=True)
-        stock[method] = summary(accs)
-    stock_seconds = time.time() - start
-    # the project's protocol: the evaluate stage itself
-    out_dir = Path(tempfile.mkdtemp(prefix="stock_hf_protocol_"))
-    cmd = [sys.executable, "-m", "condense", "evaluate", "--config_path", a.config_path,
-           "--load_path", str(Path(a.set).resolve()), "--baseline", "random,herding",
-           "--num_eval", str(a.runs), "--output_dir", str(out_dir),
-           "--set", f"evaluate.results_table={out_dir / 'results.md'}"]
-    for s in a.set_override:
-        cmd += ["--set", s]
-    subprocess.run(cmd, check=True, cwd=ROOT)
-    entries = json.loads((out_dir / "eval" / "results.json").read_text())
-    protocol = {}
-    for e in entries:
-        method = "synthetic" if e["method"] not in ("random", "herding") else e["method"]
-        protocol[method] = summary([r["accuracy"] for r in e["runs"]])
-    result = {"benchmark": "stock_hf", "dataset": cfg.dataset.name, "ipc": ipc,
-              "set": str(a.set), "set_iteration": meta.get("iteration"), "encoder": meta.get("model"),
-              "test_rows": len(data.dataset.test_texts), "steps": ev.steps, "lr": ev.lr,
-              "batch_size": ev.batch_size, "runs": a.runs,
-              "stock": {"how": "AutoModelForSequenceClassification (BERT pooler + fresh head), HF "
-                               "Trainer: AdamW, linear decay, no warm-up, clip 1.0; seeds 0..runs-1",
-                        **stock},
-              "protocol": {"how": f"textcondense evaluate: TextClassifier ({cfg.network.pooling} "
-                                  f"pooling, no pooler), constant lr, clip 1.0", **protocol},
-              "stock_seconds": round(stock_seconds, 1),
-              "command": "python benchmarks/bench_stock_hf.py " + " ".join(sys.argv[1:]),
-              "date": time.strftime("%Y-%m-%d")}
-    out = Path(a.out) if a.out else ROOT / "benchmarks" / "results" / "eval" / \
-        f"stock_hf_{cfg.dataset.name}_ipc{ipc}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    for method in ("synthetic", "random", "herding"):
-        print(f"{method:<10} stock {100 * stock[method]['mean']:.2f} ± {100 * stock[method]['std']:.2f}   "
-              f"protocol {100 * protocol[method]['mean']:.2f} ± {100 * protocol[method]['std']:.2f}")
+            result["stock"][method] = summary(accs)
+            write()
+        result["protocol"].update(protocol_runs(a, [method], Path(tempfile.mkdtemp(
+            prefix=f"stock_hf_protocol_{method}_"))))
+        write()
+        print(f"{method:<10} stock {100 * result['stock'][method]['mean']:.2f} ± "
+              f"{100 * result['stock'][method]['std']:.2f}   protocol "
+              f"{100 * result['protocol'][method]['mean']:.2f} ± "
+              f"{100 * result['protocol'][method]['std']:.2f}", flush=True)
     print(f"written {out}")
     return 0
 
