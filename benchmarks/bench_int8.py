@@ -1,10 +1,11 @@
 """Dynamic int8 of the distilled student two ways, on the same student and the same test batch:
-torchao's Int8DynamicActivationInt8Weight (what `distiller.report.quantize_int8` uses when torchao
-is installed) beside torch.ao's quantize_dynamic (the earlier path, deprecated by torch 2.13).
-Latency is the median of interleaved timed forwards (float, torch.ao, torchao in turn, so machine
-load hits all three alike), for 1 and 2 threads; agreement is the int8 argmax vs the float one.
+torchao's Int8DynamicActivationInt8Weight (`distill.int8_backend: torchao`) beside torch.ao's
+quantize_dynamic (`torch.ao`, the default, deprecated by torch 2.13). Latency is the median of
+interleaved timed forwards (float, torch.ao, torchao in turn, so machine load hits all three
+alike), per thread count; agreement is the int8 argmax vs the float one.
 
-    python benchmarks/bench_int8.py [--config config/distill/bbc.yaml] [--repeats 30] [--agreement 256]
+    python benchmarks/bench_int8.py [--config config/distill/bbc.yaml] [--batch 32] [--repeats 30] \
+        [--agreement 256] [--threads 1 2]
 
 The student is the config's (3 of the 6 MiniLM layers, init teacher_layers) built from the
 pretrained encoder: latency and the int8-vs-float agreement do not need trained weights.
@@ -57,6 +58,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--repeats", type=int, default=30)
     p.add_argument("--agreement", type=int, default=256, help="test examples for the agreement")
+    p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     a = p.parse_args()
     cfg = load_config(a.config)
     data = load_data(cfg)
@@ -75,7 +77,7 @@ def main() -> None:
         agree = {n: float((out.argmax(1) == ref.argmax(1)).float().mean()) for n, out in logits.items()}
         err = {n: float((out - ref).abs().max()) for n, out in logits.items()}
     rows = []
-    for threads in (1, 2):
+    for threads in a.threads:
         torch.set_num_threads(threads)
         ms = interleaved_ms(models, batch, a.repeats)
         for name in models:
@@ -91,6 +93,7 @@ def main() -> None:
         "benchmark": "int8", "command": "python benchmarks/bench_int8.py " + " ".join(sys.argv[1:]),
         "config": a.config, "student": f"L{cfg.distill.student_layers} init {cfg.distill.init}",
         "batch": a.batch, "max_length": cfg.dataset.max_length, "repeats": a.repeats,
+        "load_average_at_start": round(os.getloadavg()[0], 2),
         "agreement_examples": len(idx), "machine": platform.machine(), "cpus": os.cpu_count(),
         "torch": torch.__version__, "torchao": int8_backend("torchao"),
         "date": time.strftime("%Y-%m-%d"), "rows": rows}, indent=2) + "\n")
