@@ -150,7 +150,8 @@ def test_distribution_loss_registry(feat_real, freqs):
     )
     with pytest.raises(ValueError, match="needs frequencies"):
         distribution_loss("NCFM", feat_real, feat_syn)
-    with pytest.raises(ValueError, match="unknown distribution metric 'wasserstein'; registered: .*mmd.*ncfm"):
+    with pytest.raises(ValueError, match="unknown distribution metric 'wasserstein'; "
+                                         "registered: .*mmd.*ncfm"):
         distribution_loss("wasserstein", feat_real, feat_syn)
 
 
