@@ -18,7 +18,7 @@ from typing import Optional, Sequence
 
 from utils.distributed import barrier
 from utils.experts import expert_set_dir, expert_summary, read_manifest, train_experts
-from utils.hf_export import expert_hf_dir, export_expert
+from utils.hf_export import export_missing
 from utils.logging_utils import setup_logging
 from utils.runtime import guarded_stage, load_data, log_ownership, start_run
 from utils.tracking import Tracker
@@ -71,12 +71,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def export_hf_folders(cfg, data) -> None:
     """Rank 0: each complete expert's final weights as a Hugging Face folder (once)."""
-    for k in range(cfg.pretrain.num_premodel):
-        folder = expert_hf_dir(cfg, k)
-        if not (folder / "config.json").is_file():
-            export_expert(cfg, k, folder, data.tokenizer, data.dataset.class_names,
-                          data.dataset.multilabel)
-            logger.info("expert %d exported as a Hugging Face model folder: %s", k, folder)
+    for folder in export_missing(cfg, data):
+        logger.info("exported as a Hugging Face model folder: %s", folder)
 
 
 def track_accuracies(cfg, tracker: Tracker, n_train: int) -> None:

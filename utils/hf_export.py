@@ -82,3 +82,20 @@ def export_expert(cfg: Config, k: int, folder: Optional[str | Path] = None, toke
     classifier.load_state_dict(weights)
     model = to_hf_classifier(classifier, class_names, multilabel)
     return save_hf_folder(model, folder or expert_hf_dir(cfg, k), tokenizer)
+
+
+def export_missing(cfg: Config, data) -> list:
+    """Rank 0, after the experts are trained: each complete expert's final weights as a Hugging
+    Face folder, where there is none yet (`data`: the loaded dataset, utils.runtime.Data).
+    Returns the folders written."""
+    from utils.experts import read_manifest
+
+    written = []
+    for k in range(cfg.pretrain.num_premodel):
+        folder = expert_hf_dir(cfg, k)
+        manifest = read_manifest(expert_set_dir(cfg), k) or {}
+        if manifest.get("complete") and not (folder / "config.json").is_file():
+            written.append(export_expert(cfg, k, folder, data.tokenizer, data.dataset.class_names,
+                                         data.dataset.multilabel))
+    return written
+
