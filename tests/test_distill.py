@@ -157,6 +157,8 @@ def student_weights(out: Path) -> dict:
     return load_file(str(out / "student" / "model.safetensors"))
 
 
+# torchao's int8 where installed (the `int8` extra): torch.ao's prints torch's deprecation
+INT8 = "torchao" if importlib.util.find_spec("torchao") else "torch.ao"
 FSD = ("distill.losses=[{name: logit_kd, weight: 0.5}, {name: label_ce, weight: 0.5}, "
        "{name: cka_intra, weight: 1}, {name: cka_local, weight: 1}, "
        "{name: cka_global, weight: 1, options: {num_centroid: 4}}, "
@@ -164,11 +166,10 @@ FSD = ("distill.losses=[{name: logit_kd, weight: 0.5}, {name: label_ce, weight: 
 
 
 def test_distill_end_to_end_and_saved_student_reloads(tmp_path, smoke_experts):
-    torchao = "torchao" if importlib.util.find_spec("torchao") else "torch.ao"
-    assert distill(tmp_path, smoke_experts, "--set", FSD, "--set", f"distill.int8_backend={torchao}"
+    assert distill(tmp_path, smoke_experts, "--set", FSD, "--set", f"distill.int8_backend={INT8}"
                    ) == 0
     res = json.loads((tmp_path / "distill" / "results.json").read_text())
-    assert res["int8_backend"].startswith(torchao)
+    assert res["int8_backend"].startswith(INT8)
     assert [r["model"] for r in res["rows"]] == ["teacher", "student", "student (no teacher)",
                                                  "student int8"]
     assert all(0 <= r["accuracy"] <= 1 and r["latency_ms"] > 0 and r["params"] > 0
@@ -280,6 +281,7 @@ def test_synthetic_and_both_with_a_smaller_student(tmp_path, smoke_experts):
         out = tmp_path / data
         assert distill(out, smoke_experts, "--load_path", syn, "--set", f"distill.data={data}",
                        "--set", "distill.student_hidden=16", "--set", "distill.init=scratch",
+                       "--set", f"distill.int8_backend={INT8}",
                        "--set", "distill.losses=[{name: logit_kd}, {name: hidden_mse}]") == 0
         hist = json.loads((out / "distill" / "history.json").read_text())
         assert len(hist) == 6 and all(h["hidden_mse"] > 0 for h in hist)
