@@ -19,7 +19,7 @@ from utils.runtime import load_data
 
 SMALL = ["--set", "evaluate.num_eval=2", "--set", "evaluate.steps=4", "--set",
          "evaluate.eval_every=2", "--set", "evaluate.full_steps=6", "--set", "evaluate.lr=0.001"]
-METHODS = ["synthetic", "random", "herding", "kcenter", "full"]
+METHODS = ["synthetic", "random", "herding", "kcenter", "kmeans", "full"]
 
 
 def evaluate(out: Path, experts: str, *extra: str) -> int:
@@ -61,7 +61,7 @@ def synthetic(tmp_path_factory, smoke_experts, single_thread) -> Path:
 def all_methods(tmp_path_factory, smoke_experts, synthetic, single_thread) -> Path:
     out = tmp_path_factory.mktemp("evaluate")
     assert evaluate(out, smoke_experts, "--load_path", str(synthetic),
-                    "--baseline", "random,herding", "--baseline", "kcenter,full") == 0
+                    "--baseline", "random,herding", "--baseline", "kcenter,kmeans,full") == 0
     return out
 
 
@@ -112,7 +112,7 @@ def test_selectors_pick_ipc_training_samples(smoke_experts):
     feats = expert_features(expert, data.train.attention_mask, 64, torch.device("cpu"),
                             input_ids=data.train.input_ids)
     labels, ipc = ctx.train.labels, cfg.condense.ipc
-    for method in ("random", "herding", "kcenter"):
+    for method in ("random", "herding", "kcenter", "kmeans"):
         sel = select_baseline(method, labels, 5, ipc, seed=0, features=feats)
         assert sorted(sel) == list(range(5))
         for c, idx in sel.items():
@@ -135,7 +135,7 @@ def test_selectors_pick_ipc_training_samples(smoke_experts):
         select_baseline("herding", labels, 5, ipc, seed=0, features=feats[:-1])
     # validation samples are never selected
     held = list(range(0, len(labels), 2))
-    for method in ("random", "herding", "kcenter"):
+    for method in ("random", "herding", "kcenter", "kmeans"):
         sel = select_baseline(method, labels, 5, ipc, seed=0, features=feats, exclude=held)
         assert not set(torch.cat(list(sel.values())).tolist()) & set(held)
 

@@ -64,7 +64,8 @@ def test_tesla_equals_full_for_one_step_and_is_close_for_more():
         for steps in (1, 4):
             model, fixed, start, target, x, mask, labels, lr = setup()
             value = fn(model, fixed, start, target, batch_of(x, mask, labels), lr, steps, 6)
-            grads[mode, steps] = (value, x.grad.clone(), lr.grad.clone())
+            assert value.dim() == 0 and not value.requires_grad      # a detached value, no sync
+            grads[mode, steps] = (value.item(), x.grad.clone(), lr.grad.clone())
     (v_f, gx_f, glr_f), (v_t, gx_t, glr_t) = grads["full", 1], grads["tesla", 1]
     assert v_f == pytest.approx(v_t, rel=1e-10)
     assert torch.allclose(gx_f, gx_t, rtol=1e-8, atol=1e-14) and torch.allclose(glr_f, glr_t)
