@@ -11,6 +11,7 @@ checkpoint.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import time
@@ -30,12 +31,14 @@ from utils.config import config_to_dict
 from utils.config_schema import Config
 from utils.distributed import all_gather_objects, barrier, main_then_broadcast, peak_memory_mb
 from utils.experts import ensure_experts
+from utils.hf_export import export_missing
 from utils.io import atomic_write_json, read_json
 from utils.logging_utils import progress
 from utils.model import model_tag
 from utils.precision import resolve_precision
 from utils.runtime import Data, guarded_stage, load_data, start_run
 from utils.synset import build_synset, check_fits, load_synset, make_meta, save_synset, split_by_class
+from utils.tracking import Tracker, current
 
 logger = logging.getLogger("condense")
 
@@ -171,6 +174,7 @@ def report_worth(evaluator: Evaluator, condenser: Condenser, cfg: Config, run, d
                 cfg.condense.worth_runs, cfg.evaluate.steps)
     entries = worth_entries(evaluator, syn, cfg.condense.worth_runs,
                             source=f"syn_data_{condenser.iteration}.pth")
+    current().log(condenser.iteration, {f"worth/{e['method']}_accuracy": e["mean"] for e in entries})
     if run.env.is_main:
         atomic_write_json(run.out_dir / "worth.json", entries)
         logger.info("what the set is worth:\n%s", worth_table(entries))
@@ -182,6 +186,7 @@ def evaluate_now(evaluator: Evaluator, condenser: Condenser, cfg: Config, run, d
     syn = current_set(condenser, cfg, data)
     start = time.time()
     entry = evaluator.synthetic(syn, source=f"iteration {condenser.iteration}")
+    current().log(condenser.iteration, {"condense/eval_accuracy": entry["mean"]})
     logger.info("eval iter %d: accuracy %.4f ± %.4f (%d runs, %.1fs)", condenser.iteration,
                 entry["mean"], entry["std"], entry["num_eval"], time.time() - start)
     if run.env.is_main:
@@ -242,13 +247,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     run = start_run(argv, __doc__.splitlines()[0], "condense", adjust=apply_debug,
                     defer_args_log=True)
     cfg, env = run.cfg, run.env
-    with guarded_stage() as stage:
+    stage_seconds, t0 = {}, time.time()
+    with guarded_stage() as stage, contextlib.ExitStack() as stack:
         found = find_resumable(cfg, run)
+        tracker = Tracker.for_run(cfg, run.out_dir, env)         # run.report_to (off by default)
+        stack.enter_context(tracker.activate())
+        stack.callback(tracker.close)
         if cfg.condense.init == "load" and not found:   # refused before experts are trained
             from utils.synset import preflight_load
             preflight_load(cfg.condense.load_path)
         data = load_data(cfg)
         ensure_experts(cfg, env, data)
+        if env.is_main:
+            export_missing(cfg, data)                           # expert_<k>/hf for from_pretrained
+        stage_seconds["data and experts"] = time.time() - t0
         nclass = data.dataset.nclass
         classes = list(range(nclass))[:cfg.condense.debug_classes] if cfg.run.debug else list(range(nclass))
         pool = ExpertPool(cfg, nclass, env.device)
@@ -276,15 +288,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             bar.set_postfix({k[:-5]: f"{v:.4f}" for k, v in rec.items() if k.endswith("_loss")})
             if schedule.log(it):
                 logger.info("iter %d/%d  %s", it, c.niter, format_record(rec))
+                tracker.log_record("condense", it, rec)
             if schedule.save(it):
                 save(condenser, cfg, run, data)
             if schedule.evaluate(it):
                 evaluate_now(evaluator(), condenser, cfg, run, data)
+        stage_seconds["condensation"] = time.time() - start
         write_summary(condenser, run, time.time() - start, condenser.iteration - first_it)
         if env.is_main and cfg.evaluate.select_by == "val":
             keep_best(run, cfg)
         if c.worth_runs:
+            start = time.time()
             report_worth(evaluator(), condenser, cfg, run, data)
+            stage_seconds["worth table"] = time.time() - start
+        logger.info("stage timings: %s; total %.0fs", ", ".join(
+            f"{k} {v:.0f}s" for k, v in stage_seconds.items()), time.time() - t0)
     return stage.exit_code
 
 

@@ -17,6 +17,7 @@ args.log; rows appended to `distill.results_table` (default results/distill.md).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import sys
@@ -53,6 +54,7 @@ from utils.model import build_classifier, freeze
 from utils.runtime import Data, guarded_stage, load_data, start_run
 from utils.seeding import derive_seed, seed_everything
 from utils.synset import check_fits, load_synset, to_examples
+from utils.tracking import Tracker
 from utils.training import Examples
 
 logger = logging.getLogger("distill")
@@ -168,9 +170,12 @@ def report(cfg: Config, run, data: Data, teacher, student, baseline) -> list:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     run = start_run(argv, __doc__.splitlines()[0], "distill", defer_args_log=True)
     cfg, env = run.cfg, run.env
-    with guarded_stage() as stage:
+    with guarded_stage() as stage, contextlib.ExitStack() as stack:
         d = cfg.distill
         loss_entries(d.losses)       # every loss and its options known, before any work
+        tracker = Tracker.for_run(cfg, run.out_dir, env)         # run.report_to (off by default)
+        stack.enter_context(tracker.activate())
+        stack.callback(tracker.close)
         data = load_data(cfg)
         eager = any_trait(d.losses, "needs_attention")
         teacher, trajectory = load_teacher(cfg, env, data, eager)
@@ -191,6 +196,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if env.is_main:
             folder = save_student(student, data.tokenizer, run.out_dir / "student")
             rows = report(cfg, run, data, teacher, student, baseline)
+            tracker.log(d.steps, {f"distill/{r['model']}/accuracy": r["accuracy"] for r in rows})
             context = {"dataset": cfg.dataset.name, "data": d.data, "losses": loss_names(d.losses),
                        "student": f"L{d.student_layers}"
                                   + (f"-H{d.student_hidden}" if d.student_hidden else ""),

@@ -22,6 +22,7 @@ appended to the shared markdown table `evaluate.results_table` (default results/
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 from pathlib import Path
@@ -46,6 +47,7 @@ from utils.experts import ensure_experts, missing_experts
 from utils.io import atomic_write_json
 from utils.runtime import guarded_stage, load_data, start_run
 from utils.synset import load_synset, to_examples
+from utils.tracking import Tracker
 
 logger = logging.getLogger("evaluate")
 
@@ -113,7 +115,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     run = start_run(argv, __doc__.splitlines()[0], "evaluate", add_args=add_args)
     cfg, env = run.cfg, run.env
-    with guarded_stage() as stage:
+    with guarded_stage() as stage, contextlib.ExitStack() as stack:
+        tracker = Tracker.for_run(cfg, run.out_dir, env)         # run.report_to (off by default)
+        stack.enter_context(tracker.activate())
+        stack.callback(tracker.close)
         wanted = parse_baselines(run.args.baseline)
         syn_path = cfg.condense.load_path
         if not wanted and not syn_path:
@@ -131,6 +136,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if syn is not None:
             entries.append(evaluate_synthetic(cfg, env, data, syn, _display_path(syn_path), ctx))
             log_entry(entries[-1])
+            tracker.log(0, {f"evaluate/{entries[-1]['method']}/accuracy": entries[-1]["mean"]})
         expert = features = None
         featured = {b for b in wanted if b in SELECTORS and needs_features(b)}
         if featured:
@@ -145,6 +151,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                            input_ids=data.train.input_ids)
             entries.append(evaluate_baseline(ctx, method, features))
             log_entry(entries[-1])
+            tracker.log(0, {f"evaluate/{entries[-1]['method']}/accuracy": entries[-1]["mean"]})
         if env.is_main:
             if syn is not None and expert is not None and expert.hidden_size != syn[
                     "inputs_embeds"].shape[-1]:

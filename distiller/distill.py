@@ -32,6 +32,7 @@ from distiller.cka import CentroidMemory
 from distiller.data import Sources, global_batches, rank_slice
 from distiller.losses import KDContext, Pairs, Term, build_terms, projection_key, shared_option
 from distiller.student import HFClassifier
+from utils import tracking
 from utils.checkpoint import check_resumable, load_latest, save_checkpoint, set_aside
 from utils.config_schema import Config, KDLossSpec
 from utils.distributed import DistEnv, all_gather_objects, gather_objects_to_main, main_then_broadcast
@@ -234,6 +235,7 @@ class Distiller:
             parts = dict(zip((t.label for t in self.terms), self._values.tolist()))  # one sync
             self.history.append({"step": self.step, "loss": loss, **parts,
                                  "lr": self.optimizer.param_groups[0]["lr"]})
+            tracking.current().log_record(f"distill/{desc}", self.step, self.history[-1])
             if self.step % max(1, self.d.steps // 10) == 0 or self.step == self.d.steps:
                 logger.info("%s step %d/%d  loss %.4f  %s", desc, self.step, self.d.steps, loss,
                             "  ".join(f"{k} {v:.4f}" for k, v in parts.items()))

@@ -3,6 +3,7 @@ default, on rank 0 only."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -65,3 +66,24 @@ def test_experts_stage_logs_losses_lr_and_accuracy(tmp_path):
     manifest = json.loads(next(tmp_path.rglob("manifest.json")).read_text())
     assert [round(v, 4) for _, v in scalars["expert_0/test_accuracy"]] == \
         [round(h["accuracy"], 4) for h in manifest["history"]]
+
+
+def test_condense_stage_logs_losses_and_the_worth_table(tmp_path, smoke_experts):
+    from condense import condense_script_text
+
+    out = tmp_path / "condense"
+    assert condense_script_text.main(["--config_path", SMOKE, "--output_dir", str(out),
+                                      "--set", f"pretrain.expert_dir={smoke_experts}",
+                                      "--niter", "2", "--set", "condense.worth_runs=1",
+                                      "--set", "evaluate.steps=2", "--report_to", "tensorboard"]) == 0
+    scalars = read_scalars(out / "tensorboard")
+    history = json.loads((out / "loss_history.json").read_text())
+    assert [round(v, 5) for _, v in scalars["condense/match_loss"]] == \
+        [round(h["match_loss"], 5) for h in history]
+    assert [s for s, _ in scalars["condense/lr"]] == [1, 2]
+    worth = {e["method"]: e["mean"] for e in json.loads((out / "worth.json").read_text())}
+    assert {k: v for k, v in scalars.items() if k.startswith("worth/")} == {
+        f"worth/{m}_accuracy": [(2, pytest.approx(v))] for m, v in worth.items()}
+    assert "stage timings: data and experts" in (out / "print.log").read_text()
+    # every complete expert is also a Hugging Face folder after the condense stage
+    assert list(Path(smoke_experts).rglob("hf/config.json"))
