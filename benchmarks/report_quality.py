@@ -27,7 +27,7 @@ if __package__ in (None, ""):
 
 from benchmarks.common import EVAL, QUALITY  # noqa: E402
 
-BASELINES = ("random", "herding", "kcenter")
+BASELINES = ("random", "herding", "kcenter", "kmeans")
 DATASETS = ("bbc", "trec", "sst2")
 IPCS = (1, 10, 50)
 PROTOCOLS = ("hard", "expert_soft")
