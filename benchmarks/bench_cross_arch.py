@@ -122,7 +122,13 @@ def main(argv=None) -> int:
                   flush=True)
         rows.extend(entries)
         timing[model] = round(time.time() - start, 1)
+        write(out, a, argv, cfg, syn, text_path, timing, rows, complete=model == a.models[-1])
+    return 0
 
+
+def write(out: Path, a, argv, cfg, syn, text_path: Path, timing: dict, rows: list, complete: bool
+          ) -> None:
+    """The JSON so far (after every model, so an interrupted run keeps what it measured)."""
     atomic_write_json(out, {"benchmark": "cross_arch", "config": a.config, "set_path": str(a.set_path),
                             "dataset": dataset_tag(cfg), "ipc": cfg.condense.ipc,
                             "condensed_on": syn["meta"].get("model"),
@@ -132,9 +138,8 @@ def main(argv=None) -> int:
                             "seconds_per_model": timing, "machine": machine_info(),
                             "command": "python benchmarks/bench_cross_arch.py " + " ".join(
                                 argv if argv is not None else sys.argv[1:]),
-                            "rows": rows})
+                            "complete": complete, "rows": rows})
     print(f"wrote {out}", flush=True)
-    return 0
 
 
 if __name__ == "__main__":

@@ -216,4 +216,4 @@ def test_non_bert_model_rejected(tmp_path, kind):
     with pytest.raises(ModelError) as err:
         build_classifier(NetworkConfig(model_path=str(tmp_path)), 2)
     msg = str(err.value)  # (tmp_path itself contains 'bert': check the wording, not the word)
-    assert f"is a '{kind}' model" in msg and "needs a BERT encoder" in msg and "('bert',)" in msg
+    assert f"is a '{kind}' model" in msg and "supported encoders" in msg and "('bert', 'mpnet')" in msg

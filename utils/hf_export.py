@@ -10,6 +10,7 @@ The experts stage writes one per expert: <expert_set_dir>/expert_<k>/hf/.
 """
 from __future__ import annotations
 
+import logging
 import shutil
 import tempfile
 from pathlib import Path
@@ -18,7 +19,15 @@ from typing import Optional, Sequence
 from utils.config_schema import Config
 from utils.experts import expert_dir, expert_set_dir, load_expert_weights
 from utils.hf_model import TextCondenseConfig, TextCondenseForSequenceClassification, register
-from utils.model import TextClassifier, build_classifier, load_tokenizer
+from utils.model import (
+    TextClassifier,
+    build_classifier,
+    load_bert_config,
+    load_tokenizer,
+    resolve_model_path,
+)
+
+logger = logging.getLogger(__name__)
 
 HF_FOLDER = "hf"
 # config keys of the encoder that describe this process, not the model
@@ -90,6 +99,11 @@ def export_missing(cfg: Config, data) -> list:
     Returns the folders written."""
     from utils.experts import read_manifest
 
+    if cfg.network.model_path != "random" and load_bert_config(
+            resolve_model_path(cfg.network.model_path)).model_type != "bert":
+        logger.info("experts are not exported as Hugging Face folders: the export covers BERT "
+                    "encoders only (this run uses %s)", cfg.network.model_path)
+        return []
     written = []
     for k in range(cfg.pretrain.num_premodel):
         folder = expert_hf_dir(cfg, k)

@@ -22,6 +22,7 @@ from torch import nn
 
 from utils.config_schema import NetworkConfig
 from utils.errors import UserError
+from utils.hf_model import pool  # noqa: F401  (one definition; hf_model is copied into HF folders)
 from utils.offline_models import resolve_offline_alias
 
 logger = logging.getLogger(__name__)
@@ -140,17 +141,6 @@ def resolve_pooling(net: NetworkConfig) -> str:
         except (OSError, ValueError):
             logger.warning("unreadable %s: pooling falls back to cls", cfg_file)
     return "cls"
-
-
-def pool(hidden: torch.Tensor, attention_mask: Optional[torch.Tensor], pooling: str) -> torch.Tensor:
-    """One vector per sequence: the [CLS] state, or the mean over unmasked tokens.
-    hidden  # [B, L, H] -> [B, H]"""
-    if pooling == "cls":
-        return hidden[:, 0]
-    if attention_mask is None:
-        return hidden.mean(1)
-    m = attention_mask.to(hidden.dtype).unsqueeze(-1)                    # [B, L, 1]
-    return (hidden * m).sum(1) / m.sum(1).clamp_min(1.0)
 
 
 class TextClassifier(nn.Module):
