@@ -9,6 +9,10 @@ command that wrote them and a few lines of qualitative notes (no figures: those 
 rendered here, from the files). README.md's marked blocks (`<!-- results:begin -->` ...
 `<!-- results:end -->`, `<!-- privacy:begin -->` ... `<!-- privacy:end -->`) are rewritten with
 the same figures. `make results` runs report_quality.py first (the verdict table), then this.
+
+(Over 400 lines on purpose: one small renderer per kind of result file, each reading only its own
+JSON; they share the table/format helpers at the top, and splitting them by kind would scatter the
+one place that turns a measurement into a figure.)
 """
 from __future__ import annotations
 
