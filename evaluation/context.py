@@ -212,7 +212,8 @@ def expert_attention_labels(ctx: EvalContext, ts: Examples) -> torch.Tensor:
     out = []
     for s in range(0, len(ts), ev.eval_batch_size):
         idx = torch.arange(s, min(s + ev.eval_batch_size, len(ts)))
-        attentions = model(**ts.inputs(idx, dev), output_attentions=True).attentions
+        # untrimmed: every batch keeps the full length L, so the maps stack
+        attentions = model(**ts.inputs(idx, dev, trim=False), output_attentions=True).attentions
         out.append(torch.stack([attentions[layer] for layer in ev.attention_layers], 1)
                    .to(torch.float16).cpu())                             # [b, K, h, L, L]
     return torch.cat(out)

@@ -7,7 +7,14 @@ import json
 
 import pytest
 
-from benchmarks import bench_condense, bench_eval, bench_ncfm, bench_time_to_accuracy, bench_unroll_memory
+from benchmarks import (
+    bench_condense,
+    bench_eval,
+    bench_ncfm,
+    bench_pipeline,
+    bench_time_to_accuracy,
+    bench_unroll_memory,
+)
 
 MACHINE_KEYS = {"threads", "torch", "git_commit", "date", "cpus"}
 
@@ -222,3 +229,28 @@ def test_privacy_matches_find_a_copied_text_and_not_noise():
     assert best_matches(other, (other != 0).long(), real, real_mask, special) == (0.0, 0.0)
     half = torch.tensor([101, 5, 6, 30, 31, 102, 0, 0])        # two of four tokens in place
     assert best_matches(half, (half != 0).long(), real, real_mask, special) == (0.5, 0.5)
+
+
+def test_bench_pipeline_quick(tmp_path):
+    """The whole pipeline twice (seed padding, then the shipped dynamic padding), stage by stage."""
+    assert bench_pipeline.main(["--quick", "--work", str(tmp_path / "work"),
+                                "--out", str(tmp_path)]) == 0
+    r = json.loads((tmp_path / "pipeline_bbc_ipc2_quick.json").read_text())
+    assert r["reference"] == "before" and set(r["variants"]) == {"before", "after"}
+    before, after = r["variants"]["before"], r["variants"]["after"]
+    assert "dataset.pad_to_max_length=true" in before["overrides"]
+    assert "dataset.pad_to_max_length=true" not in after["overrides"]
+    for v in (before, after):
+        assert set(v["stage_seconds"]) == {"experts", "condense", "evaluate"}
+        assert all(t > 0 for t in v["stage_seconds"].values())
+        assert v["total_seconds"] == pytest.approx(sum(v["stage_seconds"].values()), abs=0.2)
+        assert set(v["accuracy"]) == {"synthetic", "random", "herding"}
+        assert all(len(x["runs"]) == 1 and 0 <= x["mean"] <= 1 for x in v["accuracy"].values())
+        assert len(v["expert_test_accuracy"]) == 2 and v["condense_iterations"] == 2
+        assert v["peak_rss_mb_so_far"]["evaluate"] >= v["peak_rss_mb_so_far"]["experts"] > 0
+    cmp = r["comparison"]["after"]
+    assert set(cmp["speedup"]) == {"experts", "condense", "evaluate", "total"}
+    assert cmp["speedup"]["total"] == pytest.approx(before["total_seconds"] / after["total_seconds"],
+                                                    rel=1e-2)
+    assert set(cmp["within_one_std"]) == {"synthetic", "random", "herding"}
+

@@ -45,6 +45,9 @@ class DatasetConfig:
     nclass: Optional[int] = _f(None, "Number of classes: null (the default) takes it from the "
                                "training data; when given, it must agree with the data.")
     max_length: int = _f(64, "Tokens per sequence (truncation and padding length).")
+    pad_to_max_length: bool = _f(False, "Run every batch at max_length positions (the seed's way). "
+                                 "Default: each batch is cut to its longest row (dynamic padding; "
+                                 "the same outputs up to float rounding, less work on short texts).")
     batch_real: int = _f(32, "Real samples per class drawn at each condensation iteration.")
     is_multilabel: bool = _f(False, "Labels are sets of classes (label vectors); losses use BCE.")
     text_column: str = _f("text", "Text column for table/hub data.")

@@ -11,6 +11,7 @@ import torch
 
 from utils.logging_utils import progress
 from utils.model import TextClassifier
+from utils.training import by_length, padded_length
 
 logger = logging.getLogger(__name__)
 
@@ -60,14 +61,15 @@ def expert_features(model: TextClassifier, attention_mask: torch.Tensor, batch_s
                     inputs_embeds: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Pooled features of the last layer  # [N, H] (CPU, float32)"""
     model.eval()
-    out = []
     n = attention_mask.shape[0]
+    out = torch.zeros(n, model.hidden_size)
     logger.info("expert features of %d rows (batches of %d)", n, batch_size)
-    for s in progress(range(0, n, batch_size), enabled=True, desc="features",
-                      total=-(-n // batch_size)):
-        sl = slice(s, s + batch_size)
-        kw = ({"input_ids": input_ids[sl].to(device)} if input_ids is not None
-              else {"inputs_embeds": inputs_embeds[sl].float().to(device)})
-        feats = model(attention_mask=attention_mask[sl].to(device), layer_index=[-1], **kw).features
-        out.append(feats[0].float().cpu())
-    return torch.cat(out) if out else torch.zeros(0, model.hidden_size)
+    batches = by_length(attention_mask.cpu(), batch_size)        # similar lengths, trimmed padding
+    for idx in progress(batches, enabled=True, desc="features", total=-(-n // batch_size)):
+        mask = attention_mask[idx]
+        L = padded_length(mask.cpu())
+        kw = ({"input_ids": input_ids[idx, :L].to(device)} if input_ids is not None
+              else {"inputs_embeds": inputs_embeds[idx, :L].float().to(device)})
+        feats = model(attention_mask=mask[:, :L].to(device), layer_index=[-1], **kw).features
+        out[idx] = feats[0].float().cpu()
+    return out

@@ -153,7 +153,9 @@ def load_data(cfg: Config) -> Data:
     """Read the dataset and tokenise both splits (cached on disk across runs)."""
     from utils.data import load_text_dataset, tokenize_dataset
     from utils.model import load_tokenizer
+    from utils.training import set_dynamic_padding
 
+    set_dynamic_padding(not cfg.dataset.pad_to_max_length)
     ds = load_text_dataset(cfg.dataset)
     tokenizer = load_tokenizer(cfg.network)
     train, test = tokenize_dataset(ds, tokenizer, cfg.dataset.max_length, cfg.dataset.cache_dir)

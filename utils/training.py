@@ -24,6 +24,33 @@ from utils.logging_utils import progress
 
 # ------------------------------------------------------------------------------------ examples
 
+_DYNAMIC_PADDING = {"on": True}     # off: dataset.pad_to_max_length (set by utils.runtime.load_data)
+
+
+def set_dynamic_padding(on: bool) -> None:
+    """Dynamic padding for this process (on by default; off runs every batch at full length)."""
+    _DYNAMIC_PADDING["on"] = bool(on)
+
+
+def padded_length(attention_mask: torch.Tensor) -> int:
+    """The length a batch needs (dynamic padding): 1 + the last position any row attends to, at
+    least 1. Positions after it are padding in every row, so the model's outputs on the attended
+    tokens are the same without them. Reads a CPU mask (no device sync)  # mask [B, L]
+    With dynamic padding off (`dataset.pad_to_max_length`), the mask's full length."""
+    if not _DYNAMIC_PADDING["on"]:
+        return attention_mask.shape[1]
+    cols = attention_mask.any(0).nonzero()
+    return int(cols[-1]) + 1 if len(cols) else 1
+
+
+def by_length(attention_mask: torch.Tensor, batch_size: int) -> Iterator[torch.Tensor]:
+    """Batches of row indices in order of attended length, so that rows of similar length share a
+    batch and dynamic padding trims the most (for order-free passes: scoring, features)."""
+    order = attention_mask.sum(1).argsort(stable=True)
+    for start in range(0, len(order), batch_size):
+        yield order[start:start + batch_size]
+
+
 @dataclass
 class Examples:
     """What a classifier trains on: real token ids or synthetic input embeddings, with masks and
@@ -43,13 +70,16 @@ class Examples:
     def __len__(self) -> int:
         return self.attention_mask.shape[0]
 
-    def inputs(self, idx: torch.Tensor, device: torch.device) -> dict:
-        """Model keyword arguments of the examples `idx`, on `device`."""
-        kw = {"attention_mask": self.attention_mask[idx].to(device, non_blocking=True)}
+    def inputs(self, idx: torch.Tensor, device: torch.device, trim: bool = True) -> dict:
+        """Model keyword arguments of the examples `idx`, on `device`; with `trim`, cut to the
+        batch's longest row (`padded_length`: dynamic padding, the same outputs for less work)."""
+        mask = self.attention_mask[idx]                                       # [B, L]
+        n = padded_length(mask) if trim else mask.shape[1]
+        kw = {"attention_mask": mask[:, :n].to(device, non_blocking=True)}
         if self.inputs_embeds is not None:
-            kw["inputs_embeds"] = self.inputs_embeds[idx].to(device, non_blocking=True)
+            kw["inputs_embeds"] = self.inputs_embeds[idx, :n].to(device, non_blocking=True)
         else:
-            kw["input_ids"] = self.input_ids[idx].to(device, non_blocking=True)
+            kw["input_ids"] = self.input_ids[idx, :n].to(device, non_blocking=True)
         return kw
 
     def subset(self, idx) -> "Examples":
@@ -120,7 +150,8 @@ def attention_label_loss_fn(multilabel: bool, targets: torch.Tensor, layers, wei
 
     def loss_fn(model, inputs: dict, labels: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         out = model(**inputs, output_attentions=True)
-        target = targets[idx].to(out.logits.device, torch.float32)      # [B, K, h, L, L]
+        n = inputs["attention_mask"].shape[1]                           # the batch may be trimmed
+        target = targets[idx, ..., :n, :n].to(out.logits.device, torch.float32)  # [B, K, h, n, n]
         attn = sum(attention_kl(target[:, k], out.attentions[layer], inputs["attention_mask"])
                    for k, layer in enumerate(layers)) / len(layers)
         return label_loss(out.logits, labels, multilabel) + weight * attn
@@ -206,10 +237,15 @@ def train_steps(model: torch.nn.Module, examples: Examples, batches: Iterable[to
 
 @torch.no_grad()
 def predict_logits(model, examples: Examples, batch_size: int, device: torch.device) -> torch.Tensor:
+    """Logits of every example, in order  # [N, C] (CPU); batches of similar length."""
     model.eval()
-    out = [model(**examples.inputs(idx, device)).logits.float().cpu()
-           for idx in epoch_batches(len(examples), batch_size, shuffle=False)]
-    return torch.cat(out)
+    batches = list(by_length(examples.attention_mask, batch_size))
+    out = [model(**examples.inputs(idx, device)).logits.float().cpu() for idx in batches]
+    if not out:
+        return torch.zeros(0, 0)
+    logits = torch.empty(len(examples), out[0].shape[1])
+    logits[torch.cat(batches)] = torch.cat(out)
+    return logits
 
 
 def scores_from_logits(logits: torch.Tensor, labels: torch.Tensor) -> dict:
