@@ -455,6 +455,39 @@ def stock_hf(pattern: str = "eval/stock_hf_*.json") -> Callable[[Ctx], str]:
     return render
 
 
+def pipeline(pattern: str = "perf/pipeline_*.json") -> Callable[[Ctx], str]:
+    """bench_pipeline.py: a whole run per variant, stage seconds, speed-up and accuracies."""
+
+    def render(ctx: Ctx) -> str:
+        files = sorted(str(q.relative_to(ctx.results)) for q in ctx.results.glob(pattern)
+                       if not q.name.endswith("_quick.json"))
+        if not files:
+            return f"*{pattern}: not measured yet.*\n"
+        out = ""
+        for rel in files:
+            d = ctx.load(rel)
+            ref, cmp = d["reference"], d.get("comparison", {})
+            rows = []
+            for name, v in d["variants"].items():
+                st, c = v["stage_seconds"], cmp.get(name, {})
+                speed = c.get("speedup", {}).get("total")
+                acc = ", ".join(f"{m} {pm(x['mean'], x['std'])}" for m, x in v["accuracy"].items())
+                equal = "reference" if name == ref else ("yes" if c.get("equal_accuracy") else "no")
+                rows.append([f"`{name}`", f"{st['experts']:.0f}", f"{st['condense']:.0f}",
+                             f"{st['evaluate']:.0f}", f"{v['total_seconds']:.0f}",
+                             f"{speed:.2f}x" if speed else "–", acc, equal,
+                             f"{max(v['peak_rss_mb_so_far'].values()):,.0f}"])
+            out += (f"{link(ctx.results, rel)} ({d.get('date', '')}; {NAMES.get(d['dataset'], d['dataset'])} "
+                    f"ipc {d['ipc']}, {d['nproc']} ranks, {d['num_eval']} classifiers per method; "
+                    f"`{d.get('command', '')}`):\n\n"
+                    + table(["variant", "experts s", "condense s", "evaluate s", "total s",
+                             f"speed-up vs `{ref}`", "test accuracy", "equal accuracy (within 1 std)",
+                             "peak RSS MiB"], rows) + "\n")
+        return out
+
+    return render
+
+
 def cross_arch(pattern: str = "cross_arch/*.json") -> Callable[[Ctx], str]:
     """bench_cross_arch.py: one set (as embeddings and as text) and real subsets on several encoders."""
 

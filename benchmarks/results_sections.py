@@ -17,6 +17,7 @@ from benchmarks.report_results import (
     experts,
     latency,
     ncfm_profile,
+    pipeline,
     privacy,
     privacy_leak,
     rows_file,
@@ -324,6 +325,19 @@ also records whether any of its rows copies a real training text verbatim.
      "commands": ["python benchmarks/bench_cross_arch.py --config config/ipc1/bbc.yaml --set_path <set>.pth "
                   "--models all-MiniLM-L6-v2 mpnet"],
      "blocks": [cross_arch()]},
+
+    {"title": "A whole run: where the time goes",
+     "note": """
+The user's wall time, stage by stage (experts, condensation, evaluation of the set beside the
+random and herding subsets), each variant in a fresh folder with its own experts, side by side in
+one run. `before` pads every batch to `max_length` (the seed's way, `dataset.pad_to_max_length`);
+`after` is the shipped default, dynamic padding (each batch cut to its longest row; the same
+outputs up to float rounding, so the accuracies may differ only by rounding's effect on training).
+Short-text data (TREC, SST-2) gains the most; BBC articles fill the 64 tokens, so padding costs them
+little.
+""",
+     "commands": ["python benchmarks/bench_pipeline.py --datasets trec bbc --ipc 10 --variants before after"],
+     "blocks": [pipeline()]},
 
     {"title": "Condensation speed and memory",
      "note": """

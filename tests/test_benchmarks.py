@@ -254,3 +254,13 @@ def test_bench_pipeline_quick(tmp_path):
                                                     rel=1e-2)
     assert set(cmp["within_one_std"]) == {"synthetic", "random", "herding"}
 
+    # and the results page renders it (a full run's file; the quick one is left off the page)
+    from benchmarks import report_results
+    results = tmp_path / "results"
+    (results / "perf").mkdir(parents=True)
+    (results / "perf" / "pipeline_bbc_ipc2.json").write_text(json.dumps(r))
+    page = report_results.pipeline()(report_results.Ctx(results))
+    assert "| `before` |" in page and "| `after` |" in page and "reference" in page
+    assert f"{cmp['speedup']['total']:.2f}x" in page
+    (results / "perf" / "pipeline_bbc_ipc2.json").rename(results / "perf" / "pipeline_bbc_ipc2_quick.json")
+    assert "not measured yet" in report_results.pipeline()(report_results.Ctx(results))
