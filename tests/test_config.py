@@ -180,3 +180,17 @@ def test_ipc_flag_applies_the_ipc_layer_below_the_files_own_keys(tmp_path):
     assert kept.condense.niter == load_config(str(ROOT / "config/ipc10/bbc.yaml")).condense.niter
     # an ipc without shipped settings says so
     assert "no shipped settings for ipc 5" in config_notes(load_config(own, [("condense.ipc", 5)]))[0]
+
+
+def test_reuters_config_reads_the_offline_copy():
+    """config/ipc{1,10}/reuters.yaml read the multi-label Reuters beside the checkout (no network)."""
+    from utils.data import load_text_dataset
+    for ipc in (1, 10):
+        cfg = load_config(str(ROOT / f"config/ipc{ipc}/reuters.yaml"))
+        assert cfg.condense.ipc == ipc and cfg.dataset.is_multilabel
+    ds = load_text_dataset(cfg.dataset)
+    assert ds.multilabel and ds.nclass == 90
+    assert (len(ds.train_texts), len(ds.test_texts)) == (7769, 3019)
+    per_class = [sum(c in y for y in ds.train_labels) for c in range(90)]
+    assert sum(n < 5 for n in per_class) == 20 and min(per_class) >= 1
+    assert any(len(y) > 1 for y in ds.train_labels)          # documents with several topics
