@@ -110,7 +110,7 @@ def synset_meta(cfg: Config, data: Data, condenser: Condenser) -> dict:
                      max_length=cfg.dataset.max_length, hidden_size=condenser.hidden,
                      factor=cfg.condense.factor, decode_type=cfg.condense.decode_type,
                      multilabel=data.dataset.multilabel, method=condenser.describe_terms(),
-                     config=config_to_dict(cfg))
+                     config=config_to_dict(cfg), tokens=cfg.condense.tokens)
 
 
 def save(condenser: Condenser, cfg: Config, run, data: Data) -> None:
@@ -118,7 +118,8 @@ def save(condenser: Condenser, cfg: Config, run, data: Data) -> None:
     state = condenser.gather_state()
     if run.env.is_main:
         it = condenser.iteration
-        syn = build_synset(state["data"], condenser.classes, synset_meta(cfg, data, condenser))
+        syn = build_synset(condenser.output(state["data"]), condenser.classes,
+                           synset_meta(cfg, data, condenser))
         path = run.out_dir / "distilled_data" / f"syn_data_{it}.pth"
         save_synset(syn, path)
         write_preview(syn, data.tokenizer, condenser.pool.embedding_table(),
@@ -162,7 +163,7 @@ def current_set(condenser: Condenser, cfg: Config, data: Data) -> dict:
     per_class: dict = {}
     for part in all_gather_objects(condenser.shard.state_dict()):
         per_class.update(part)
-    return build_synset(per_class, condenser.classes, synset_meta(cfg, data, condenser))
+    return build_synset(condenser.output(per_class), condenser.classes, synset_meta(cfg, data, condenser))
 
 
 def report_worth(evaluator: Evaluator, condenser: Condenser, cfg: Config, run, data: Data) -> None:

@@ -39,6 +39,7 @@ from condenser.objectives import (
     objective_specs,
 )
 from condenser.synthetic import SyntheticShard, build_shard
+from condenser.tokens import TokenProjection, project_sets, usable_token_ids
 from utils.config_schema import Config
 from utils.coreset import expert_features
 from utils.data import TokenizedSplit
@@ -82,6 +83,7 @@ class Condenser:
         self.joint = [t for t in self.terms if not t.own_steps]
         self.own = [t for t in self.terms if t.own_steps]
         self.label_optimizer: Optional[torch.optim.Optimizer] = None
+        self.projection: Optional[TokenProjection] = None      # condense.tokens (init_context)
         if cfg.condense.learn_labels:
             if cfg.dataset.is_multilabel:
                 raise UserError("condense.learn_labels: learnt soft labels are for single-label "
@@ -94,6 +96,11 @@ class Condenser:
     # ------------------------------------------------------------------------------ set-up
     def init_context(self, tokenizer, nclass: int, multilabel: bool) -> InitContext:
         c = self.cfg.condense
+        if c.tokens:               # token-level set: the projection every forward pass goes through
+            self.projection = TokenProjection(self.pool.embedding_table().detach(),
+                                              usable_token_ids(tokenizer))
+            logger.info("token-level set (condense.tokens): %d of %d vocabulary tokens usable",
+                        int((~self.projection.blocked).sum()), len(self.projection.blocked))
         return InitContext(self.train, self.pool.embedding_table().detach().cpu(),
                            tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id,
                            nclass, multilabel, self.cfg.run.seed,
@@ -129,6 +136,7 @@ class Condenser:
         self.shard = build_shard(self.my_classes, mode, ctx, c.ipc, c.factor, loaded,
                                  learn_labels=c.learn_labels, expert_logits=expert
                                  ).to(self.env.device)
+        self.shard.project = self.projection
         if c.learn_labels:
             labels = self.shard.label_parameters() or [torch.zeros(0, requires_grad=True)]
             self.label_optimizer = torch.optim.Adam(labels, lr=c.label_lr)
@@ -273,6 +281,13 @@ class Condenser:
     def _last_logged(self, key: str) -> float:
         """The newest value of `key` in the history (summed over ranks; 0 before any)."""
         return next((h[key] for h in reversed(self.history) if key in h), 0.0)
+
+    def output(self, per_class: dict) -> dict:
+        """The set to save from gathered per-class data: as optimised, or (condense.tokens) its
+        nearest tokens. Checkpoints keep the continuous copy; the set is what was trained on."""
+        if self.projection is None:
+            return per_class
+        return project_sets(per_class, self.projection, sorted(per_class))
 
     def _all_parameters(self) -> List[torch.Tensor]:
         return self.shard.parameters() + self.shard.label_parameters()

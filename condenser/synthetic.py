@@ -20,6 +20,8 @@ class SyntheticShard:
     classes: List[int]
     data: Dict[int, ClassData] = field(default_factory=dict)
     label_logits: Dict[int, torch.Tensor] = field(default_factory=dict)   # learnt: [ipc, C]
+    # condense.tokens: what the objectives see of the embeddings (condenser.tokens.TokenProjection)
+    project: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
 
     @property
     def learns_labels(self) -> bool:
@@ -40,8 +42,10 @@ class SyntheticShard:
         return self.data[c].labels
 
     def class_data(self, c: int) -> ClassData:
+        """Class c's sequences as the objectives see them (projected to tokens with `project`)."""
         d = self.data[c]
-        return ClassData(d.embeds, d.mask, self.labels(c))
+        embeds = d.embeds if self.project is None else self.project(d.embeds)
+        return ClassData(embeds, d.mask, self.labels(c))
 
     def to(self, device: torch.device) -> "SyntheticShard":
         for c in self.classes:

@@ -244,6 +244,11 @@ class CondenseConfig:
     decode_type: Literal["single", "multi"] = _f(
         "single", "'multi' decodes each packed sequence into `factor` training examples (one per "
         "snippet); 'single' uses the whole sequence as one example.")
+    tokens: bool = _f(False, "Token-level set (PEZ, Wen et al. 2023): every forward pass sees "
+                      "each position's nearest vocabulary token, the gradient updates the "
+                      "continuous copy, and the saved set is those tokens, so its text export "
+                      "(utils.text_sets) is exactly what was trained: a set for any tokenizer.",
+                      flag="tokens")
     load_path: Optional[str] = _f(None, "Saved synthetic set (syn_data_<iter>.pth): the start of "
                                   "init 'load', or the set that evaluation/distillation reads.",
                                   path=True, flag="load_path")

@@ -62,14 +62,15 @@ def decode(data: ClassData, factor: int, decode_type: str
 
 def make_meta(*, dataset: str, class_names: Sequence[str], ipc: int, iteration: int,
               model: str, model_path: str, max_length: int, hidden_size: int, factor: int,
-              decode_type: str, multilabel: bool, method: str, config: Optional[dict] = None
-              ) -> dict:
-    """The set's metadata (plain values only): what it was condensed from and how to decode it."""
+              decode_type: str, multilabel: bool, method: str, config: Optional[dict] = None,
+              tokens: bool = False) -> dict:
+    """The set's metadata (plain values only): what it was condensed from and how to decode it.
+    `tokens`: every position is exactly a vocabulary embedding (condense.tokens)."""
     return {"dataset": dataset, "class_names": list(class_names), "nclass": len(class_names),
             "ipc": int(ipc), "iteration": int(iteration), "model": model, "model_path": model_path,
             "max_length": int(max_length), "hidden_size": int(hidden_size), "factor": int(factor),
             "decode_type": decode_type, "multilabel": bool(multilabel), "method": method,
-            "config": config or {}}
+            "tokens": bool(tokens), "config": config or {}}
 
 
 def build_synset(per_class: Dict[int, dict], classes: Sequence[int], meta: dict) -> dict:
