@@ -43,3 +43,26 @@ def test_a_set_moved_far_from_its_start_is_not_flagged(tmp_path):
     path = save_text_set(ts, tmp_path / "s.jsonl", REAL, tok)
     meta = json.loads(path.with_suffix(".meta.json").read_text())
     assert meta["copied_rows"] == [] and meta["no_real_row_copied"] is True
+
+
+def test_export_text_decodes_with_the_encoder_that_made_the_set(tmp_path):
+    """tc.export_text: the set's own encoder (meta.model_path, the packaged MiniLM here) gives the
+    tokenizer and the embedding table; a set made of its token rows decodes back to its texts."""
+    import pytest
+    from transformers import AutoModel
+
+    import textcondense as tc
+    from utils.model import ModelError, resolve_model_path
+    tok = load_tokenizer(NetworkConfig())
+    table = AutoModel.from_pretrained(resolve_model_path("all-MiniLM-L6-v2")).get_input_embeddings().weight
+    syn = _set_from(tok, table.detach(), REAL)
+    syn["meta"].update(model_path="all-MiniLM-L6-v2", class_names=["business", "sport"], tokens=True)
+    ts = tc.export_text(syn, tmp_path / "set.jsonl", real_texts=REAL)
+    assert [t.rstrip(".") for t in ts.texts] == [t.lower().rstrip(".") for t in REAL]
+    meta = json.loads((tmp_path / "set.meta.json").read_text())
+    assert meta["tokens"] is True and meta["decoding"].startswith("exact")
+    assert meta["copied_rows"] == [0, 1] and meta["no_real_row_copied"] is False
+    assert load_text_set(tmp_path / "set.jsonl").texts == ts.texts
+    syn["meta"]["model_path"] = "random"
+    with pytest.raises(ModelError, match="randomly initialised"):
+        tc.export_text(syn, tmp_path / "other.jsonl")

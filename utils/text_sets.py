@@ -18,6 +18,7 @@ from typing import List, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
+from utils.config_schema import NetworkConfig
 from utils.io import atomic_write_json, atomic_write_text
 
 
@@ -124,3 +125,32 @@ def load_text_set(path: str | Path) -> TextSet:
     names = meta.get("class_names") or sorted({r["class_name"] for r in rows})
     return TextSet([r["text"] for r in rows], [int(r["label"]) for r in rows], list(names),
                    source=meta.get("source", str(path)), meta=meta)
+
+
+def export_text(syn, path: str | Path, real_texts: Optional[Sequence[str]] = None) -> TextSet:
+    """A saved set (a `load_synset` dict or its path) written as text for any model: JSON lines +
+    `.meta.json` (`save_text_set`), decoded with the tokenizer and word-embedding table of the
+    encoder that made it (`meta.model_path`). With `real_texts` (the training texts), the meta says
+    whether any row copies one. A token-level set (`condense.tokens`) decodes exactly; any other
+    set loses the embedding moves that decoding rounds away."""
+    from transformers import AutoModel
+
+    from utils.model import ModelError, load_tokenizer, resolve_model_path
+    from utils.synset_io import load_synset
+
+    if not isinstance(syn, dict):
+        syn = load_synset(syn)
+    meta = syn["meta"]
+    if meta.get("model_path") in (None, "random"):
+        raise ModelError("this set was condensed on a randomly initialised encoder: its embedding "
+                         "table is not a model that can be loaded, so the set cannot be decoded")
+    tokenizer = load_tokenizer(NetworkConfig(model_path=meta["model_path"]))
+    table = AutoModel.from_pretrained(resolve_model_path(meta["model_path"])
+                                      ).get_input_embeddings().weight.detach()
+    ts = decode_synset(syn, tokenizer, table, meta["class_names"])
+    ts.meta = {"from_set": meta.get("dataset"), "model": meta.get("model"),
+               "iteration": meta.get("iteration"), "tokens": bool(meta.get("tokens", False)),
+               "decoding": "exact (token-level set)" if meta.get("tokens") else
+                           "nearest vocabulary token per position (cosine)"}
+    save_text_set(ts, path, real_texts, tokenizer)
+    return ts
