@@ -40,7 +40,9 @@ the load. How to run each benchmark: [benchmarks/README.md](../benchmarks/README
 
 **The evaluation protocol** (every accuracy table): for each method, 5 fresh classifiers
 (all-MiniLM-L6-v2 plus a new head, `[CLS]` pooling) are trained for 100 AdamW steps (lr 1e-4,
-batch 16) on the method's training set and tested on the real test split; `full` gets 300 steps.
+batch 16) on the method's training set and tested on the real test split; `full` got 300 steps
+in the files measured so far (each file records its steps); it now trains
+`evaluate.full_epochs` (2) epochs over all the data, as long as the experts.
 Run i uses the same seed for every method. Figures are mean ± std over the 5 runs. Gap to full =
 full − method; gain over random = method − random (DD-Ranking style). `hard` labels are the
 dataset's; `expert_soft` gives every method, the set and every baseline, the feature expert's

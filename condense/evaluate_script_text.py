@@ -8,10 +8,10 @@
 real-data baselines at the same ipc (condense.ipc) under exactly the same training protocol:
 'random', 'herding', 'kcenter' and 'kmeans' (k-means centroids' nearest samples) pick ipc training
 samples per class (all but 'random' on the features of expert `evaluate.feature_expert`, trained
-first if missing), 'full' trains on all
-training data for `evaluate.full_steps` steps. `--eval_model_path` (evaluate.eval_model_path)
-trains another encoder of the same hidden size (cross-architecture check). The `evaluate.num_eval`
-runs per method are spread over ranks; see evaluation/protocol.py for the protocol.
+first if missing), 'full' trains on all training data for `evaluate.full_epochs` epochs (or
+exactly `evaluate.full_steps` steps). `--eval_model_path` (evaluate.eval_model_path) trains
+another encoder of the same hidden size (cross-architecture check). The `evaluate.num_eval` runs
+per method are spread over ranks; see evaluation/protocol.py for the protocol.
 
 Outputs under --output_dir (default results/evaluate/<dataset>/ipc<ipc>/<run_name>/):
 eval/results.json (one entry per method: per-run scores and curves, mean, std, gap_to_full,
@@ -128,10 +128,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         data = load_data(cfg)
         ctx = make_context(cfg, env, data)
         ev = cfg.evaluate
-        logger.info("***** Evaluating *****  %s, %d runs x %d steps (full: %d), batch %d, lr %g, "
+        full = f"{ev.full_steps} steps" if ev.full_steps is not None else f"{ev.full_epochs:g} epochs"
+        logger.info("***** Evaluating *****  %s, %d runs x %d steps (full: %s), batch %d, lr %g, "
                     "select by %s, encoder %s", ", ".join(([SYNTHETIC] if syn else []) + wanted),
-                    ev.num_eval, ev.steps, ev.full_steps, ev.batch_size, ev.lr, ev.select_by,
-                    ctx.model)
+                    ev.num_eval, ev.steps, full, ev.batch_size, ev.lr, ev.select_by, ctx.model)
         entries = []
         if syn is not None:
             entries.append(evaluate_synthetic(cfg, env, data, syn, _display_path(syn_path), ctx))

@@ -10,7 +10,8 @@ The protocol (section `evaluate` of the config), the same for every method:
   for a cross-architecture check) with a new head, never an expert;
 - `steps` AdamW steps (`lr`, `weight_decay`, constant rate, gradient norm clipped to 1) on batches
   of `batch_size` drawn by cycling over seeded shuffles of the (tiny) training set; the 'full'
-  baseline trains `full_steps` steps instead, since it has far more data;
+  baseline trains `full_epochs` epochs over all of it instead (or exactly `full_steps`): as long
+  as the experts, so the gap to full is measured against a converged model;
 - test accuracy (and macro-F1; micro-F1 too for multi-label) at the last step on the whole test
   split; with `eval_every`, also every N steps on `curve_rows` test rows (a fixed subsample): the
   accuracy-vs-step curve;
@@ -40,6 +41,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import time
 from typing import List, Optional, Sequence
 
@@ -271,13 +273,23 @@ def evaluate_synthetic(cfg: Config, env: DistEnv, data, syn: dict, source: str =
 
 # ------------------------------------------------------------------------- real baselines
 
+def full_steps(ev, rows: int) -> int:
+    """Steps of the 'full' baseline: `full_steps` when set, else `full_epochs` over `rows`."""
+    if ev.full_steps is not None:
+        return ev.full_steps
+    return max(1, math.ceil(ev.full_epochs * rows / ev.batch_size))
+
+
 def evaluate_baseline(ctx: EvalContext, method: str, features: Optional[torch.Tensor],
                       num_eval: Optional[int] = None) -> dict:
     """Collective: select (or take all) training samples and run the protocol on them."""
     cfg = ctx.cfg
     if method == FULL:
         idx = torch.tensor(ctx.selectable(), dtype=torch.long)
-        steps, extra = cfg.evaluate.full_steps, {"source": "all training data"}
+        steps, extra = full_steps(cfg.evaluate, len(idx)), {"source": "all training data"}
+        how = ("evaluate.full_steps" if cfg.evaluate.full_steps is not None
+               else f"{cfg.evaluate.full_epochs:g} epochs of batch {cfg.evaluate.batch_size}")
+        logger.info("full: %d training samples, %d steps (%s)", len(idx), steps, how)
     else:
         sel = select_for(method, ctx.train.labels, ctx.nclass, cfg.condense.ipc, cfg.run.seed,
                          features, ctx.val_idx)

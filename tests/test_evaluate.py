@@ -260,3 +260,18 @@ def test_default_scores_once_and_matches_the_curve_run(tmp_path, smoke_experts, 
     assert [r["curve"] for r in a] == [[[4, r["accuracy"]]] for r in a]
     assert [len(r["curve"]) for r in b] == [2, 2]
     assert [r["accuracy"] for r in a] == [r["accuracy"] for r in b]
+
+
+def test_full_baseline_trains_epochs_unless_steps_are_given(tmp_path):
+    """`full` trains full_epochs over all its rows (as long as the experts) or exactly full_steps."""
+    from evaluation.protocol import full_steps
+    from utils.config import ConfigError
+    ev = load_config(SMOKE).evaluate
+    assert (ev.full_epochs, ev.full_steps, ev.batch_size) == (2.0, None, 16)
+    assert full_steps(ev, 1000) == 125 and full_steps(ev, 1001) == 126
+    ev6 = load_config(SMOKE, [("evaluate.full_steps", 6)]).evaluate
+    assert full_steps(ev6, 1000) == 6
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"base: {SMOKE}\nevaluate:\n  full_epochs: 0\n")
+    with pytest.raises(ConfigError, match="full_epochs"):
+        load_config(str(bad))

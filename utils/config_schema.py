@@ -348,8 +348,13 @@ class EvaluateConfig:
                                    "points before the last step; null: the whole test split. The "
                                    "reported step is always scored on the whole test split (with "
                                    "select_by 'val', every evaluated step is).")
-    full_steps: int = _f(300, "Training steps of the 'full' baseline (all training data), used "
-                         "instead of `steps`; same optimiser, batch size and evaluation.")
+    full_epochs: float = _f(2.0, "Epochs of the 'full' baseline over all training data (steps = "
+                            "ceil(epochs x rows / batch_size)): trained as long as the experts "
+                            "(pretrain.epochs' default), so 'gap to full' is measured against a "
+                            "converged model. Same optimiser, batch size and evaluation as "
+                            "every method.")
+    full_steps: Optional[int] = _f(None, "Exactly this many steps for the 'full' baseline instead "
+                                   "of full_epochs (null: full_epochs decides).")
     select_by: Literal["last", "val"] = _f(
         "last", "Which step's model is reported: 'last' the final step; 'val' the evaluated step "
         "with the best accuracy on a validation part of the training split (never the test set).")
@@ -393,12 +398,14 @@ class EvaluateConfig:
                               "extraction.")
 
     def check(self):
-        for key in ("num_eval", "steps", "batch_size", "full_steps", "eval_batch_size"):
+        for key in ("num_eval", "steps", "batch_size", "eval_batch_size"):
             if getattr(self, key) < 1:
                 yield key, "must be >= 1"
-        for key in ("eval_every", "curve_rows"):
+        for key in ("eval_every", "curve_rows", "full_steps"):
             if getattr(self, key) is not None and getattr(self, key) < 1:
                 yield key, "must be >= 1 or null"
+        if self.full_epochs <= 0:
+            yield "full_epochs", "must be > 0"
         if self.select_by == "val" and self.eval_every is None:
             yield "select_by", "'val' chooses among evaluated steps: set evaluate.eval_every"
         if self.lr <= 0:
