@@ -12,6 +12,7 @@ checkpoint.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import sys
 import time
@@ -20,6 +21,7 @@ from typing import Optional, Sequence
 from condenser.condenser import Condenser
 from condenser.expert_pool import ExpertPool
 from condenser.init import INITS
+from condenser.objectives import OBJECTIVES
 from condenser.report import plot_loss_curve, write_preview
 from condenser.schedule import Schedule
 from evaluation.plots import plot_eval_curve
@@ -30,6 +32,7 @@ from utils.checkpoint import check_resumable, load_latest, save_checkpoint, set_
 from utils.config import config_to_dict
 from utils.config_schema import Config
 from utils.distributed import all_gather_objects, barrier, main_then_broadcast, peak_memory_mb
+from utils.errors import UserError
 from utils.experts import ensure_experts
 from utils.hf_export import export_missing
 from utils.io import atomic_write_json, read_json
@@ -57,11 +60,32 @@ RESUMABLE_CHANGES = ("condense.niter", "condense.save_every", "condense.log_ever
                      "condense.debug_niter", "dataset.cache_dir",
                      "dataset.max_test_per_class", "pretrain.expert_dir", "pretrain.eval_batch_size",
                      "evaluate.*", "distill.*", "run.output_dir", "run.run_name", "run.log_level",
-                     "run.gpu", "run.tf32", "run.resume")
+                     "run.gpu", "run.tf32", "run.resume", "run.report_to")
+
+
+def _without_resumable_options(view: dict) -> dict:
+    """`view` with each objective's options that a resumed run may change left out: the fields
+    its options dataclass marks `resumable` (e.g. feature_match's real_cache: a cache, not a
+    setting of the result)."""
+    specs = view.get("condense.objectives")
+    if not isinstance(specs, list):
+        return view
+    out = []
+    for spec in specs:
+        spec = dict(spec)
+        try:
+            cls = OBJECTIVES.entry(spec.get("name"), where="condense.objectives").options_cls
+        except UserError:
+            out.append(spec)
+            continue
+        free = {f.name for f in dataclasses.fields(cls) if f.metadata.get("resumable")}
+        spec["options"] = {k: v for k, v in dict(spec.get("options") or {}).items() if k not in free}
+        out.append(spec)
+    return {**view, "condense.objectives": out}
 
 
 def resume_settings(cfg: Config) -> dict:
-    return settings_view(config_to_dict(cfg), RESUMABLE_CHANGES)
+    return _without_resumable_options(settings_view(config_to_dict(cfg), RESUMABLE_CHANGES))
 
 
 def find_resumable(cfg: Config, run) -> Optional[tuple]:
@@ -75,7 +99,8 @@ def find_resumable(cfg: Config, run) -> Optional[tuple]:
     def latest():
         found = load_latest(run.out_dir)
         if found is not None:
-            check_resumable(found[1], resume_settings(cfg), found[0])
+            saved = {**found[1], "settings": _without_resumable_options(found[1].get("settings", {}))}
+            check_resumable(saved, resume_settings(cfg), found[0])
             return str(found[0]), found[1]
         return None
     found = main_then_broadcast(latest)

@@ -111,7 +111,7 @@ RESUMABLE_CHANGES = ("distill.save_every", "distill.baseline", "distill.quantize
                      "distill.results_table", "evaluate.*", "optimization.*", "dataset.cache_dir",
                      "dataset.max_test_per_class", "dataset.batch_real", "pretrain.expert_dir",
                      "pretrain.eval_batch_size", "run.output_dir", "run.run_name",
-                     "run.log_level", "run.gpu", "run.tf32", "run.resume")
+                     "run.log_level", "run.gpu", "run.tf32", "run.resume", "run.report_to")
 # the no-teacher student does not depend on the teacher's loss mix
 NO_TEACHER_IGNORES = ("distill.losses", "distill.feature_warmup", "distill.progressive",
                       "distill.progressive_fraction")

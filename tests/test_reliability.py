@@ -84,6 +84,23 @@ def test_resume_refuses_other_settings_and_leaves_args_log(tmp_path, smoke_exper
     assert list(tmp_path.glob("checkpoints.old-*")) and list(tmp_path.glob("distilled_data.old-*"))
 
 
+def test_resume_may_switch_the_cache_and_tracking_but_not_a_matching_option(tmp_path, smoke_experts):
+    """Options marked resumable (feature_match's real_cache) and run.report_to may change on
+    resume; any other objective option shapes the state and is refused, naming it."""
+    def terms(cache: bool, freqs: int = 512) -> str:
+        return (f"condense.objectives=[{{name: feature_match, options: {{real_cache: {str(cache).lower()}, "
+                f"num_freqs: {freqs}}}}}, {{name: calibration}}]")
+    grid = ("--set", "condense.lam_grid=4")
+    assert condense(tmp_path, smoke_experts, *grid, "--set", terms(True), "--set", "condense.niter=3") == 0
+    assert condense(tmp_path, smoke_experts, *grid, "--set", terms(False), "--set", "condense.niter=6",
+                    "--set", "run.report_to=[tensorboard]") == 0
+    log = (tmp_path / "print.log").read_text()
+    assert "resuming from" in log and (tmp_path / "distilled_data" / "syn_data_6.pth").is_file()
+    assert condense(tmp_path, smoke_experts, *grid, "--set", terms(False, 256),
+                    "--set", "condense.niter=9") == 2
+    assert "num_freqs" in (tmp_path / "print.log").read_text().split("other settings")[-1]
+
+
 def test_corrupt_newest_checkpoint_falls_back(tmp_path, smoke_experts):
     assert condense(tmp_path, smoke_experts, "--set", "condense.niter=6") == 0
     newest = complete_checkpoints(tmp_path)[-1][1]

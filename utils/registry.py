@@ -45,9 +45,11 @@ def published(kind: str) -> Optional["Registry"]:
     return PUBLISHED.get(kind)
 
 
-def opt(default, help: str, **kw):
-    """A field of a component's options dataclass, with its help text (like the schema's `_f`)."""
-    meta = {"help": help, "path": False, "flag": None}
+def opt(default, help: str, metadata: Optional[dict] = None, **kw):
+    """A field of a component's options dataclass, with its help text (like the schema's `_f`);
+    `metadata={"resumable": True}` marks an option a resumed run may change (a cache, not a
+    setting of the result)."""
+    meta = {"help": help, "path": False, "flag": None, **(metadata or {})}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda d=default: type(d)(d), metadata=meta, **kw)
     return field(default=default, metadata=meta, **kw)

@@ -80,7 +80,8 @@ class FeatureMatchOptions:
     real_cache: bool = opt(False, "Cache the real side (needs condense.lam_grid): each real "
                            "sample's features under (expert, grid value) are computed the first "
                            "time a batch needs them and reused (per rank, its own classes; "
-                           "memory: samples x layers x hidden x 4 bytes per grid value and expert).")
+                           "memory: samples x layers x hidden x 4 bytes per grid value and expert). "
+                           "A resumed run may switch it.", metadata={"resumable": True})
     sampling_net: bool = opt(False, "Learn the frequencies adversarially (NCFM's min-max sampling "
                              "network).")
     sampling_lr: float = opt(1e-3, "Adam learning rate of the sampling network (gradient ascent).")
