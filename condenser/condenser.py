@@ -98,7 +98,8 @@ class Condenser:
         c = self.cfg.condense
         if c.tokens:               # token-level set: the projection every forward pass goes through
             self.projection = TokenProjection(self.pool.embedding_table().detach(),
-                                              usable_token_ids(tokenizer))
+                                              usable_token_ids(tokenizer), tokenizer.cls_token_id,
+                                              tokenizer.sep_token_id)
             logger.info("token-level set (condense.tokens): %d of %d vocabulary tokens usable",
                         int((~self.projection.blocked).sum()), len(self.projection.blocked))
         return InitContext(self.train, self.pool.embedding_table().detach().cpu(),

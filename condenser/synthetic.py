@@ -21,7 +21,7 @@ class SyntheticShard:
     data: Dict[int, ClassData] = field(default_factory=dict)
     label_logits: Dict[int, torch.Tensor] = field(default_factory=dict)   # learnt: [ipc, C]
     # condense.tokens: what the objectives see of the embeddings (condenser.tokens.TokenProjection)
-    project: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
+    project: Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = None
 
     @property
     def learns_labels(self) -> bool:
@@ -44,7 +44,7 @@ class SyntheticShard:
     def class_data(self, c: int) -> ClassData:
         """Class c's sequences as the objectives see them (projected to tokens with `project`)."""
         d = self.data[c]
-        embeds = d.embeds if self.project is None else self.project(d.embeds)
+        embeds = d.embeds if self.project is None else self.project(d.embeds, d.mask)
         return ClassData(embeds, d.mask, self.labels(c))
 
     def to(self, device: torch.device) -> "SyntheticShard":

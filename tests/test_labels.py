@@ -111,6 +111,19 @@ def test_blank_texts_dropped_with_a_count_never_nan(tmp_path, caplog):
     assert "dropped 25 rows whose text is blank" in caplog.text
     only_blank = [(None, "a"), (None, "b")]
     assert "every text" in refusal(csv_file(tmp_path / "e.csv", only_blank))
+    # an empty row (text and label both blank, as spreadsheets export) is dropped, not refused
+    ds = load(csv_file(tmp_path / "f.csv", rows[:40] + [(None, None)]), dedup=False, nclass=2)
+    assert len(ds.train_texts + ds.test_texts) == 40
+
+
+def test_a_label_line_without_text_is_dropped_in_both_spellings(tmp_path, caplog):
+    from utils.readers import read_sst_file, read_trec_file
+    (tmp_path / "s.txt").write_text("1 good film\n0\n0 \n1 great\n")
+    texts, labels, _ = read_sst_file(tmp_path / "s.txt")
+    assert texts == ["good film", "great"] and labels == [1, 1]
+    assert "dropped 2 lines with a label but no text (lines 2, 3)" in caplog.text
+    (tmp_path / "t.txt").write_text("DESC:manner How do I read?\nNUM:date\n")
+    assert read_trec_file(tmp_path / "t.txt")[:2] == (["How do I read?"], ["DESC"])
 
 
 def test_fractions_refused_integer_floats_are_ids(tmp_path):

@@ -22,30 +22,33 @@ def test_projection_picks_the_nearest_allowed_token_and_passes_the_gradient():
     g = torch.Generator().manual_seed(0)
     table = torch.randn(50, 8, generator=g)
     allowed = torch.ones(50, dtype=torch.bool)
-    allowed[7] = False
-    proj = TokenProjection(table, allowed)
-    e = table[[3, 7, 12]] * 2.0 + 0.01 * torch.randn(3, 8, generator=g)   # near tokens 3, 7, 12
-    ids = proj.ids(e)
-    assert ids[0] == 3 and ids[2] == 12 and ids[1] != 7                   # 7 is not allowed
-    cos = F.normalize(e[1], dim=0) @ F.normalize(table, dim=1).T
-    cos[7] = -2
-    assert ids[1] == cos.argmax()
-    assert torch.equal(proj.hard(e), table[ids])
+    allowed[[1, 2, 7]] = False                                   # 1 = [CLS], 2 = [SEP] here
+    proj = TokenProjection(table, allowed, cls_id=1, sep_id=2)
+    e = (table[[5, 3, 7, 12, 9, 0]] * 2.0 + 0.01 * torch.randn(6, 8, generator=g))[None]  # [1, 6, 8]
+    mask = torch.tensor([[1, 1, 1, 1, 1, 0]])
+    ids = proj.ids(e, mask)[0]
+    assert ids[0] == 1 and ids[4] == 2                           # [CLS] first, [SEP] last attended
+    assert ids[1] == 3 and ids[3] == 12 and ids[2] != 7          # nearest; 7 is not allowed
+    cos = F.normalize(e[0, 2], dim=0) @ F.normalize(table, dim=1).T
+    cos[[1, 2, 7]] = -2
+    assert ids[2] == cos.argmax() and ids[5] == 0                # padding positions project too
+    assert torch.equal(proj.hard(e, mask)[0], table[ids])
     x = e.clone().requires_grad_(True)
-    w = torch.randn(3, 8, generator=g)
-    out = proj(x)
-    assert torch.equal(out.detach(), table[ids])                           # forward: the tokens
+    w = torch.randn(1, 6, 8, generator=g)
+    out = proj(x, mask)
+    assert torch.equal(out.detach()[0], table[ids])              # forward: exactly the tokens
     (out * w).sum().backward()
-    assert torch.equal(x.grad, w)                                          # backward: identity
+    assert torch.equal(x.grad, w)                                # backward: identity
 
 
-def test_usable_tokens_leave_out_padding_and_unused_slots():
+def test_usable_tokens_leave_out_special_and_unused_slots():
     tok = load_tokenizer(load_config(SMOKE).network)
     allowed = usable_token_ids(tok)
     vocab = tok.get_vocab()
-    assert not allowed[tok.pad_token_id] and not allowed[tok.mask_token_id]
-    assert not allowed[tok.unk_token_id] and not allowed[vocab["[unused0]"]]
-    assert allowed[tok.cls_token_id] and allowed[tok.sep_token_id] and allowed[vocab["the"]]
+    for special in (tok.pad_token_id, tok.mask_token_id, tok.unk_token_id, tok.cls_token_id,
+                    tok.sep_token_id, vocab["[unused0]"]):
+        assert not allowed[special]
+    assert allowed[vocab["the"]] and allowed[vocab["##s"]]
 
 
 def test_token_level_condensation_saves_vocabulary_tokens(tmp_path, smoke_experts):
@@ -60,18 +63,28 @@ def test_token_level_condensation_saves_vocabulary_tokens(tmp_path, smoke_expert
     table = ExpertPool(cfg, 5, DistEnv().device).embedding_table()
     ids = nearest_tokens(syn["inputs_embeds"], table)
     assert torch.equal(syn["inputs_embeds"], table[ids])          # every position is a token row
-    allowed = usable_token_ids(data.tokenizer)
-    assert bool(allowed[ids].all())
-    # the text export is exactly the trained set: decoding and re-tokenising gives its tokens back
-    text = decode_synset(syn, data.tokenizer, table, syn["meta"]["class_names"])
+    tok = data.tokenizer
+    allowed = usable_token_ids(tok)
+    mask = syn["attention_mask"].bool()
+    assert bool((ids[:, 0] == tok.cls_token_id).all())
+    last = mask.long().cumsum(1).argmax(1)
+    assert bool((ids[torch.arange(len(ids)), last] == tok.sep_token_id).all())
+    inner = mask.clone()
+    inner[:, 0] = False
+    inner[torch.arange(len(ids)), last] = False
+    assert bool(allowed[ids[inner]].all())                      # inside: ordinary tokens only
+    # the text export carries the trained tokens: decoding drops [CLS]/[SEP] and nothing else
+    text = decode_synset(syn, tok, table, syn["meta"]["class_names"])
     assert len(text) == len(syn["class_of"]) and all(t.strip() for t in text.texts)
+    assert tok(text.texts[0], add_special_tokens=False).input_ids[:3] == ids[0][inner[0]][:3].tolist()
     # the optimisation moved tokens (the checkpoint keeps the continuous copy underneath)
     start = torch.load(out / "distilled_data" / "syn_data_3.pth", weights_only=True)
     assert not torch.equal(start["inputs_embeds"], syn["inputs_embeds"])
     _, state = load_latest(out)
     continuous = torch.cat([state["data"][c]["embeds"] for c in sorted(state["data"])])
     assert not torch.equal(continuous, syn["inputs_embeds"])
-    assert torch.equal(TokenProjection(table, allowed).hard(continuous), syn["inputs_embeds"])
+    proj = TokenProjection(table, allowed, tok.cls_token_id, tok.sep_token_id)
+    assert torch.equal(proj.hard(continuous, syn["attention_mask"]), syn["inputs_embeds"])
 
 
 def test_objectives_see_the_projection(smoke_experts):

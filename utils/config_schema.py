@@ -246,8 +246,9 @@ class CondenseConfig:
         "snippet); 'single' uses the whole sequence as one example.")
     tokens: bool = _f(False, "Token-level set (PEZ, Wen et al. 2023): every forward pass sees "
                       "each position's nearest vocabulary token, the gradient updates the "
-                      "continuous copy, and the saved set is those tokens, so its text export "
-                      "(utils.text_sets) is exactly what was trained: a set for any tokenizer.",
+                      "continuous copy, and the saved set is those tokens ([CLS] first, [SEP] "
+                      "last, as a tokenizer writes a text), so its text export (tc.export_text) "
+                      "keeps what was trained, up to the tokenizer's own round trip.",
                       flag="tokens")
     load_path: Optional[str] = _f(None, "Saved synthetic set (syn_data_<iter>.pth): the start of "
                                   "init 'load', or the set that evaluation/distillation reads.",

@@ -77,7 +77,7 @@ def _read_lines(path: Path, pattern: str, expected: str
         m = re.match(pattern, line)
         if not m:
             raise DataError(f"{path}:{n}: expected {expected!r}, got {line[:60]!r}")
-        if not m.group(2).strip():
+        if not (m.group(2) or "").strip():
             no_text.append(n)
             continue
         labels.append(m.group(1))
@@ -91,12 +91,12 @@ def _read_lines(path: Path, pattern: str, expected: str
 
 
 def read_sst_file(path: Path) -> tuple[list[str], list[int], list[str]]:
-    labels, texts, origins = _read_lines(path, r"^(\d+)\s+(.*)$", "LABEL sentence")
+    labels, texts, origins = _read_lines(path, r"^(\d+)(?:\s+(.*))?$", "LABEL sentence")
     return texts, [int(y) for y in labels], origins
 
 
 def read_trec_file(path: Path) -> tuple[list[str], list[str], list[str]]:
-    labels, texts, origins = _read_lines(path, r"^([A-Z]+):\S+\s+(.*)$", "COARSE:fine question")
+    labels, texts, origins = _read_lines(path, r"^([A-Z]+):\S+(?:\s+(.*))?$", "COARSE:fine question")
     return texts, labels, origins
 
 
@@ -236,10 +236,10 @@ def read_table(path: Path, text_column: str, label_column: str
 
     def where(i: int) -> str:
         return f"{path} row {i + 1}"
-    labels = [_clean_label(y, where(i)) for i, y in enumerate(labels_raw)]
+    keep = [i for i, t in enumerate(texts_raw) if not _blank(t)]     # blank texts go first
+    labels = {i: _clean_label(labels_raw[i], where(i)) for i in keep}
     if suffix not in (".csv", ".tsv"):
-        _check_kinds(labels, where)
-    keep = [i for i, t in enumerate(texts_raw) if not _blank(t)]
+        _check_kinds([labels[i] for i in keep], lambda j: where(keep[j]))
     if len(keep) < n_rows:
         dropped = [i + 1 for i in range(n_rows) if _blank(texts_raw[i])]
         if not keep:
