@@ -279,7 +279,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         tracker = Tracker.for_run(cfg, run.out_dir, env)         # run.report_to (off by default)
         stack.enter_context(tracker.activate())
         stack.callback(tracker.close)
-        if cfg.condense.init == "load" and not found:   # refused before experts are trained
+        loads_set = INITS.entry(cfg.condense.init, where="condense.init").trait("loads_set")
+        if loads_set and not found:                     # refused before experts are trained
             from utils.synset import preflight_load
             preflight_load(cfg.condense.load_path)
         data = load_data(cfg)

@@ -144,7 +144,7 @@ def append_table(path: Path, rows: Sequence[dict], context: dict) -> str:
 
 def latency_batch(test: Examples, size: int, device: torch.device) -> dict:
     idx = torch.arange(min(size, len(test)))
-    return test.inputs(idx, device)
+    return test.inputs(idx, device, trim=False)       # full max_length: comparable across runs
 
 
 def loss_names(specs) -> str:

@@ -13,8 +13,9 @@ import sys
 import typing
 from typing import Optional, Sequence
 
-from utils.config import ConfigError, load_config, parse_set
+from utils.config import load_config, parse_set
 from utils.config_schema import Config
+from utils.errors import UserError
 
 # What each stage reads: whole sections, or single keys of another section. A stage's --help
 # offers only the flags (schema fields with `flag=`) of what it reads; `--set` reaches every key.
@@ -115,8 +116,8 @@ def parse_args(argv: Optional[Sequence[str]], description: str, stage: Optional[
         if known.config_path:
             try:
                 defaults = load_config(known.config_path)
-            except ConfigError:
-                defaults = None                  # the run itself will report it
+            except UserError:                    # any bad config file: the run itself reports it
+                defaults = None
     parser = make_parser(description, stage, defaults, epilog)
     if add_args:
         add_args(parser)

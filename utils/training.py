@@ -46,7 +46,10 @@ def padded_length(attention_mask: torch.Tensor) -> int:
 def by_length(attention_mask: torch.Tensor, batch_size: int) -> Iterator[torch.Tensor]:
     """Batches of row indices in order of attended length, so that rows of similar length share a
     batch and dynamic padding trims the most (for order-free passes: scoring, features)."""
-    order = attention_mask.sum(1).argsort(stable=True)
+    if not _DYNAMIC_PADDING["on"]:          # dataset.pad_to_max_length: the seed's order too
+        order = torch.arange(attention_mask.shape[0])
+    else:
+        order = attention_mask.sum(1).argsort(stable=True)
     for start in range(0, len(order), batch_size):
         yield order[start:start + batch_size]
 
