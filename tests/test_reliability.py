@@ -45,8 +45,8 @@ def test_killed_worker_restarts_with_default_launcher_flags(tmp_path, smoke_expe
     """torchrun --max-restarts=1 with the default (static) rendezvous: SIGKILL one worker after the
     first checkpoint; the restarted group resumes and ends with the set of an uninterrupted run."""
     args = ["--config_path", SMOKE, "--set", f"pretrain.expert_dir={smoke_experts}",
-            "--set", "condense.niter=240", "--set", "condense.save_every=3",
-            "--set", "condense.log_every=60"]
+            "--set", "condense.niter=60", "--set", "condense.save_every=3",
+            "--set", "condense.log_every=30"]
     torchrun("condense/condense_script_text.py", [*args, "--output_dir", str(tmp_path / "ref")])
     out = tmp_path / "killed"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--max-restarts=1",
@@ -474,7 +474,9 @@ def test_ctrl_c_says_what_was_kept_and_how_to_resume(tmp_path, smoke_experts):
            SMOKE, "--set", f"pretrain.expert_dir={smoke_experts}", "--output_dir", str(out),
            "--set", "condense.niter=300", "--set", "condense.save_every=3"]
     proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"},
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            # a shell's background job starts with SIGINT ignored: undo that
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 240
     while not complete_checkpoints(out) and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
