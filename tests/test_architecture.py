@@ -163,3 +163,17 @@ def test_flags_come_from_the_schema():
     assert {"ipc", "init", "load_path", "eval_model_path", "output_dir"} <= schema
     with pytest.raises(UserError, match=r"unknown init 'not-a-mode'; registered: .*herding.*kmeans"):
         load_config(SMOKE, [("condense.init", "not-a-mode")])
+
+
+def test_a_term_without_a_metric_key_logs_under_its_name():
+    """An objective registered without `metric_key` is recorded as '<name>_loss' (not hidden)."""
+    from condenser.objectives.build import build_objectives
+    from utils.config_schema import ObjectiveSpec
+
+    if "toy_unnamed" not in OBJECTIVES:
+        @register_objective("toy_unnamed")
+        class Unnamed(Objective):
+            def backward(self, it, shard):
+                return torch.zeros(())
+    terms = build_objectives(None, [ObjectiveSpec(name="toy_unnamed"), ObjectiveSpec(name="toy_unnamed")])
+    assert [t.metric_key for t in terms] == ["toy_unnamed_loss", "toy_unnamed_2_loss"]

@@ -74,7 +74,7 @@ class Objective:
     ranks by the condenser) or, for a `replicated` term, the global value every rank computed.
     """
     Options: Type = NoOptions
-    metric_key = "loss"     # the key of its value in the iteration record
+    metric_key = "loss"     # the key of its value in the iteration record; '<name>_loss' if unset
     replicated = False
     own_steps = 0
     own_every = 1

@@ -90,6 +90,9 @@ def build_objectives(ctx: ObjectiveContext, specs: List[ObjectiveSpec]) -> List[
     for i, (spec, entry) in enumerate(zip(specs, entries)):
         options = OBJECTIVES.options(spec.name, spec.options,
                                      where=f"condense.objectives[{i}].options")
-        terms.append(entry.obj(ctx, spec.weight, options))
+        term = entry.obj(ctx, spec.weight, options)
+        if not term.metric_key.endswith("_loss"):     # a term that names no key logs as <name>_loss
+            term.metric_key = f"{spec.name}_loss"
+        terms.append(term)
     unique_keys(terms)
     return terms
