@@ -37,9 +37,9 @@ def padded_length(attention_mask: torch.Tensor) -> int:
     least 1. Positions after it are padding in every row, so the model's outputs on the attended
     tokens are the same without them. Reads a CPU mask (no device sync)  # mask [B, L]
     With dynamic padding off (`dataset.pad_to_max_length`), the mask's full length."""
-    if not _DYNAMIC_PADDING["on"]:
-        return attention_mask.shape[1]
-    cols = attention_mask.any(0).nonzero()
+    if not _DYNAMIC_PADDING["on"] or attention_mask.device.type != "cpu":
+        return attention_mask.shape[1]          # a device mask is never read: no host sync
+    cols = attention_mask.any(0).numpy().nonzero()[0]                    # a CPU read
     return int(cols[-1]) + 1 if len(cols) else 1
 
 
