@@ -531,7 +531,8 @@ def unlisted(ctx: Ctx) -> str:
 # per ipc: the shipped config's run (the first file present), the same settings started from
 # noise, and bench_privacy.py's measurement of the sets (named "shipped" and "noise" in it)
 PRIVACY = {1: (["eval/bbc_ncfm_ipc1_arch.json"], "eval/bbc_ncfm_ipc1_noise.json", "privacy/bbc_ipc1.json"),
-           10: (["eval/bbc_ncfm_ipc10_herding_fast.json"], "eval/bbc_ncfm_ipc10_noise.json",
+           10: (["eval/bbc_ncfm_ipc10_shipped_fp32.json", "eval/bbc_ncfm_ipc10_herding_fast.json"],
+                "eval/bbc_ncfm_ipc10_noise.json",
                 "privacy/bbc_ipc10.json")}
 STARTS = {1: "real articles (`random`, shipped)", 10: "herding's real articles (shipped)"}
 
