@@ -7,10 +7,11 @@ For each dataset and each variant, the real entry scripts run one after another 
 (its own experts, so expert training is timed too): `pretrain_script_text.py` (experts),
 `condense_script_text.py` (the set), `evaluate_script_text.py` (the set beside the random and
 herding subsets of the same size, `--num_eval` classifiers each). Recorded per stage: wall
-seconds, and the peak resident memory of any process so far (the stages' processes are this
-script's children, so it is their high-water mark). Then each variant's total and stage times as
-ratios to the first variant's, measured side by side in one run on the same machine, and the
-accuracies, so "faster" is only read at equal accuracy.
+seconds, CPU seconds of all its processes (what other jobs on a shared machine do not inflate),
+the load average at its end, and the peak resident memory of any process so far (the stages'
+processes are this script's children, so it is their high-water mark). Then each variant's total
+and stage times as ratios to the first variant's (wall and CPU), measured side by side in one run
+on the same machine, and the accuracies, so "faster" is only read at equal accuracy.
 
 Variants (`--variants`, the first is the reference):
 - before: every batch padded to `max_length` (`dataset.pad_to_max_length=true`: the seed's way)
@@ -25,6 +26,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import resource
 import shutil
 import subprocess
@@ -55,13 +57,20 @@ def peak_rss_mb() -> float:
     return round(most / 1024, 1)
 
 
-def timed(script: str, nproc: int, args: List[str], log: Path) -> float:
-    """Run entry script `script`; its wall seconds. One rank: its `main(argv)` in this process
-    (no interpreter start-up in the figure); more: under torchrun, output to `log`. Raises when
-    it fails."""
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process and its finished children so far."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def timed(script: str, nproc: int, args: List[str], log: Path) -> dict:
+    """Run entry script `script`: its wall seconds, CPU seconds (all its processes: the figure
+    that other jobs on a shared machine do not inflate) and the 1-minute load average at its end.
+    One rank: its `main(argv)` in this process (no interpreter start-up in the figure); more:
+    under torchrun, output to `log`. Raises when it fails."""
     cmd = script_command(script, nproc, args)
     print("+", " ".join(cmd[1:]), flush=True)
-    start = time.time()
+    start, cpu0 = time.time(), cpu_seconds()
     if nproc == 1:
         spec = importlib.util.spec_from_file_location(script.removesuffix(".py"), ROOT / "condense" / script)
         module = importlib.util.module_from_spec(spec)
@@ -69,13 +78,13 @@ def timed(script: str, nproc: int, args: List[str], log: Path) -> float:
         code = module.main(args)
         if code not in (0, None):
             raise SystemExit(f"{script} failed (exit {code})")
-        return round(time.time() - start, 1)
-    with log.open("w") as fh:
-        proc = subprocess.run(cmd, env=offline_env(), stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT)
-    seconds = time.time() - start
-    if proc.returncode != 0:
-        raise SystemExit(f"{script} failed (exit {proc.returncode}); its log: {log}")
-    return round(seconds, 1)
+    else:
+        with log.open("w") as fh:
+            proc = subprocess.run(cmd, env=offline_env(), stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT)
+        if proc.returncode != 0:
+            raise SystemExit(f"{script} failed (exit {proc.returncode}); its log: {log}")
+    return {"wall": round(time.time() - start, 1), "cpu": round(cpu_seconds() - cpu0, 1),
+            "load": round(os.getloadavg()[0], 2)}
 
 
 def run_variant(config: str, variant: str, work: Path, nproc: int, num_eval: int,
@@ -86,22 +95,24 @@ def run_variant(config: str, variant: str, work: Path, nproc: int, num_eval: int
     work.mkdir(parents=True)
     common = ["--config_path", config, "--set", f"pretrain.expert_dir={work / 'experts'}",
               "--set", f"dataset.cache_dir={work / 'tokenized'}", *VARIANTS[variant], *extra]
-    stages, peaks = {}, {}
-    stages["experts"] = timed("pretrain_script_text.py", nproc, common, work / "experts.log")
+    runs, peaks = {}, {}
+    runs["experts"] = timed("pretrain_script_text.py", nproc, common, work / "experts.log")
     peaks["experts"] = peak_rss_mb()
     cdir = work / "condense"
-    stages["condense"] = timed("condense_script_text.py", nproc,
-                               [*common, "--output_dir", str(cdir)], work / "condense.log")
+    runs["condense"] = timed("condense_script_text.py", nproc,
+                             [*common, "--output_dir", str(cdir)], work / "condense.log")
     peaks["condense"] = peak_rss_mb()
     summary = json.loads((cdir / "run_summary.json").read_text())
     edir = work / "evaluate"
-    stages["evaluate"] = timed("evaluate_script_text.py", nproc,
-                               [*common, "--load_path", summary["synthetic_set"],
-                                "--baseline", ",".join(BASELINES), "--output_dir", str(edir),
-                                "--set", f"evaluate.num_eval={num_eval}",
-                                "--set", f"evaluate.results_table={edir / 'results.md'}"],
-                               work / "evaluate.log")
+    runs["evaluate"] = timed("evaluate_script_text.py", nproc,
+                             [*common, "--load_path", summary["synthetic_set"],
+                              "--baseline", ",".join(BASELINES), "--output_dir", str(edir),
+                              "--set", f"evaluate.num_eval={num_eval}",
+                              "--set", f"evaluate.results_table={edir / 'results.md'}"],
+                             work / "evaluate.log")
     peaks["evaluate"] = peak_rss_mb()
+    stages = {k: r["wall"] for k, r in runs.items()}
+    cpu = {k: r["cpu"] for k, r in runs.items()}
     accuracy = {}
     for e in json.loads((edir / "eval" / "results.json").read_text()):
         name = e["method"] if e["method"] in BASELINES else "synthetic"
@@ -109,7 +120,10 @@ def run_variant(config: str, variant: str, work: Path, nproc: int, num_eval: int
     expert_acc = [json.loads(m.read_text())["history"][-1]["accuracy"]       # each expert's last epoch
                   for m in sorted((work / "experts").rglob(MANIFEST))]
     return {"overrides": VARIANTS[variant] + extra, "stage_seconds": stages,
-            "total_seconds": round(sum(stages.values()), 1), "peak_rss_mb_so_far": peaks,
+            "total_seconds": round(sum(stages.values()), 1), "stage_cpu_seconds": cpu,
+            "total_cpu_seconds": round(sum(cpu.values()), 1),
+            "load_average_after_stage": {k: r["load"] for k, r in runs.items()},
+            "peak_rss_mb_so_far": peaks,
             "condense_iterations": summary["final_iteration"],
             "mean_iteration_seconds": summary["mean_iteration_seconds"],
             "expert_test_accuracy": expert_acc, "accuracy": accuracy}
@@ -127,12 +141,15 @@ def compare(variants: dict, reference: str) -> dict:
         speed = {s: round(ref["stage_seconds"][s] / max(v["stage_seconds"][s], 1e-9), 3)
                  for s in ref["stage_seconds"]}
         speed["total"] = round(ref["total_seconds"] / max(v["total_seconds"], 1e-9), 3)
+        cpu_speed = None
+        if "total_cpu_seconds" in ref and "total_cpu_seconds" in v:
+            cpu_speed = round(ref["total_cpu_seconds"] / max(v["total_cpu_seconds"], 1e-9), 3)
         equal = {}
         for m, acc in ref["accuracy"].items():
             mine = v["accuracy"].get(m)
             if mine is not None:
                 equal[m] = abs(mine["mean"] - acc["mean"]) <= max(mine["std"], acc["std"])
-        out[name] = {"speedup": speed, "accuracy_delta_pp": {
+        out[name] = {"speedup": speed, "cpu_speedup": cpu_speed, "accuracy_delta_pp": {
             m: round(100 * (v["accuracy"][m]["mean"] - a["mean"]), 2)
             for m, a in ref["accuracy"].items() if m in v["accuracy"]},
             "within_one_std": equal, "equal_accuracy": all(equal.values())}

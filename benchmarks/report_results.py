@@ -470,19 +470,26 @@ def pipeline(pattern: str = "perf/pipeline_*.json") -> Callable[[Ctx], str]:
             rows = []
             for name, v in d["variants"].items():
                 st, c = v["stage_seconds"], cmp.get(name, {})
-                speed = c.get("speedup", {}).get("total")
+                speed, cpu_speed = c.get("speedup", {}).get("total"), c.get("cpu_speedup")
                 acc = ", ".join(f"{m} {pm(x['mean'], x['std'])}" for m, x in v["accuracy"].items())
                 equal = "reference" if name == ref else ("yes" if c.get("equal_accuracy") else "no")
+                load = v.get("load_average_after_stage")
                 rows.append([f"`{name}`", f"{st['experts']:.0f}", f"{st['condense']:.0f}",
                              f"{st['evaluate']:.0f}", f"{v['total_seconds']:.0f}",
-                             f"{speed:.2f}x" if speed else "–", acc, equal,
-                             f"{max(v['peak_rss_mb_so_far'].values()):,.0f}"])
+                             f"{speed:.2f}x" if speed else "–",
+                             f"{v['total_cpu_seconds']:.0f}" if "total_cpu_seconds" in v else "–",
+                             f"{cpu_speed:.2f}x" if cpu_speed else "–",
+                             " / ".join(f"{x:.1f}" for x in load.values()) if load else "–",
+                             acc, equal, f"{max(v['peak_rss_mb_so_far'].values()):,.0f}"])
             out += (f"{link(ctx.results, rel)} ({d.get('date', '')}; {NAMES.get(d['dataset'], d['dataset'])} "
                     f"ipc {d['ipc']}, {d['nproc']} ranks, {d['num_eval']} classifiers per method; "
                     f"`{d.get('command', '')}`):\n\n"
                     + table(["variant", "experts s", "condense s", "evaluate s", "total s",
-                             f"speed-up vs `{ref}`", "test accuracy", "equal accuracy (within 1 std)",
-                             "peak RSS MiB"], rows) + "\n")
+                             f"wall speed-up vs `{ref}`", "CPU s", "CPU speed-up",
+                             "load after each stage", "test accuracy",
+                             "equal accuracy (within 1 std)", "peak RSS MiB"], rows) + "\n")
+            if d.get("note"):
+                out += f"{d['note']}\n\n"
         return out
 
     return render

@@ -248,11 +248,16 @@ def test_bench_pipeline_quick(tmp_path):
         assert all(len(x["runs"]) == 1 and 0 <= x["mean"] <= 1 for x in v["accuracy"].values())
         assert len(v["expert_test_accuracy"]) == 2 and v["condense_iterations"] == 2
         assert v["peak_rss_mb_so_far"]["evaluate"] >= v["peak_rss_mb_so_far"]["experts"] > 0
+        assert set(v["stage_cpu_seconds"]) == set(v["stage_seconds"])
+        assert all(t > 0 for t in v["stage_cpu_seconds"].values())
+        assert set(v["load_average_after_stage"]) == set(v["stage_seconds"])
     cmp = r["comparison"]["after"]
     assert set(cmp["speedup"]) == {"experts", "condense", "evaluate", "total"}
     assert cmp["speedup"]["total"] == pytest.approx(before["total_seconds"] / after["total_seconds"],
                                                     rel=1e-2)
     assert set(cmp["within_one_std"]) == {"synthetic", "random", "herding"}
+    assert cmp["cpu_speedup"] == pytest.approx(before["total_cpu_seconds"] / after["total_cpu_seconds"],
+                                               rel=1e-2)
 
     # and the results page renders it (a full run's file; the quick one is left off the page)
     from benchmarks import report_results
