@@ -335,7 +335,8 @@ The user's wall time, stage by stage (experts, condensation, evaluation of the s
 random and herding subsets), each variant in a fresh folder with its own experts, side by side in
 one run. `before` pads every batch to `max_length` (the seed's way, `dataset.pad_to_max_length`);
 `after` is the shipped default, dynamic padding (each batch cut to its longest row; the same
-outputs up to float rounding, so the accuracies may differ only by rounding's effect on training).
+outputs up to float rounding, but training draws other dropout masks, whose shape follows the
+batch, so each variant's experts are another random draw of the same training).
 Short-text data (TREC, SST-2) gains the most; BBC articles fill the 64 tokens, so padding costs them
 little.
 """,
