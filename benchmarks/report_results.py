@@ -455,12 +455,18 @@ def stock_hf(pattern: str = "eval/stock_hf_*.json") -> Callable[[Ctx], str]:
     return render
 
 
+def result_files(ctx: Ctx, pattern: str, skip_suffix: str) -> List[str]:
+    """The result files matching `pattern` (relative to the results folder), sorted, without
+    those whose name ends in `skip_suffix` (side files: quick runs, text-set metadata)."""
+    return sorted(str(q.relative_to(ctx.results)) for q in ctx.results.glob(pattern)
+                  if not q.name.endswith(skip_suffix))
+
+
 def pipeline(pattern: str = "perf/pipeline_*.json") -> Callable[[Ctx], str]:
     """bench_pipeline.py: a whole run per variant, stage seconds, speed-up and accuracies."""
 
     def render(ctx: Ctx) -> str:
-        files = sorted(str(q.relative_to(ctx.results)) for q in ctx.results.glob(pattern)
-                       if not q.name.endswith("_quick.json"))
+        files = result_files(ctx, pattern, "_quick.json")
         if not files:
             return f"*{pattern}: not measured yet.*\n"
         out = ""
@@ -499,8 +505,7 @@ def cross_arch(pattern: str = "cross_arch/*.json") -> Callable[[Ctx], str]:
     """bench_cross_arch.py: one set (as embeddings and as text) and real subsets on several encoders."""
 
     def render(ctx: Ctx) -> str:
-        files = sorted(str(q.relative_to(ctx.results)) for q in ctx.results.glob(pattern)
-                       if not q.name.endswith(".meta.json"))
+        files = result_files(ctx, pattern, ".meta.json")
         if not files:
             return f"*{pattern}: not measured yet.*\n"
         out = ""

@@ -11,7 +11,7 @@ import torch
 
 from utils.logging_utils import progress
 from utils.model import TextClassifier
-from utils.training import by_length, padded_length
+from utils.training import by_length, cut_to_length
 
 logger = logging.getLogger(__name__)
 
@@ -66,10 +66,9 @@ def expert_features(model: TextClassifier, attention_mask: torch.Tensor, batch_s
     logger.info("expert features of %d rows (batches of %d)", n, batch_size)
     batches = by_length(attention_mask.cpu(), batch_size)        # similar lengths, trimmed padding
     for idx in progress(batches, enabled=True, desc="features", total=-(-n // batch_size)):
-        mask = attention_mask[idx]
-        L = padded_length(mask.cpu())
-        kw = ({"input_ids": input_ids[idx, :L].to(device)} if input_ids is not None
-              else {"inputs_embeds": inputs_embeds[idx, :L].float().to(device)})
-        feats = model(attention_mask=mask[:, :L].to(device), layer_index=[-1], **kw).features
+        x = input_ids[idx] if input_ids is not None else inputs_embeds[idx].float()
+        mask, x = cut_to_length(attention_mask[idx].cpu(), x.cpu())
+        kw = {"input_ids" if input_ids is not None else "inputs_embeds": x.to(device)}
+        feats = model(attention_mask=mask.to(device), layer_index=[-1], **kw).features
         out[idx] = feats[0].float().cpu()
     return out

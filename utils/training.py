@@ -43,6 +43,12 @@ def padded_length(attention_mask: torch.Tensor) -> int:
     return int(cols[-1]) + 1 if len(cols) else 1
 
 
+def cut_to_length(attention_mask: torch.Tensor, *tensors: torch.Tensor) -> tuple:
+    """The batch's mask and `tensors` (ids [B, L] or embeds [B, L, H]) cut to `padded_length`."""
+    n = padded_length(attention_mask)
+    return (attention_mask[:, :n], *(t[:, :n] for t in tensors))
+
+
 def by_length(attention_mask: torch.Tensor, batch_size: int) -> Iterator[torch.Tensor]:
     """Batches of row indices in order of attended length, so that rows of similar length share a
     batch and dynamic padding trims the most (for order-free passes: scoring, features)."""
@@ -76,14 +82,12 @@ class Examples:
     def inputs(self, idx: torch.Tensor, device: torch.device, trim: bool = True) -> dict:
         """Model keyword arguments of the examples `idx`, on `device`; with `trim`, cut to the
         batch's longest row (`padded_length`: dynamic padding, the same outputs for less work)."""
-        mask = self.attention_mask[idx]                                       # [B, L]
-        n = padded_length(mask) if trim else mask.shape[1]
-        kw = {"attention_mask": mask[:, :n].to(device, non_blocking=True)}
-        if self.inputs_embeds is not None:
-            kw["inputs_embeds"] = self.inputs_embeds[idx, :n].to(device, non_blocking=True)
-        else:
-            kw["input_ids"] = self.input_ids[idx, :n].to(device, non_blocking=True)
-        return kw
+        key = "inputs_embeds" if self.inputs_embeds is not None else "input_ids"
+        mask, x = self.attention_mask[idx], getattr(self, key)[idx]           # [B, L], [B, L(, H)]
+        if trim:
+            mask, x = cut_to_length(mask, x)
+        return {"attention_mask": mask.to(device, non_blocking=True),
+                key: x.to(device, non_blocking=True)}
 
     def subset(self, idx) -> "Examples":
         idx = torch.as_tensor(idx, dtype=torch.long)

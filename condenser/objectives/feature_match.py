@@ -23,7 +23,7 @@ from utils.distributed import all_reduce_sum
 from utils.errors import UserError
 from utils.registry import opt
 from utils.seeding import derive_seed, seeded_sample
-from utils.training import padded_length
+from utils.training import cut_to_length
 
 
 class RealFeatureCache:
@@ -165,9 +165,7 @@ class FeatureMatching(Objective):
         @torch.no_grad()
         def real_features(idx: torch.Tensor) -> torch.Tensor:            # [K, B, H]
             with record_function("ncfm.real_features"), autocast(dev, ctx.precision != "fp32"):
-                mask = ctx.train.attention_mask[idx]
-                n = padded_length(mask)                   # dynamic padding: the batch's longest row
-                ids, mask = ctx.train.input_ids[idx, :n], mask[:, :n]
+                mask, ids = cut_to_length(ctx.train.attention_mask[idx], ctx.train.input_ids[idx])
                 if dev.type == "cuda":                    # page-locked: the copy overlaps
                     ids, mask = ids.pin_memory(), mask.pin_memory()
                 return cls_features(model, layers, input_ids=ids.to(dev, non_blocking=True),

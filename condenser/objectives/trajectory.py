@@ -20,7 +20,7 @@ from condenser.trajectory import (
 from utils.errors import UserError
 from utils.registry import opt
 from utils.seeding import derive_seed
-from utils.training import padded_length
+from utils.training import cut_to_length
 
 logger = logging.getLogger(__name__)
 
@@ -111,9 +111,8 @@ class TrajectoryObjective(Objective):
     def _importance(self, train, model, strategy: str) -> Dict[str, float]:
         gen = torch.Generator().manual_seed(derive_seed(self.ctx.seed, "importance"))
         idx = torch.randperm(len(train), generator=gen)[:self.ctx.batch_real]
-        n = padded_length(train.attention_mask[idx])
-        ids = train.input_ids[idx, :n].to(self.device)
-        mask = train.attention_mask[idx, :n].to(self.device)
+        mask, ids = cut_to_length(train.attention_mask[idx], train.input_ids[idx])
+        ids, mask = ids.to(self.device), mask.to(self.device)
         params = self.pool.init[0]
         params = {n: params[n] for n, _ in model.named_parameters()}
         if strategy == "importance_grad":
