@@ -276,9 +276,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     stage_seconds, t0 = {}, time.time()
     with guarded_stage() as stage, contextlib.ExitStack() as stack:
         found = find_resumable(cfg, run)
-        tracker = Tracker.for_run(cfg, run.out_dir, env)         # run.report_to (off by default)
-        stack.enter_context(tracker.activate())
-        stack.callback(tracker.close)
+        tracker = stack.enter_context(Tracker.session(cfg, run.out_dir, env))  # run.report_to
         loads_set = INITS.entry(cfg.condense.init, where="condense.init").trait("loads_set")
         if loads_set and not found:                     # refused before experts are trained
             from utils.synset import preflight_load

@@ -173,9 +173,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     with guarded_stage() as stage, contextlib.ExitStack() as stack:
         d = cfg.distill
         loss_entries(d.losses)       # every loss and its options known, before any work
-        tracker = Tracker.for_run(cfg, run.out_dir, env)         # run.report_to (off by default)
-        stack.enter_context(tracker.activate())
-        stack.callback(tracker.close)
+        tracker = stack.enter_context(Tracker.session(cfg, run.out_dir, env))  # run.report_to
         data = load_data(cfg)
         eager = any_trait(d.losses, "needs_attention")
         teacher, trajectory = load_teacher(cfg, env, data, eager)

@@ -116,9 +116,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     run = start_run(argv, __doc__.splitlines()[0], "evaluate", add_args=add_args)
     cfg, env = run.cfg, run.env
     with guarded_stage() as stage, contextlib.ExitStack() as stack:
-        tracker = Tracker.for_run(cfg, run.out_dir, env)         # run.report_to (off by default)
-        stack.enter_context(tracker.activate())
-        stack.callback(tracker.close)
+        tracker = stack.enter_context(Tracker.session(cfg, run.out_dir, env))  # run.report_to
         wanted = parse_baselines(run.args.baseline)
         syn_path = cfg.condense.load_path
         if not wanted and not syn_path:

@@ -48,19 +48,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     run = start_run(argv, __doc__.splitlines()[0], "pretrain", output_dir=expert_set_dir,
                     adjust=_output_dir_is_expert_dir)
     cfg, env = run.cfg, run.env
-    with guarded_stage() as stage:
-        tracker = Tracker.for_run(cfg, run.out_dir, env)
+    with guarded_stage() as stage, Tracker.session(cfg, run.out_dir, env) as tracker:
         data = load_data(cfg)
         logger.info("***** Training experts *****  %d experts x %d epochs, %d train / %d test "
                     "samples, batch %d, lr %g", cfg.pretrain.num_premodel, cfg.pretrain.epochs,
                     len(data.train), len(data.test), cfg.pretrain.batch_size, cfg.pretrain.lr)
         log_ownership(cfg.pretrain.num_premodel, env.world_size, "experts")
-        with tracker.activate():
-            train_experts(cfg, env, data.train, data.test, data.dataset.nclass)
+        train_experts(cfg, env, data.train, data.test, data.dataset.nclass)
         if env.is_main:
             export_hf_folders(cfg, data)
             track_accuracies(cfg, tracker, len(data.train))
-        tracker.close()
         barrier()
         for row in expert_summary(cfg):
             logger.info("expert %(expert)d: complete=%(complete)s epochs=%(epochs_done)d "

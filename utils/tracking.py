@@ -82,6 +82,18 @@ class Tracker:
             w.close()
         self._writers = []
 
+    @classmethod
+    @contextlib.contextmanager
+    def session(cls, cfg, out_dir, env=None) -> Iterator["Tracker"]:
+        """`for_run`, active for the block (what `current()` returns), closed when it ends: a
+        stage's `tracker = stack.enter_context(Tracker.session(cfg, out_dir, env))`."""
+        tracker = cls.for_run(cfg, out_dir, env)
+        try:
+            with tracker.activate():
+                yield tracker
+        finally:
+            tracker.close()
+
     @contextlib.contextmanager
     def activate(self) -> Iterator["Tracker"]:
         """Make this the tracker `current()` returns (the shared training loop logs to it);
