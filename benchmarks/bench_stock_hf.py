@@ -110,7 +110,7 @@ def main() -> int:
               "protocol": {"how": f"textcondense evaluate: TextClassifier ({cfg.network.pooling} "
                                   f"pooling, no pooler), constant lr, clip 1.0; protocol seeds"},
               "command": "python benchmarks/bench_stock_hf.py " + " ".join(sys.argv[1:]),
-              "date": time.strftime("%Y-%m-%d")}
+              "date": time.strftime("%Y-%m-%d"), "complete": False}
 
     def write():          # after every block, so an interrupted run keeps what it measured
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -149,6 +149,9 @@ def main() -> int:
               f"{100 * result['stock'][method]['std']:.2f}   protocol "
               f"{100 * result['protocol'][method]['mean']:.2f} ± "
               f"{100 * result['protocol'][method]['std']:.2f}", flush=True)
+    done = {m for m in result["stock"] if m != "how"} & {m for m in result["protocol"] if m != "how"}
+    result["complete"] = {"synthetic", "random", "herding"} <= done
+    write()
     print(f"written {out}")
     return 0
 

@@ -446,8 +446,12 @@ def stock_hf(pattern: str = "eval/stock_hf_*.json") -> Callable[[Ctx], str]:
                     f"{d.get('batch_size')}, {d.get('runs')} runs each; {d.get('test_rows')} test rows). "
                     f"Stock: {d.get('stock', {}).get('how', '')}. Protocol: "
                     f"{d.get('protocol', {}).get('how', '')}.")
-            if d.get("command"):
-                out += f" Command: `{d['command']}`."
+            commands = d.get("commands") or ([d["command"]] if d.get("command") else [])
+            if commands:
+                out += " Command" + ("s" if len(commands) > 1 else "") + ": " + \
+                    "; then ".join(f"`{c}`" for c in commands) + "."
+            if d.get("note"):
+                out += f" Note: {d['note']}"
             out += "\n\n" + table(["method", "stock HF (`Trainer`)", "project protocol",
                                     "stock − protocol"], rows) + "\n"
         return out
