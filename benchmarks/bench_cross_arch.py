@@ -1,8 +1,8 @@
 """Sets that train other architectures: condensed on one encoder, trained on several.
 
     python benchmarks/bench_cross_arch.py --config config/ipc1/bbc.yaml --set_path SYN.pth \
-        [--models all-MiniLM-L6-v2 mpnet] [--baselines random,herding,kmeans] [--num_eval 3] \
-        [--set section.key=value ...] [--out FILE.json]
+        [--set_path "token set=TOKENS.pth" ...] [--models all-MiniLM-L6-v2 mpnet] \
+        [--baselines random,herding,kmeans] [--num_eval 3] [--set section.key=value ...] [--out FILE.json]
 
 The table users ask for. For every model in `--models`, with the evaluation protocol of the config
 (same steps, learning rate, batch and seeds for every row; hard labels):
@@ -10,6 +10,8 @@ The table users ask for. For every model in `--models`, with the evaluation prot
   tokenizer: the one that made it);
 - `synthetic as text`: the set decoded to its nearest tokens (`utils.text_sets`; the JSON lines
   and their verbatim-copy check are written beside the output), re-tokenised by each model;
+- the same two rows for every further `--set_path NAME=PATH` (e.g. a token-level set,
+  `condense.tokens`, whose text is its exact tokens), named NAME;
 - the real subsets of `--baselines`, picked once (on the features of the config's feature expert,
   i.e. the encoder that made the set) and trained on each model through its own tokenizer.
 MPNet comes from `make models`. Results: benchmarks/results/cross_arch/<dataset>_ipc<ipc>.json
@@ -20,9 +22,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import re
 import sys
 import time
 from pathlib import Path
+from typing import List, Tuple
 
 import torch
 
@@ -51,7 +55,6 @@ from utils.text_sets import decode_synset, save_text_set  # noqa: E402
 from utils.training import Examples  # noqa: E402
 
 CROSS = RESULTS / "cross_arch"
-TEXT = "synthetic as text"
 
 
 def text_examples(texts, labels, tokenizer, max_length: int) -> Examples:
@@ -65,7 +68,9 @@ def text_examples(texts, labels, tokenizer, max_length: int) -> Examples:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", required=True, help="The config the set was condensed with.")
-    p.add_argument("--set_path", required=True, help="The condensed set (syn_data_<iter>.pth).")
+    p.add_argument("--set_path", required=True, action="append", metavar="[NAME=]PATH",
+                   help="A condensed set (syn_data_<iter>.pth); repeat for more sets, each named "
+                        "NAME in the rows (the first defaults to 'synthetic').")
     p.add_argument("--models", nargs="+", default=["all-MiniLM-L6-v2", "mpnet"],
                    help="Encoders to train on (aliases, folders or hub names).")
     p.add_argument("--baselines", default="random,herding,kmeans")
@@ -82,16 +87,21 @@ def main(argv=None) -> int:
     data = load_data(cfg)
     nclass, names = data.dataset.nclass, list(data.dataset.class_names)
     out = Path(a.out) if a.out else CROSS / f"{dataset_tag(cfg)}_ipc{cfg.condense.ipc}.json"
-    syn = load_synset(a.set_path)
+    named = set_paths(a.set_path)
 
-    # the set as text, decoded with the word-embedding table of the experts that made it (as the
+    # each set as text, decoded with the word-embedding table of the experts that made it (as the
     # condensation's _preview.txt); the same expert's features pick the real subsets
     ensure_experts(cfg, env, data)
     expert = load_feature_expert(cfg, nclass, env.device, data.tokenizer.vocab_size)
-    text = decode_synset(syn, data.tokenizer, expert.word_embeddings().weight.detach(), names)
-    text_path = save_text_set(text, out.with_name(out.stem + "_text.jsonl"),
-                              real_texts=data.dataset.train_texts, tokenizer=data.tokenizer)
-    print(f"text set: {text_path}", flush=True)
+    sets = []
+    for i, (name, path) in enumerate(named):
+        syn = load_synset(path)
+        text = decode_synset(syn, data.tokenizer, expert.word_embeddings().weight.detach(), names)
+        stem = out.stem + ("" if i == 0 else "_" + re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_"))
+        text_path = save_text_set(text, out.with_name(stem + "_text.jsonl"),
+                                  real_texts=data.dataset.train_texts, tokenizer=data.tokenizer)
+        print(f"{name} as text: {text_path}", flush=True)
+        sets.append(NamedSet(name, path, syn, text, text_path))
     baselines = [b for b in a.baselines.split(",") if b and b != "none"]
     features = expert_features(expert, data.train.attention_mask, cfg.evaluate.eval_batch_size,
                                env.device, input_ids=data.train.input_ids) if baselines else None
@@ -106,14 +116,16 @@ def main(argv=None) -> int:
         same_vocab = ctx.train is data.train
         tok = data.tokenizer if same_vocab else load_tokenizer(dataclasses.replace(ctx.net,
                                                                                    tokenizer_path=None))
-        same_space = same_vocab and ctx.hidden_size == syn["inputs_embeds"].shape[-1]
         entries = []
-        if same_space:
-            entries.append(evaluate_synthetic(cfg_m, env, data, syn, source=str(a.set_path), ctx=ctx))
-        ts = text_examples(text.texts, text.labels, tok, cfg.dataset.max_length)
-        runs = evaluate_runs(ctx, TEXT, ts, cfg.evaluate.steps)
-        entries.append(summarize(ctx, TEXT, runs, ts, cfg.evaluate.steps, cfg.condense.ipc,
-                                 source=str(text_path)))
+        for st in sets:
+            if same_vocab and ctx.hidden_size == st.syn["inputs_embeds"].shape[-1]:
+                entry = evaluate_synthetic(cfg_m, env, data, st.syn, source=str(st.path), ctx=ctx)
+                entries.append({**entry, "method": st.name})
+            ts = text_examples(st.text.texts, st.text.labels, tok, cfg.dataset.max_length)
+            label = f"{st.name} as text"
+            runs = evaluate_runs(ctx, label, ts, cfg.evaluate.steps)
+            entries.append(summarize(ctx, label, runs, ts, cfg.evaluate.steps, cfg.condense.ipc,
+                                     source=str(st.text_path)))
         for b in baselines:
             entries.append(evaluate_baseline(ctx, b, features))
         add_gaps(entries, [])
@@ -122,19 +134,47 @@ def main(argv=None) -> int:
                   flush=True)
         rows.extend(entries)
         timing[model] = round(time.time() - start, 1)
-        write(out, a, argv, cfg, syn, text_path, timing, rows, complete=model == a.models[-1])
+        write(out, a, argv, cfg, sets, timing, rows, complete=model == a.models[-1])
     return 0
 
 
-def write(out: Path, a, argv, cfg, syn, text_path: Path, timing: dict, rows: list, complete: bool
+@dataclasses.dataclass
+class NamedSet:
+    name: str
+    path: Path
+    syn: dict
+    text: object           # utils.text_sets.TextSet
+    text_path: Path
+
+
+def set_paths(values: List[str]) -> List[Tuple[str, Path]]:
+    """`--set_path [NAME=]PATH` values as (name, path); the first defaults to 'synthetic'."""
+    out = []
+    for i, v in enumerate(values):
+        name, sep, path = v.partition("=")
+        if not sep or Path(v).is_file():          # a plain path (which may itself hold a '=')
+            name, path = ("synthetic" if i == 0 else f"set {i + 1}"), v
+        if not Path(path).is_file():
+            raise SystemExit(f"--set_path {v}: {path} is not a file (a syn_data_<iter>.pth)")
+        out.append((name, Path(path)))
+    if len({n for n, _ in out}) != len(out):
+        raise SystemExit(f"--set_path: two sets share a name ({[n for n, _ in out]}); name them NAME=PATH")
+    return out
+
+
+def write(out: Path, a, argv, cfg, sets: List[NamedSet], timing: dict, rows: list, complete: bool
           ) -> None:
     """The JSON so far (after every model, so an interrupted run keeps what it measured)."""
-    atomic_write_json(out, {"benchmark": "cross_arch", "config": a.config, "set_path": str(a.set_path),
+    described = [{"name": st.name, "path": str(st.path), "tokens": bool(st.syn["meta"].get("tokens")),
+                  "text_set": str(st.text_path),
+                  "text_meta": json.loads(st.text_path.with_suffix(".meta.json").read_text())}
+                 for st in sets]
+    atomic_write_json(out, {"benchmark": "cross_arch", "config": a.config,
+                            "set_path": described[0]["path"], "sets": described,
                             "dataset": dataset_tag(cfg), "ipc": cfg.condense.ipc,
-                            "condensed_on": syn["meta"].get("model"),
+                            "condensed_on": sets[0].syn["meta"].get("model"),
                             "models": a.models, "protocol": dataclasses.asdict(cfg.evaluate),
-                            "text_set": str(text_path),
-                            "text_meta": json.loads(text_path.with_suffix(".meta.json").read_text()),
+                            "text_set": described[0]["text_set"], "text_meta": described[0]["text_meta"],
                             "seconds_per_model": timing, "machine": machine_info(),
                             "command": "python benchmarks/bench_cross_arch.py " + " ".join(
                                 argv if argv is not None else sys.argv[1:]),

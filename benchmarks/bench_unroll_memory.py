@@ -29,16 +29,18 @@ from utils.config import load_config  # noqa: E402
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default=str(ROOT / "config" / "ipc1" / "trec.yaml"))
-    p.add_argument("--steps", type=int, nargs="+", default=[1, 5, 10, 20])
+    p.add_argument("--steps", type=int, nargs="+", default=None,
+                   help="trajectory syn_steps to measure (default 1 5 10 20; --quick: 1 2)")
     p.add_argument("--unroll", nargs="+", default=["full", "tesla"], choices=["full", "tesla"])
     p.add_argument("--niter", type=int, default=3)
-    p.add_argument("--quick", action="store_true", help="config/smoke.yaml, syn_steps 1 2, 2 iterations")
+    p.add_argument("--quick", action="store_true", help="config/smoke.yaml, 2 iterations")
     p.add_argument("--out", default=str(PERF))
     p.add_argument("--set", dest="extra", action="append", default=[],
                    help="extra --set overrides passed to the condense script")
     a = p.parse_args(argv)
     if a.quick:
-        a.config, a.steps, a.niter = SMOKE, [1, 2], 2
+        a.config, a.niter = SMOKE, 2
+    a.steps = a.steps or ([1, 2] if a.quick else [1, 5, 10, 20])
     cfg = load_config(a.config)
     rows = []
     for unroll in a.unroll:

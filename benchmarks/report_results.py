@@ -517,13 +517,16 @@ def cross_arch(pattern: str = "cross_arch/*.json") -> Callable[[Ctx], str]:
             d = ctx.load(rel)
             rows = [[r.get("model"), r["method"], r.get("n_train", "–"), pm(r["mean"], r["std"]),
                      pm(*_metric(r, "macro_f1"))] for r in d.get("rows", [])]
-            meta = d.get("text_meta") or {}
-            copied = meta.get("copied_rows")
+            sets = d.get("sets") or [{"name": "synthetic", "text_meta": d.get("text_meta") or {}}]
             out += (f"{link(ctx.results, rel)} (`{d.get('config')}`; condensed on "
                     f"{d.get('condensed_on')}; models {', '.join(d.get('models', []))})")
-            if copied is not None:
-                n = len(copied) if isinstance(copied, list) else copied
-                out += f"; rows of the text set that copy a real training text verbatim: {n}"
+            for st in sets:
+                copied = (st.get("text_meta") or {}).get("copied_rows")
+                if copied is not None:
+                    n = len(copied) if isinstance(copied, list) else copied
+                    kind = " (token-level set: its text is its exact tokens)" if st.get("tokens") else ""
+                    out += (f"; rows of *{st['name']} as text*{kind} that copy a real training "
+                            f"text verbatim: {n}")
             out += (f". Command: `{d['command']}`.\n\n" if d.get("command") else ".\n\n")
             out += table(["model", "method", "n_train", "test accuracy", "macro-F1"], rows) + "\n"
         return out

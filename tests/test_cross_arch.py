@@ -16,14 +16,17 @@ def test_cross_arch_rows_and_the_text_set(tmp_path, smoke_experts):
                                       "--set", experts, "--set", "condense.niter=1",
                                       "--set", "optimization.lr_img=1e-9"]) == 0
     out = tmp_path / "xa.json"
-    assert bench_cross_arch.main(["--config", SMOKE, "--set_path",
-                                  str(tmp_path / "c" / "distilled_data" / "syn_data_1.pth"),
+    syn = str(tmp_path / "c" / "distilled_data" / "syn_data_1.pth")
+    assert bench_cross_arch.main(["--config", SMOKE, "--set_path", syn, "--set_path", f"again={syn}",
                                   "--models", "random", "--baselines", "random,kmeans",
                                   "--num_eval", "2", "--set", experts, "--set", "evaluate.steps=3",
                                   "--out", str(out)]) == 0
     result = json.loads(out.read_text())
     rows = {r["method"]: r for r in result["rows"]}
-    assert list(rows) == ["synthetic", "synthetic as text", "random", "kmeans"]
+    assert list(rows) == ["synthetic", "synthetic as text", "again", "again as text", "random", "kmeans"]
+    assert rows["again"]["mean"] == rows["synthetic"]["mean"]        # the same set, the same seeds
+    assert [s["name"] for s in result["sets"]] == ["synthetic", "again"]
+    assert (tmp_path / "xa_again_text.jsonl").read_text() == (tmp_path / "xa_text.jsonl").read_text()
     assert all(r["num_eval"] == 2 and 0.0 <= r["mean"] <= 1.0 for r in rows.values())
     assert rows["synthetic as text"]["n_train"] == rows["synthetic"]["n_train"] == 10
     assert sum(len(v) for v in rows["kmeans"]["selected"].values()) == 10
