@@ -322,11 +322,19 @@ the differences between the two.
      "note": """
 A set condensed on one encoder, trained on others: as `inputs_embeds` on the encoder of the same
 embedding space, and decoded to its nearest tokens (`utils.text_sets`) and re-tokenised for any
-model; the real subsets are trained through each model's own tokenizer. The decoded text set
-also records whether any of its rows copies a real training text verbatim.
+model; the real subsets are trained through each model's own tokenizer. A token-level set
+(`condense.tokens`: every forward pass sees the nearest vocabulary tokens, the gradient moves the
+continuous copy) is its own text, so nothing is lost in decoding; it runs beside the embedding set
+on the same experts. Each decoded text set also records whether any of its rows copies a real
+training text verbatim. MPNet comes from `make models`.
 """,
-     "commands": ["python benchmarks/bench_cross_arch.py --config config/ipc1/bbc.yaml --set_path <set>.pth "
-                  "--models all-MiniLM-L6-v2 mpnet"],
+     "commands": ["torchrun --nproc_per_node=2 -m condense condense --config_path config/ipc1/bbc.yaml "
+                  "--output_dir <embeds>",
+                  "torchrun --nproc_per_node=2 -m condense condense --config_path config/ipc1/bbc.yaml "
+                  "--tokens --output_dir <tokens>",
+                  "python benchmarks/bench_cross_arch.py --config config/ipc1/bbc.yaml --set_path "
+                  "synthetic=<embeds>/distilled_data/syn_data_<it>.pth --set_path \"token set=<tokens>/"
+                  "distilled_data/syn_data_<it>.pth\" --models all-MiniLM-L6-v2 mpnet --num_eval 3"],
      "blocks": [cross_arch()]},
 
     {"title": "A whole run: where the time goes",
