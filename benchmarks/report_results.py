@@ -459,6 +459,37 @@ def stock_hf(pattern: str = "eval/stock_hf_*.json") -> Callable[[Ctx], str]:
     return render
 
 
+def recipes(pattern: str = "eval/recipes_*.json") -> Callable[[Ctx], str]:
+    """bench_recipes.py: one set and the real subsets under several training recipes."""
+
+    def render(ctx: Ctx) -> str:
+        files = result_files(ctx, pattern, "_quick.json")
+        if not files:
+            return f"*{pattern}: not measured yet.*\n"
+        out = ""
+        for rel in files:
+            d = ctx.load(rel)
+            methods = [e["method"] for e in d["rows"][0]["entries"]] if d.get("rows") else []
+            rows = []
+            for r in d.get("rows", []):
+                by = {e["method"]: e for e in r["entries"]}
+                rows.append([f"`{r['recipe']}`", str(r["steps"]), f"{r['lr']:g}",
+                             *[pm(by[m]["mean"], by[m]["std"]) if m in by else "–" for m in methods],
+                             f"{r['best_real']} {pp(r['lead'])}", r["verdict"]])
+            robust = d.get("recipe_robust")
+            state = ("incomplete" if not d.get("complete") else
+                     "ahead of the best real subset under every recipe" if robust else
+                     "**not** ahead under every recipe")
+            out += (f"{link(ctx.results, rel)} ({NAMES.get(d['dataset'], d['dataset'])} ipc {d['ipc']}, "
+                    f"set of iteration {d.get('set_iteration')}, {d.get('num_eval')} runs per row, "
+                    f"{d.get('labels')} labels; {state}). Command: `{d.get('command')}`.\n\n")
+            out += table(["recipe", "steps", "lr", *methods, "set's lead over the best real",
+                          "verdict"], rows) + "\n"
+        return out
+
+    return render
+
+
 def result_files(ctx: Ctx, pattern: str, skip_suffix: str) -> List[str]:
     """The result files matching `pattern` (relative to the results folder), sorted, without
     those whose name ends in `skip_suffix` (side files: quick runs, text-set metadata)."""
