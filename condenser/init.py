@@ -14,7 +14,11 @@ from a saved set, `build_shard`'s `loaded`).
              best cheap selection ends and has to add to it
 - kmeans     the real samples nearest to k-means centroids of the same features (the kmeans
              baseline's picks)
+- generated  new texts from a small causal LM prompted with real examples of the class, the
+             `ipc` nearest k-means centroids of their expert features (`condenser.init_generated`)
 - load       a saved set (`condense.load_path`; taken by `condenser.synthetic.build_shard`)
+
+Trait `after_init`: called once every class of the rank is initialised (e.g. to free a model).
 """
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ from typing import Callable
 import torch
 
 from condenser.init_context import InitContext, from_indices, labels_for, real_ids
+from condenser.init_generated import GeneratedOptions, init_generated, release_generators
 from condenser.init_text import ManifoldOptions, MaskFillOptions, init_manifold, init_mask_fill
 from utils.coreset import herding_select
 from utils.kmeans_select import kmeans_select
@@ -104,6 +109,9 @@ for _name, _fn, _traits in (("random", init_random, {}), ("noise", init_noise, {
                             ("manifold", init_manifold, {"options": ManifoldOptions}),
                             ("herding", init_herding, {"needs_features": True}),
                             ("kmeans", init_kmeans, {"needs_features": True}),
+                            ("generated", init_generated, {"options": GeneratedOptions,
+                                                           "needs_features": True,
+                                                           "after_init": release_generators}),
                             ("load", init_load, {"loads_set": True})):
     INITS.register(_name, _fn, **_traits)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Callable, List, Optional
 
 import torch
 
@@ -29,6 +29,10 @@ class InitContext:
     options: Any = None       # the init's options dataclass (condense.init_options, validated)
     # training indices [n] -> an expert's pooled last-layer features [n, H] (init 'herding')
     features: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
+    # (input_ids [n, L], attention_mask [n, L]) of any text -> the same features [n, H]
+    text_features: Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = None
+    tokenizer: Any = None              # the condensation model's (init 'generated')
+    class_names: Optional[List[str]] = None
 
     def class_seed(self, c: int) -> int:
         """The seed of class c's initialisation (the same on every rank)."""

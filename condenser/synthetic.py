@@ -112,4 +112,7 @@ def build_shard(classes: Sequence[int], mode: str, ctx: InitContext, ipc: int, f
         else:
             logits = onehot_logits(labels, ctx.nclass)
         shard.label_logits[c] = logits.requires_grad_(True)
+    after = INITS.entry(mode, where="condense.init").trait("after_init")
+    if after is not None and not from_saved:
+        after()
     return shard
