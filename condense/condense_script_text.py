@@ -302,10 +302,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     condenser.iteration, pool.num, resolve_precision(c.precision, env.device),
                     " (auto)" if c.precision == "auto" else "")
         logger.info("objective options: %s", condenser.describe_options())
+        saved_start = False
         if condenser.iteration == 0 and schedule.evaluate(0):  # the start (e.g. herding's picks)
             if schedule.save_evaluated:
                 save(condenser, cfg, run, data)
+                saved_start = True
             evaluate_now(evaluator(), condenser, cfg, run, data)
+        if c.niter == 0 and not saved_start:          # a selection-only run: the start is the set
+            save(condenser, cfg, run, data)
         start, first_it = time.time(), condenser.iteration
         bar = progress(range(condenser.iteration, c.niter), enabled=env.is_main, desc="condense")
         for _ in bar:

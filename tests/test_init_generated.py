@@ -90,8 +90,11 @@ def test_pipeline_saves_a_set_of_generated_text(tmp_path, smoke_experts, tiny_ge
                                       "--set", f"pretrain.expert_dir={smoke_experts}",
                                       "--set", "condense.init=generated",
                                       "--set", f"condense.init_options={opts}",
-                                      "--set", "condense.niter=1", "--tokens"]) == 0
-    syn = tc.load_synset(tmp_path / "distilled_data" / "syn_data_1.pth")
+                                      "--niter", "0", "--tokens"]) == 0
+    # niter 0: the selection itself is the set (generate-and-select, no optimisation)
+    syn = tc.load_synset(tmp_path / "distilled_data" / "syn_data_0.pth")
+    summary = json.loads((tmp_path / "run_summary.json").read_text())
+    assert summary["final_iteration"] == 0 and summary["synthetic_set"].endswith("syn_data_0.pth")
     assert syn["meta"]["tokens"] and syn["inputs_embeds"].shape[0] == 10       # 5 classes x ipc 2
     cfg = load_config(SMOKE, [("pretrain.expert_dir", smoke_experts)])
     data = load_data(cfg)

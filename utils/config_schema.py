@@ -227,7 +227,8 @@ class CondenseConfig:
                                          "{metric: mmd}}, {name: calibration, weight: 0.5}]. "
                                          "Empty: the `method` preset.")
     ipc: int = _f(10, "Synthetic sequences per class.", flag="ipc")
-    niter: int = _f(500, "Optimisation iterations.", flag="niter")
+    niter: int = _f(500, "Optimisation iterations (0: the start is saved as the set, a "
+                         "selection-only run).", flag="niter")
     init: str = _f(
         "random", flag="init",
         help="Initialisation (a registered init; its options: init_options): 'random' real "
@@ -301,10 +302,11 @@ class CondenseConfig:
                             "start).")
 
     def check(self):
-        for key in ("ipc", "niter", "factor", "save_every", "log_every", "debug_classes",
-                    "debug_niter"):
+        for key in ("ipc", "factor", "save_every", "log_every", "debug_classes", "debug_niter"):
             if getattr(self, key) < 1:
                 yield key, "must be >= 1"
+        if self.niter < 0:
+            yield "niter", "must be >= 0 (0: the start is the set, e.g. init generated or kmeans)"
         late = [i for i in self.eval_it if not 0 <= i <= self.niter]
         if late:
             yield "eval_it", f"{late} outside [0, niter={self.niter}]: never evaluated"
