@@ -337,16 +337,22 @@ embedding space, and decoded to its nearest tokens (`utils.text_sets`) and re-to
 model; the real subsets are trained through each model's own tokenizer. A token-level set
 (`condense.tokens`: every forward pass sees the nearest vocabulary tokens, the gradient moves the
 continuous copy) is its own text, so nothing is lost in decoding; it runs beside the embedding set
-on the same experts. Each decoded text set also records whether any of its rows copies a real
-training text verbatim. MPNet comes from `make models`.
+on the same experts. The generate-and-select set (`init: generated`, `niter: 0`) is new text
+outright: SmolLM2-135M-Instruct writes 8 candidates per sequence, each prompted with two real
+examples of the class, and the candidates nearest k-means centroids of the expert's features are
+kept. Each decoded text set also records whether any of its rows copies a real training text
+verbatim. MPNet and SmolLM2 come from `make models`.
 """,
      "commands": ["torchrun --nproc_per_node=2 -m condense condense --config_path config/ipc1/bbc.yaml "
                   "--output_dir <embeds>",
                   "torchrun --nproc_per_node=2 -m condense condense --config_path config/ipc1/bbc.yaml "
                   "--tokens --output_dir <tokens>",
+                  "torchrun --nproc_per_node=2 -m condense condense --config_path config/ipc1/bbc.yaml "
+                  "--init generated --niter 0 --tokens --output_dir <generated>",
                   "python benchmarks/bench_cross_arch.py --config config/ipc1/bbc.yaml --set_path "
                   "synthetic=<embeds>/distilled_data/syn_data_<it>.pth --set_path \"token set=<tokens>/"
-                  "distilled_data/syn_data_<it>.pth\" --models all-MiniLM-L6-v2 mpnet --num_eval 3"],
+                  "distilled_data/syn_data_<it>.pth\" --set_path generated=<generated>/distilled_data/"
+                  "syn_data_0.pth --models all-MiniLM-L6-v2 mpnet --num_eval 3"],
      "blocks": [cross_arch()]},
 
     {"title": "A whole run: where the time goes",
