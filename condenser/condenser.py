@@ -108,7 +108,7 @@ class Condenser:
                            nclass, multilabel, self.cfg.run.seed,
                            INITS.options(c.init, c.init_options, where="condense.init_options"),
                            features=self._train_features, text_features=self._text_features,
-                           tokenizer=tokenizer, class_names=class_names)
+                           tokenizer=tokenizer, class_names=class_names, device=self.env.device)
 
     def _feature_expert(self) -> int:
         """`evaluate.feature_expert`, checked against the experts there are."""

@@ -32,6 +32,7 @@ class InitContext:
     # (input_ids [n, L], attention_mask [n, L]) of any text -> the same features [n, H]
     text_features: Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = None
     tokenizer: Any = None              # the condensation model's (init 'generated')
+    device: torch.device = torch.device("cpu")   # where a generator runs (init 'generated')
     class_names: Optional[List[str]] = None
 
     def class_seed(self, c: int) -> int:

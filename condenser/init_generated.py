@@ -67,8 +67,9 @@ class GeneratedOptions:
 _GENERATORS: dict = {}
 
 
-def load_generator(name: str):
-    """(model, tokenizer) of the generator, loaded once per process (offline aliases resolved)."""
+def load_generator(name: str, device: torch.device):
+    """(model, tokenizer) of the generator on `device`, loaded once per process (offline aliases
+    resolved)."""
     if name not in _GENERATORS:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -79,7 +80,7 @@ def load_generator(name: str):
         tok.padding_side = "left"                           # generation continues the prompt
         if tok.pad_token is None:
             tok.pad_token = tok.eos_token
-        model = AutoModelForCausalLM.from_pretrained(path).eval()
+        model = AutoModelForCausalLM.from_pretrained(path).to(device).eval()
         _GENERATORS[name] = (model, tok)
     return _GENERATORS[name]
 
@@ -118,7 +119,7 @@ def prompt_ids(tok, text: str) -> List[int]:
 def generate_texts(ctx: InitContext, c: int, n: int) -> List[str]:
     """n candidate texts of class c, seeded by the class (the same on every rank and run)."""
     o: GeneratedOptions = ctx.options
-    model, tok = load_generator(o.generator)
+    model, tok = load_generator(o.generator, ctx.device)
     gen = torch.Generator().manual_seed(derive_seed(ctx.class_seed(c), "generated"))
     name = ctx.class_names[c] if ctx.class_names else str(c)
     texts: List[str] = []
@@ -128,8 +129,9 @@ def generate_texts(ctx: InitContext, c: int, n: int) -> List[str]:
         prompts = [prompt_ids(tok, o.prompt.format(class_name=name,
                                                    examples="\n".join(f"- {s}" for s in ex)))
                    for ex in shots]
-        batch = tok.pad({"input_ids": prompts}, return_tensors="pt")
-        with torch.random.fork_rng(devices=[]):              # leave the global RNG as it was
+        batch = tok.pad({"input_ids": prompts}, return_tensors="pt").to(ctx.device)
+        cuda = [ctx.device] if ctx.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda):            # leave the global RNG as it was
             torch.manual_seed(derive_seed(ctx.class_seed(c), "generated", start))
             out = model.generate(**batch, do_sample=True, temperature=o.temperature, top_p=o.top_p,
                                  max_new_tokens=o.max_new_tokens, pad_token_id=tok.pad_token_id)
