@@ -338,9 +338,9 @@ model; the real subsets are trained through each model's own tokenizer. A token-
 (`condense.tokens`: every forward pass sees the nearest vocabulary tokens, the gradient moves the
 continuous copy) is its own text, so nothing is lost in decoding; it runs beside the embedding set
 on the same experts. The generate-and-select set (`init: generated`, `niter: 0`) is new text
-outright: SmolLM2-135M-Instruct writes 8 candidates per sequence, each prompted with two real
-examples of the class, and the candidates nearest k-means centroids of the expert's features are
-kept. Each decoded text set also records whether any of its rows copies a real training text
+outright: SmolLM2-135M-Instruct writes 8 candidates per sequence, each continuing a few-shot
+prompt of two real examples of the class, and the candidates nearest k-means centroids of the
+expert's features are kept. Each decoded text set also records whether any of its rows copies a real training text
 verbatim. MPNet and SmolLM2 come from `make models`.
 """,
      "commands": ["torchrun --nproc_per_node=2 -m condense condense --config_path config/ipc1/bbc.yaml "

@@ -3,7 +3,8 @@
 Generate-and-select, CondenseLM-style: for each class, `candidates x ipc` texts are sampled from
 the generator (default SmolLM2-135M-Instruct, `make models`), each prompted with the class name
 and `shots` real examples of the class (decoded from the training split, cut to `shot_words`
-words). The candidates are tokenised by the condensation model's tokenizer, embedded by the
+words), as a few-shot text to continue (or, with `chat`, an instruction through the chat
+template). The candidates are tokenised by the condensation model's tokenizer, embedded by the
 expert `evaluate.feature_expert`, and the `ipc` nearest to k-means centroids of the candidates'
 features (or herding's picks) start the set. No real row is copied into the set: a candidate equal
 to one of its prompt's examples is dropped before selection, and the saved set's text export
@@ -30,9 +31,9 @@ from utils.synset import ClassData, SyntheticDataError
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_PROMPT = ("Here are examples of {class_name} texts:\n{examples}\n"
-                  "Write one new, different {class_name} text in the same style. Reply with the "
-                  "text only.")
+# few-shot completion: the examples, then an open "Text:" the generator continues
+DEFAULT_EXAMPLE = "Topic: {class_name}\nText: {text}\n\n"
+DEFAULT_PROMPT = "{examples}Topic: {class_name}\nText:"
 
 
 @dataclass
@@ -48,8 +49,13 @@ class GeneratedOptions:
     batch_size: int = opt(8, "Candidates generated together.")
     select: Literal["kmeans", "herding"] = opt("kmeans", "How the `ipc` starts are chosen among "
                                                          "the candidates' expert features.")
-    prompt: str = opt(DEFAULT_PROMPT, "Prompt template with {class_name} and {examples}; sent "
-                                      "through the generator's chat template when it has one.")
+    example: str = opt(DEFAULT_EXAMPLE, "How each real example is written into the prompt "
+                                        "({class_name}, {text}).")
+    prompt: str = opt(DEFAULT_PROMPT, "Prompt template with {class_name} and {examples} (the "
+                                      "examples written one after another).")
+    chat: bool = opt(False, "Send the prompt through the generator's chat template (an "
+                            "instruction prompt) instead of continuing it as plain text.")
+    stop: str = opt("\n\n", "A candidate ends where this string first appears.")
 
     def check(self):
         for name in ("candidates", "shots", "shot_words", "max_new_tokens", "batch_size"):
@@ -62,6 +68,8 @@ class GeneratedOptions:
         for field in ("{class_name}", "{examples}"):
             if field not in self.prompt:
                 yield "prompt", f"must contain {field}"
+        if "{text}" not in self.example:
+            yield "example", "must contain {text}"
 
 
 _GENERATORS: dict = {}
@@ -108,8 +116,8 @@ def class_examples(ctx: InitContext, c: int, n: int, words: int, gen: torch.Gene
     return out
 
 
-def prompt_ids(tok, text: str) -> List[int]:
-    if getattr(tok, "chat_template", None):
+def prompt_ids(tok, text: str, chat: bool) -> List[int]:
+    if chat and getattr(tok, "chat_template", None):
         return tok.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
                                        tokenize=True, return_dict=True)["input_ids"]
     return tok(text)["input_ids"]
@@ -126,8 +134,8 @@ def generate_texts(ctx: InitContext, c: int, n: int) -> List[str]:
     for start in range(0, n, o.batch_size):
         size = min(o.batch_size, n - start)
         shots = [class_examples(ctx, c, o.shots, o.shot_words, gen) for _ in range(size)]
-        prompts = [prompt_ids(tok, o.prompt.format(class_name=name,
-                                                   examples="\n".join(f"- {s}" for s in ex)))
+        prompts = [prompt_ids(tok, o.prompt.format(class_name=name, examples="".join(
+                       o.example.format(class_name=name, text=s) for s in ex)), o.chat)
                    for ex in shots]
         batch = tok.pad({"input_ids": prompts}, return_tensors="pt").to(ctx.device)
         cuda = [ctx.device] if ctx.device.type == "cuda" else []
@@ -136,7 +144,8 @@ def generate_texts(ctx: InitContext, c: int, n: int) -> List[str]:
             out = model.generate(**batch, do_sample=True, temperature=o.temperature, top_p=o.top_p,
                                  max_new_tokens=o.max_new_tokens, pad_token_id=tok.pad_token_id)
         for row, ex in zip(out[:, batch["input_ids"].shape[1]:], shots):
-            text = tok.decode(row, skip_special_tokens=True).strip()
+            text = tok.decode(row, skip_special_tokens=True)
+            text = (text.split(o.stop)[0] if o.stop and text.strip() else text).strip()
             if text and normalise(text) not in {normalise(s) for s in ex}:   # no copied example
                 texts.append(text)
     return texts

@@ -80,6 +80,8 @@ def test_candidates_are_seeded_new_and_selected(tokenizer, tiny_generator):
 def test_options_are_checked_by_name():
     with pytest.raises(UserError, match="prompt"):
         INITS.options("generated", {"prompt": "no fields here"}, where="condense.init_options")
+    with pytest.raises(UserError, match="example"):
+        INITS.options("generated", {"example": "no text field"}, where="condense.init_options")
     with pytest.raises(UserError, match="candidates"):
         INITS.options("generated", {"candidates": 0}, where="condense.init_options")
 

@@ -133,7 +133,16 @@ def assemble_smollm2(cache: Optional[Path] = None) -> Path:
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=".assemble-") as tmp:
         out = Path(tmp) / SMOLLM2_FOLDER
         AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(out)
-        AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(out)
+        loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        # the de-quantised weights into a plain model of the same config (a model loaded from a
+        # GGUF is marked quantised and refuses save_pretrained)
+        config = loaded.config
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        plain = AutoModelForCausalLM.from_config(config)
+        plain.load_state_dict(loaded.state_dict())
+        plain.generation_config = loaded.generation_config
+        plain.save_pretrained(out)
         os.replace(out, target)
     logger.info("assembled %s", target)
     return target
