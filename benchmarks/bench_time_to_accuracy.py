@@ -18,7 +18,7 @@ validation accuracies (the common target) with their ratio.
 
 Writes benchmarks/results/perf/tta_<dataset>_ipc<ipc>[_quick].json (machine, threads, torch, commit,
 date) and a plot beside it. `--quick`: config/smoke.yaml, 1 rank, points at iterations 1 and 2,
-1 classifier per point (the test suite runs it).
+1 classifier of 20 steps per point (the test suite runs it).
 """
 from __future__ import annotations
 
@@ -122,7 +122,8 @@ def main(argv=None) -> int:
     p.add_argument("--num_eval", type=int, default=5, help="classifiers per point")
     p.add_argument("--nproc", type=int, default=2)
     p.add_argument("--quick", action="store_true",
-                   help="config/smoke.yaml, 1 rank, points at iterations 1 and 2, 1 classifier")
+                   help="config/smoke.yaml, 1 rank, points at iterations 1 and 2, 1 classifier "
+                        "of 20 steps")
     p.add_argument("--out", default=str(PERF))
     p.add_argument("--work", default=str(ROOT / "results" / "bench"),
                    help="where the two condensation runs write their folders")
@@ -132,6 +133,7 @@ def main(argv=None) -> int:
         "{name: calibration}]"]
     if a.quick:
         a.config, a.nproc, a.num_eval = SMOKE, 1, 1
+        a.extra = ["evaluate.steps=20", *a.extra]          # a point's classifier: 20 steps
         a.ncfm_eval_it = a.trajectory_eval_it = [1, 2]
         traj_set = ["condense.objectives=[{name: trajectory, options: {syn_steps: 2}}, "
                     "{name: calibration}]"]
