@@ -45,8 +45,8 @@ def test_killed_worker_restarts_with_default_launcher_flags(tmp_path, smoke_expe
     """torchrun --max-restarts=1 with the default (static) rendezvous: SIGKILL one worker after the
     first checkpoint; the restarted group resumes and ends with the set of an uninterrupted run."""
     args = ["--config_path", SMOKE, "--set", f"pretrain.expert_dir={smoke_experts}",
-            "--set", "condense.niter=60", "--set", "condense.save_every=3",
-            "--set", "condense.log_every=30"]
+            "--set", "condense.niter=40", "--set", "condense.save_every=10",
+            "--set", "condense.log_every=20"]       # the kill lands after iteration 10, 30 to go
     torchrun("condense/condense_script_text.py", [*args, "--output_dir", str(tmp_path / "ref")])
     out = tmp_path / "killed"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--max-restarts=1",
