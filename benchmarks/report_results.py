@@ -632,6 +632,13 @@ def privacy(ctx: Ctx) -> str:
     return table(PRIVACY_HEADER, rows) + f"\n(hard labels, 5 classifiers each, same seeds; {srcs})\n\n"
 
 
+def privacy_pending(ctx: Ctx) -> str:
+    """Which halves of the privacy pairs are not measured yet (nothing when all are)."""
+    missing = [f"ipc {ipc}: {rel}" for ipc, (_, noise, leak) in PRIVACY.items()
+               for rel in (noise, leak) if not (ctx.results / rel).is_file()]
+    return ("**Not measured yet**: " + "; ".join(missing) + ". ") if missing else ""
+
+
 def privacy_leak(rel: str) -> Callable[[Ctx], str]:
     """bench_privacy.py: how close each set's nearest-token reading is to real training texts."""
 
