@@ -16,7 +16,6 @@ token sequences, i.e. text that any model reads once exported (`tc.export_text`)
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass
 from typing import List, Literal
 
@@ -28,6 +27,7 @@ from utils.kmeans_select import kmeans_select
 from utils.registry import opt
 from utils.seeding import derive_seed
 from utils.synset import ClassData, SyntheticDataError
+from utils.text_sets import normalise
 
 logger = logging.getLogger(__name__)
 
@@ -98,10 +98,6 @@ def release_generators() -> None:
     _GENERATORS.clear()
 
 
-def normalise(text: str) -> str:
-    return re.sub(r"\s+", " ", re.sub(r"[^a-z0-9 ]", " ", text.lower())).strip()
-
-
 def class_examples(ctx: InitContext, c: int, n: int, words: int, gen: torch.Generator) -> List[str]:
     """n real texts of class c (decoded from the training split), each cut to `words` words."""
     pool = ctx.train.class_indices[c]
@@ -144,8 +140,8 @@ def generate_texts(ctx: InitContext, c: int, n: int) -> List[str]:
             out = model.generate(**batch, do_sample=True, temperature=o.temperature, top_p=o.top_p,
                                  max_new_tokens=o.max_new_tokens, pad_token_id=tok.pad_token_id)
         for row, ex in zip(out[:, batch["input_ids"].shape[1]:], shots):
-            text = tok.decode(row, skip_special_tokens=True)
-            text = (text.split(o.stop)[0] if o.stop and text.strip() else text).strip()
+            text = tok.decode(row, skip_special_tokens=True).lstrip()
+            text = (text.split(o.stop)[0] if o.stop else text).strip()
             if text and normalise(text) not in {normalise(s) for s in ex}:   # no copied example
                 texts.append(text)
     return texts

@@ -15,7 +15,7 @@ from condense import condense_script_text
 from condenser.expert_pool import ExpertPool
 from condenser.init import INITS
 from condenser.init_context import InitContext
-from condenser.init_generated import generate_texts, init_generated, normalise, release_generators
+from condenser.init_generated import generate_texts, init_generated, release_generators
 from tests.conftest import SMOKE
 from utils.config import UserError, load_config
 from utils.config_schema import NetworkConfig
@@ -24,7 +24,7 @@ from utils.distributed import DistEnv
 from utils.model import load_tokenizer
 from utils.offline_models import smollm2_dir
 from utils.runtime import load_data
-from utils.text_sets import decode_synset, save_text_set
+from utils.text_sets import decode_synset, normalise, save_text_set
 
 TEXTS = ["the market rose as shares of banks gained", "profits fell at the car maker",
          "the striker scored twice in the final", "the team lost the cup match at home"]
