@@ -33,7 +33,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a plain script from a checkout
 
-from benchmarks.common import RESULTS, machine_info  # noqa: E402
+from benchmarks.common import RESULTS, load_run, machine_info  # noqa: E402
 from evaluation.protocol import (  # noqa: E402
     evaluate_baseline,
     evaluate_runs,
@@ -43,13 +43,10 @@ from evaluation.protocol import (  # noqa: E402
 )
 from evaluation.results import add_gaps  # noqa: E402
 from evaluation.selectors import load_feature_expert  # noqa: E402
-from utils.config import load_config, parse_set  # noqa: E402
 from utils.coreset import expert_features  # noqa: E402
-from utils.distributed import init_distributed  # noqa: E402
 from utils.experts import dataset_tag, ensure_experts  # noqa: E402
 from utils.io import atomic_write_json  # noqa: E402
 from utils.model import load_tokenizer  # noqa: E402
-from utils.runtime import load_data  # noqa: E402
 from utils.synset import load_synset  # noqa: E402
 from utils.text_sets import decode_synset, save_text_set  # noqa: E402
 from utils.training import Examples  # noqa: E402
@@ -79,12 +76,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=None, help="Output JSON (default under benchmarks/results/cross_arch/).")
     a = p.parse_args(argv)
 
-    overrides = [parse_set(s) for s in a.overrides]
-    if a.num_eval:
-        overrides.append(("evaluate.num_eval", a.num_eval))
-    cfg = load_config(a.config, overrides)
-    env = init_distributed(cfg.run.gpu, cfg.run.tf32, cfg.run.collective_timeout_s)
-    data = load_data(cfg)
+    cfg, env, data = load_run(a.config, a.overrides, a.num_eval)
     nclass, names = data.dataset.nclass, list(data.dataset.class_names)
     out = Path(a.out) if a.out else CROSS / f"{dataset_tag(cfg)}_ipc{cfg.condense.ipc}.json"
     named = set_paths(a.set_path)

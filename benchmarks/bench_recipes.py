@@ -32,16 +32,13 @@ from typing import Dict, List, Tuple
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a plain script from a checkout
 
-from benchmarks.common import EVAL, machine_info  # noqa: E402
+from benchmarks.common import EVAL, load_run, machine_info  # noqa: E402
 from benchmarks.report_quality import verdict  # noqa: E402
 from evaluation.protocol import evaluate_baseline, evaluate_synthetic, make_context  # noqa: E402
 from evaluation.selectors import load_feature_expert, needs_features  # noqa: E402
-from utils.config import load_config, parse_set  # noqa: E402
 from utils.coreset import expert_features  # noqa: E402
-from utils.distributed import init_distributed  # noqa: E402
 from utils.experts import dataset_tag, ensure_experts  # noqa: E402
 from utils.io import atomic_write_json  # noqa: E402
-from utils.runtime import load_data  # noqa: E402
 from utils.synset import load_synset  # noqa: E402
 
 DEFAULT_RECIPES: Dict[str, dict] = {"protocol": {}, "high_lr": {"lr": 3e-4},
@@ -91,12 +88,7 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     recipes = dict(parse_recipe(r) for r in a.recipe) if a.recipe else DEFAULT_RECIPES
 
-    overrides = [parse_set(s) for s in a.overrides]
-    if a.num_eval:
-        overrides.append(("evaluate.num_eval", a.num_eval))
-    cfg = load_config(a.config, overrides)
-    env = init_distributed(cfg.run.gpu, cfg.run.tf32, cfg.run.collective_timeout_s)
-    data = load_data(cfg)
+    cfg, env, data = load_run(a.config, a.overrides, a.num_eval)
     syn = load_synset(a.set_path)
     out = Path(a.out) if a.out else EVAL / f"recipes_{dataset_tag(cfg)}_ipc{cfg.condense.ipc}.json"
     baselines = [b for b in a.baselines.split(",") if b and b != "none"]

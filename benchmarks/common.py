@@ -61,3 +61,16 @@ def run_script(script: str, nproc: int, args: list) -> None:
     cmd = script_command(script, nproc, args)
     print("+", " ".join(cmd[1:]), flush=True)
     subprocess.run(cmd, check=True, env=offline_env())
+
+
+def load_run(config: str, overrides: list, num_eval: int | None = None):
+    """(cfg, env, data) for a benchmark that runs the evaluation protocol in-process: the config
+    with `--set section.key=value` overrides (and `evaluate.num_eval`), the process group, the data."""
+    from utils.config import load_config, parse_set
+    from utils.distributed import init_distributed
+    from utils.runtime import load_data
+
+    pairs = [parse_set(s) for s in overrides] + ([("evaluate.num_eval", num_eval)] if num_eval else [])
+    cfg = load_config(config, pairs)
+    env = init_distributed(cfg.run.gpu, cfg.run.tf32, cfg.run.collective_timeout_s)
+    return cfg, env, load_data(cfg)
