@@ -3,9 +3,11 @@
     torchrun --nproc_per_node=2 condense/distill_script_text.py --config_path=config/distill/bbc.yaml \
         [--load_path results/condense/.../syn_data_<iter>.pth] [--set distill.data=synthetic|real|both]
 
-The teacher is expert `distill.teacher_expert` of stage 1 (trained first if missing) or a BERT
-classifier folder (`distill.teacher_path`). The student (`distill.student_layers`, default 3) starts
-from the teacher's layers and trains `distill.steps` steps with the loss mix `distill.losses`
+The teacher is expert `distill.teacher_expert` of stage 1 (trained first if missing) or a BERT /
+MPNet classifier folder (`distill.teacher_path`). The student (`distill.student_layers`, default 3)
+starts from the teacher's layers, or from a pretrained encoder of its own (`distill.student_path`,
+e.g. MiniLM under an MPNet teacher: each model reads the text with its own tokenizer), and trains
+`distill.steps` steps with the loss mix `distill.losses`
 (distiller/losses.py). With `distill.baseline`, the same student is also trained without a teacher
 (label_ce only, same steps, seeds and data). Re-running the same command resumes.
 
@@ -24,7 +26,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from distiller.data import make_sources
+from distiller.data import Sources, make_sources
 from distiller.distill import Distiller, TrajectoryTeacher
 from distiller.losses import any_trait, loss_entries, shared_option
 from distiller.report import (
@@ -40,17 +42,18 @@ from distiller.student import (
     build_student,
     count_parameters,
     load_hf_classifier,
+    load_pretrained_student,
     save_student,
     teacher_token_states,
 )
 from utils.checkpoint import settings_view
 from utils.config import config_to_dict
-from utils.config_schema import CondenseConfig, Config, KDLossSpec
+from utils.config_schema import CondenseConfig, Config, KDLossSpec, NetworkConfig
 from utils.distributed import barrier
 from utils.errors import UserError
 from utils.experts import ensure_experts, load_expert_weights
 from utils.io import atomic_write_json
-from utils.model import build_classifier, freeze
+from utils.model import build_classifier, freeze, load_tokenizer
 from utils.runtime import Data, guarded_stage, load_data, start_run
 from utils.seeding import derive_seed, seed_everything
 from utils.synset import check_fits, load_synset, to_examples
@@ -104,6 +107,41 @@ def synthetic_examples(cfg: Config, data: Data, hidden: int) -> Optional[Example
     return to_examples(syn)
 
 
+@dataclasses.dataclass
+class StudentText:
+    """The student's reading of the data: its tokenizer and both splits in its tokens (the
+    teacher's own when the student is cut from the teacher)."""
+    tokenizer: object
+    train: Examples
+    test: Examples
+    own_tokenizer: bool              # another tokenizer than the teacher's
+
+
+def student_text(cfg: Config, data: Data) -> StudentText:
+    """`distill.student_path`: the text tokenised by the student's tokenizer (real data only;
+    token-level losses only when both tokenizers agree)."""
+    d = cfg.distill
+    if not d.student_path:
+        return StudentText(data.tokenizer, Examples.of(data.train), Examples.of(data.test), False)
+    if d.data != "real":
+        raise UserError(f"distill.student_path trains on real text; distill.data = {d.data!r} "
+                        f"needs a student cut from the teacher (a synthetic set lives in the "
+                        f"embedding space of the model that made it): drop student_path or use "
+                        f"--data real")
+    from utils.data import tokenize_dataset
+
+    tok = load_tokenizer(NetworkConfig(model_path=d.student_path))
+    own = type(tok) is not type(data.tokenizer) or tok.get_vocab() != data.tokenizer.get_vocab()
+    aligned = [e.name for e, _ in loss_entries(d.losses) if e.trait("aligns_tokens")]
+    if own and aligned:
+        raise UserError(f"distill.losses {aligned} compare teacher and student token by token, but "
+                        f"distill.student_path {d.student_path!r} has another tokenizer than the "
+                        f"teacher; use logit losses (logit_kd, label_ce) or [CLS]-level ones "
+                        f"(cka_local, cka_global)")
+    train, test = tokenize_dataset(data.dataset, tok, cfg.dataset.max_length, cfg.dataset.cache_dir)
+    return StudentText(tok, Examples.of(train), Examples.of(test), own)
+
+
 # Settings a resumed distillation may change; every other key shapes the student and must match.
 RESUMABLE_CHANGES = ("distill.save_every", "distill.baseline", "distill.quantize",
                      "distill.int8_backend",
@@ -125,19 +163,25 @@ def resume_settings(cfg: Config, baseline: bool) -> dict:
 
 
 def train_student(run, teacher, trajectory, data, sources, specs, out: Path, desc: str,
-                  baseline: bool = False):
+                  baseline: bool = False, teacher_sources: Optional[Sources] = None):
     """A fresh student (identical start for every call) trained with `specs`."""
     cfg, env = run.cfg, run.env
     d = cfg.distill
     eager = any_trait(specs, "needs_attention")
     seed_everything(derive_seed(cfg.run.seed, "student"))
-    states = teacher_token_states(teacher, sources, d.eval_batch_size, env.device) \
-        if d.init == "pca" else None
-    student = build_student(teacher, data.dataset.nclass, d, eager_attention=eager,
-                            seed=derive_seed(cfg.run.seed, "student-init") % (2 ** 31),
-                            synthetic_inputs=d.data != "real", pca_states=states).to(env.device)
+    init_seed = derive_seed(cfg.run.seed, "student-init") % (2 ** 31)
+    if d.student_path:
+        student = load_pretrained_student(d.student_path, data.dataset.nclass, d, eager, init_seed)
+    else:
+        states = teacher_token_states(teacher, sources, d.eval_batch_size, env.device) \
+            if d.init == "pca" else None
+        student = build_student(teacher, data.dataset.nclass, d, eager_attention=eager,
+                                seed=init_seed, synthetic_inputs=d.data != "real",
+                                pca_states=states)
+    student = student.to(env.device)
     distiller = Distiller(cfg, env, teacher, student, sources, data.dataset.multilabel, specs, out,
-                          trajectory, teacher.num_layers, resume_settings(cfg, baseline))
+                          trajectory, teacher.num_layers, resume_settings(cfg, baseline),
+                          teacher_sources)
     distiller.resume()               # a folder of another run is refused here, before any work
     if not baseline:
         run.save_args()
@@ -145,23 +189,25 @@ def train_student(run, teacher, trajectory, data, sources, specs, out: Path, des
     return student, distiller
 
 
-def report(cfg: Config, run, data: Data, teacher, student, baseline) -> list:
-    """Rank 0: every row measured in this process on the test split."""
+def report(cfg: Config, run, data: Data, text: StudentText, teacher, student, baseline) -> list:
+    """Rank 0: every row measured in this process on the test split (each model on its own
+    tokens of the same rows; the latency batch is the same rows for all)."""
     d, dev = cfg.distill, run.env.device
-    test = Examples.of(data.test)
-    batch = latency_batch(test, d.latency_batch, dev)
+    t_test, s_test = Examples.of(data.test), text.test
+    t_batch = latency_batch(t_test, d.latency_batch, dev)
+    s_batch = latency_batch(s_test, d.latency_batch, dev)
     teacher_params = sum(p.numel() for p in teacher.parameters())
-    rows = [measure("teacher", teacher, test, batch, teacher_params, d.eval_batch_size,
+    rows = [measure("teacher", teacher, t_test, t_batch, teacher_params, d.eval_batch_size,
                     d.latency_repeats, dev),
-            measure("student", student, test, batch, count_parameters(student), d.eval_batch_size,
-                    d.latency_repeats, dev)]
+            measure("student", student, s_test, s_batch, count_parameters(student),
+                    d.eval_batch_size, d.latency_repeats, dev)]
     if baseline is not None:
-        rows.append(measure("student (no teacher)", baseline, test, batch,
+        rows.append(measure("student (no teacher)", baseline, s_test, s_batch,
                             count_parameters(baseline), d.eval_batch_size, d.latency_repeats, dev))
     if d.quantize and dev.type == "cpu":
         from distiller.student import HFClassifier
         q = HFClassifier(quantize_int8(student.model, d.int8_backend))
-        rows.append(measure("student int8", q, test, batch, count_parameters(student),
+        rows.append(measure("student int8", q, s_test, s_batch, count_parameters(student),
                             d.eval_batch_size, d.latency_repeats, dev))
     relative_to_teacher(rows)
     return rows
@@ -176,28 +222,35 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         tracker = stack.enter_context(Tracker.session(cfg, run.out_dir, env))  # run.report_to
         data = load_data(cfg)
         eager = any_trait(d.losses, "needs_attention")
+        text = student_text(cfg, data)           # refused here, before the teacher is trained
         teacher, trajectory = load_teacher(cfg, env, data, eager)
-        sources = make_sources(d.data, Examples.of(data.train),
+        sources = make_sources(d.data, text.train,
                                synthetic_examples(cfg, data, teacher.hidden_size))
-        logger.info("***** Running distillation *****  %s -> %d-layer student (init %s), data %s "
-                    "(%d examples), %d steps x batch %d, losses %s", "teacher_path "
+        teacher_sources = make_sources("real", Examples.of(data.train), None) \
+            if text.own_tokenizer else None
+        logger.info("***** Running distillation *****  %s -> %s, data %s (%d examples), %d steps x "
+                    "batch %d, losses %s", "teacher_path "
                     + d.teacher_path if d.teacher_path else f"expert {d.teacher_expert}",
-                    d.student_layers, d.init, d.data, len(sources), d.steps, d.batch_size,
-                    loss_names(d.losses))
+                    f"student {d.student_path}" + (" (its own tokenizer)" if text.own_tokenizer
+                                                   else "") if d.student_path
+                    else f"{d.student_layers}-layer student (init {d.init})",
+                    d.data, len(sources), d.steps, d.batch_size, loss_names(d.losses))
         student, distiller = train_student(run, teacher, trajectory, data, sources, d.losses,
-                                           run.out_dir / "kd", "distill")
+                                           run.out_dir / "kd", "distill",
+                                           teacher_sources=teacher_sources)
         baseline = None
         if d.baseline:
             baseline, _ = train_student(run, teacher, None, data, sources,
                                         [KDLossSpec("label_ce", 1.0)], run.out_dir / "no_teacher",
                                         "no-teacher", baseline=True)
         if env.is_main:
-            folder = save_student(student, data.tokenizer, run.out_dir / "student")
-            rows = report(cfg, run, data, teacher, student, baseline)
+            folder = save_student(student, text.tokenizer, run.out_dir / "student")
+            rows = report(cfg, run, data, text, teacher, student, baseline)
             tracker.log(d.steps, {f"distill/{r['model']}/accuracy": r["accuracy"] for r in rows})
             context = {"dataset": cfg.dataset.name, "data": d.data, "losses": loss_names(d.losses),
-                       "student": f"L{d.student_layers}"
-                                  + (f"-H{d.student_hidden}" if d.student_hidden else ""),
+                       "student": Path(d.student_path.rstrip("/")).name if d.student_path
+                       else f"L{d.student_layers}"
+                       + (f"-H{d.student_hidden}" if d.student_hidden else ""),
                        "steps": d.steps}
             atomic_write_json(run.out_dir / "distill" / "results.json",
                               {**context, "student_folder": str(folder),

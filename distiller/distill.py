@@ -10,9 +10,10 @@ It reads what each loss needs from its registry traits (distiller/losses.py), ne
   optimiser step, so the update is the single-process one when the batch size is a multiple of the
   world size. The loss terms are computed inside `DistillModule.forward`, so every learnt
   parameter (student, projections) is used within what DDP wraps.
-- The teacher is frozen. Its logits are computed once for the fixed training data (the batches
-  shared out over the ranks, then gathered) and cached, unless a loss needs its hidden states or
-  attention maps (then it runs on each batch).
+- The teacher is frozen and reads `teacher_sources`: the same examples, in its own tokenisation
+  when the student has another tokenizer (`distill.student_path`). Its logits are computed once
+  for the fixed training data (the batches shared out over the ranks, then gathered) and cached,
+  unless a loss needs its hidden states or attention maps (then it runs on each batch).
 - Checkpoints every `save_every` steps (utils.checkpoint: state, then the COMPLETE marker): the
   student and projections, the centroid memory, optimiser, scheduler, step, history and every
   rank's RNG. Re-running the same command resumes; the batches resume at the same global step.
@@ -105,10 +106,12 @@ class Distiller:
     def __init__(self, cfg: Config, env: DistEnv, teacher: nn.Module, student: HFClassifier,
                  sources: Sources, multilabel: bool, specs: Sequence[KDLossSpec], out_dir: Path,
                  trajectory: Optional[TrajectoryTeacher] = None, teacher_layers: int = 0,
-                 settings: Optional[dict] = None):
+                 settings: Optional[dict] = None, teacher_sources: Optional[Sources] = None):
         d = cfg.distill
         self.cfg, self.env, self.d = cfg, env, d
         self.teacher, self.sources, self.multilabel = teacher, sources, multilabel
+        # the same examples in the teacher's tokenisation (a student of another tokenizer)
+        self.teacher_sources = teacher_sources if teacher_sources is not None else sources
         self.out_dir, self.trajectory = Path(out_dir), trajectory
         self.settings = settings or {}      # what must match to resume (utils.checkpoint)
         self.terms = build_terms(specs, teacher_layers, student.num_layers)
@@ -146,8 +149,9 @@ class Distiller:
     def _teacher_pass(self, out_of: Callable[[ClassifierOutput], torch.Tensor], **kw) -> torch.Tensor:
         """Collective: `out_of(teacher output)` for every training example, in index order; the
         batches are shared out over the ranks and gathered  # [N, ...] (CPU)"""
-        batches = list(self.sources.in_order(self.d.eval_batch_size))
-        mine = {i: out_of(self.teacher(**self.sources.inputs(idx, self.env.device), **kw)).float().cpu()
+        src = self.teacher_sources
+        batches = list(src.in_order(self.d.eval_batch_size))
+        mine = {i: out_of(self.teacher(**src.inputs(idx, self.env.device), **kw)).float().cpu()
                 for i, idx in enumerate(batches) if i % self.env.world_size == self.env.rank}
         merged = {}
         for part in all_gather_objects(mine):
@@ -168,10 +172,17 @@ class Distiller:
         logger.info("centroid memory: %d teacher centroids", memory.teacher.shape[0])
         return memory.to(self.env.device)
 
+    def _teacher_inputs(self, inputs: dict, idx: torch.Tensor) -> dict:
+        """The batch as the teacher reads it (its own tokens of the same rows, when they differ)."""
+        if self.teacher_sources is self.sources:
+            return inputs
+        return self.teacher_sources.inputs(idx, self.env.device)
+
     def _teacher_outputs(self, inputs: dict, idx: torch.Tensor) -> ClassifierOutput:
         if self.teacher_forward:
             with torch.no_grad():
-                return self.teacher(**inputs, output_hidden_states=self.module.need_hidden,
+                return self.teacher(**self._teacher_inputs(inputs, idx),
+                                    output_hidden_states=self.module.need_hidden,
                                     output_attentions=self.module.need_attention)
         return ClassifierOutput(self.cache[idx].to(self.env.device) if self.cache is not None
                                 else None)
@@ -179,7 +190,8 @@ class Distiller:
     # ------------------------------------------------------------------------------ the loss
     def loss_fn(self, model: nn.Module, inputs: dict, labels: torch.Tensor, idx: torch.Tensor
                 ) -> torch.Tensor:
-        traj = self.trajectory.logits(self.step, inputs) if self.trajectory is not None else None
+        traj = (self.trajectory.logits(self.step, self._teacher_inputs(inputs, idx))
+                if self.trajectory is not None else None)
         ctx = KDContext(None, self._teacher_outputs(inputs, idx), labels, inputs["attention_mask"],
                         self.multilabel, None, self.teacher, None, self.memory, traj,
                         gather_rows if self.env.world_size > 1 else (lambda t: t))

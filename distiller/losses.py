@@ -76,6 +76,7 @@ KD_TRAITS = {
     "projects_hidden": "learnt projections of student to teacher width for its layer pairs",
     "needs_memory": "FSD's centroid memory (its options have `num_centroid`)",
     "needs_trajectory": "the teacher's epoch checkpoints (its options have `trajectory_points`)",
+    "aligns_tokens": "compares teacher and student token by token (one tokenizer for both)",
 }
 # options each trait requires of the loss's options dataclass
 _TRAIT_OPTIONS = {"uses_layer_map": "layers", "needs_memory": "num_centroid",
@@ -215,7 +216,8 @@ def trajectory_kd(ctx: KDContext, pairs: Pairs, opts: TrajectoryKDOptions) -> to
     return _soft_kd(ctx.student.logits, ctx.trajectory_logits, opts.temperature, ctx.multilabel)
 
 
-@register_kd_loss("hidden_mse", needs_hidden=True, uses_layer_map=True, projects_hidden=True)
+@register_kd_loss("hidden_mse", needs_hidden=True, uses_layer_map=True, projects_hidden=True,
+                  aligns_tokens=True)
 def hidden_mse(ctx: KDContext, pairs: Pairs, opts) -> torch.Tensor:
     """MSE of mapped token hidden states, padding excluded (learnt projection across widths)."""
     def per_pair(t: int, s: int) -> torch.Tensor:
@@ -225,7 +227,8 @@ def hidden_mse(ctx: KDContext, pairs: Pairs, opts) -> torch.Tensor:
     return _over_pairs(pairs, per_pair)
 
 
-@register_kd_loss("hidden_cos", needs_hidden=True, uses_layer_map=True, projects_hidden=True)
+@register_kd_loss("hidden_cos", needs_hidden=True, uses_layer_map=True, projects_hidden=True,
+                  aligns_tokens=True)
 def hidden_cos(ctx: KDContext, pairs: Pairs, opts) -> torch.Tensor:
     """1 - cosine of mapped token hidden states, padding excluded."""
     def per_pair(t: int, s: int) -> torch.Tensor:
@@ -235,7 +238,7 @@ def hidden_cos(ctx: KDContext, pairs: Pairs, opts) -> torch.Tensor:
     return _over_pairs(pairs, per_pair)
 
 
-@register_kd_loss("attn_mse", needs_attention=True, uses_layer_map=True)
+@register_kd_loss("attn_mse", needs_attention=True, uses_layer_map=True, aligns_tokens=True)
 def attn_mse(ctx: KDContext, pairs: Pairs, opts) -> torch.Tensor:
     """MSE of the attention maps of mapped layers (head mean when head counts differ)."""
     def per_pair(t: int, s: int) -> torch.Tensor:
@@ -245,7 +248,7 @@ def attn_mse(ctx: KDContext, pairs: Pairs, opts) -> torch.Tensor:
     return _over_pairs(pairs, per_pair)
 
 
-@register_kd_loss("attn_kl", needs_attention=True, uses_layer_map=True)
+@register_kd_loss("attn_kl", needs_attention=True, uses_layer_map=True, aligns_tokens=True)
 def attn_kl(ctx: KDContext, pairs: Pairs, opts) -> torch.Tensor:
     """KL of the attention maps of mapped layers (TinyBERT / MiniLM style)."""
     def per_pair(t: int, s: int) -> torch.Tensor:
@@ -279,7 +282,7 @@ def layer_weight_match(ctx: KDContext, pairs: Pairs, opts) -> torch.Tensor:
     return torch.stack(losses).mean()
 
 
-@register_kd_loss("cka_intra", needs_hidden=True, uses_layer_map=True)
+@register_kd_loss("cka_intra", needs_hidden=True, uses_layer_map=True, aligns_tokens=True)
 def cka_intra(ctx: KDContext, pairs: Pairs, opts) -> torch.Tensor:
     """1 - CKA of the token-by-token structure of each sample (padding excluded)."""
     return _over_pairs(pairs, lambda t, s: 1.0 - linear_cka(

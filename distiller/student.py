@@ -18,6 +18,9 @@ Initialisation (`distill.init`):
   LayerNorm weights averaged through P^2, head W_c P. With the teacher's width it is
   `teacher_layers` in a rotated basis.
 
+- `distill.student_path` instead: a pretrained encoder of its own (e.g. MiniLM under an MPNet
+  teacher) with a new head; it reads the text through its own tokenizer (cross-tokenizer KD).
+
 With another hidden size than the teacher's, synthetic `inputs_embeds` (made in the teacher's
 embedding space) reach the student through a learnt linear projection `input_proj` that trains with
 it; the saved model folder is the student alone (token ids in).
@@ -33,7 +36,7 @@ from torch import nn
 
 from utils.config_schema import DistillConfig
 from utils.errors import UserError
-from utils.model import ClassifierOutput
+from utils.model import SDPA_MODEL_TYPES, ClassifierOutput, load_bert_config, resolve_model_path
 
 
 class HFClassifier(nn.Module):
@@ -60,7 +63,7 @@ class HFClassifier(nn.Module):
         return self.model.classifier
 
     def layers(self) -> nn.ModuleList:
-        return self.model.bert.encoder.layer
+        return self.model.base_model.encoder.layer
 
     def forward(self, input_ids=None, attention_mask=None, inputs_embeds=None,
                 layer_index: Optional[Sequence[int]] = None, output_attentions: bool = False,
@@ -220,8 +223,8 @@ def teacher_token_states(teacher, sources, batch_size: int, device: torch.device
 
 
 def teacher_encoder(teacher) -> nn.Module:
-    """The teacher's `BertModel` (a `TextClassifier`'s encoder or an HF classifier's .bert)."""
-    return teacher.model.bert if isinstance(teacher, HFClassifier) else teacher.encoder
+    """The teacher's encoder (a `TextClassifier`'s, or an HF classifier's base model)."""
+    return teacher.model.base_model if isinstance(teacher, HFClassifier) else teacher.encoder
 
 
 def count_parameters(student: HFClassifier) -> int:
@@ -242,17 +245,45 @@ def save_student(student: HFClassifier, tokenizer, folder: Path) -> Path:
     return folder
 
 
+def _attention(model_type: str, eager_attention: bool) -> str:
+    return "sdpa" if model_type in SDPA_MODEL_TYPES and not eager_attention else "eager"
+
+
 def load_hf_classifier(path: str, eager_attention: bool = False) -> HFClassifier:
-    """A BERT sequence classifier folder (or hub name) as an `HFClassifier`."""
+    """A BERT or MPNet sequence classifier folder (or hub name) as an `HFClassifier`."""
     from transformers import AutoModelForSequenceClassification
 
+    config = load_bert_config(resolve_model_path(path))
     try:
         model = AutoModelForSequenceClassification.from_pretrained(
-            path, attn_implementation="eager" if eager_attention else "sdpa")
+            resolve_model_path(path),
+            attn_implementation=_attention(config.model_type, eager_attention))
     except Exception as exc:  # noqa: BLE001 - turned into advice
         raise UserError(f"cannot load a sequence classifier from {path!r} ({type(exc).__name__}: "
-                        f"{exc}); distill.teacher_path must be a Hugging Face BERT classifier "
-                        f"folder") from None
-    if model.config.model_type != "bert":
-        raise UserError(f"{path} is a {model.config.model_type!r} model; the teacher must be BERT")
+                        f"{exc}); distill.teacher_path must be a Hugging Face BERT or MPNet "
+                        f"classifier folder") from None
+    return HFClassifier(model)
+
+
+@torch.no_grad()
+def load_pretrained_student(path: str, nclass: int, d: DistillConfig, eager_attention: bool = False,
+                            seed: int = 0) -> HFClassifier:
+    """`distill.student_path`: a pretrained encoder (alias, folder or hub name) with a new,
+    seeded classification head; the student's dropout is `distill.dropout`."""
+    from transformers import AutoModelForSequenceClassification
+    from transformers.utils import logging as hf_logging
+
+    folder = resolve_model_path(path)
+    config = load_bert_config(folder)           # a clear line when it is not a BERT / MPNet model
+    config.num_labels = nclass
+    config.hidden_dropout_prob = config.attention_probs_dropout_prob = d.dropout
+    config.classifier_dropout = d.dropout
+    torch.manual_seed(seed)                     # the new head (and pooler, when absent)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()            # "newly initialized: classifier" is the point
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            folder, config=config, attn_implementation=_attention(config.model_type, eager_attention))
+    finally:
+        hf_logging.set_verbosity(verbosity)
     return HFClassifier(model)

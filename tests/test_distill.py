@@ -346,3 +346,101 @@ def test_layerwise_schedule_switches_layers_on_bottom_up(tmp_path, smoke_experts
                    "distill.init=pca", "--set", "distill.baseline=false", "--set",
                    "distill.quantize=false") == 0
     assert (pca / "student" / "model.safetensors").is_file()
+
+
+# --------------------------------------------------------------- a student of another tokenizer
+
+@pytest.fixture(scope="module")
+def own_tokenizer_student(tmp_path_factory) -> str:
+    """A tiny random BERT folder with a WordPiece tokenizer of its own (400 pieces learnt from the
+    smoke data: other ids than the teacher's MiniLM vocabulary) and another width (16 vs 32)."""
+    from tokenizers import BertWordPieceTokenizer
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    from utils.config import load_config
+    from utils.data import load_text_dataset
+    folder = tmp_path_factory.mktemp("own_tok_student")
+    wp = BertWordPieceTokenizer(lowercase=True)
+    wp.train_from_iterator(load_text_dataset(load_config(SMOKE).dataset).train_texts,
+                           vocab_size=400, min_frequency=1)
+    wp.save_model(str(folder))
+    tok = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"))
+    tok.save_pretrained(folder)
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=tok.vocab_size, hidden_size=16, num_hidden_layers=1,
+                         num_attention_heads=2, intermediate_size=32)).save_pretrained(folder)
+    return str(folder)
+
+
+def test_student_of_another_tokenizer_reads_its_own_tokens_the_teacher_its_own(
+        tmp_path, smoke_experts, own_tokenizer_student):
+    from distiller.distill import Distiller
+    from utils.config import load_config
+    from utils.distributed import DistEnv
+    from utils.runtime import load_data
+    from utils.training import Examples
+    cfg = load_config(SMOKE, [("pretrain.expert_dir", smoke_experts),
+                              ("distill.student_path", own_tokenizer_student)])
+    data = load_data(cfg)
+    text = distill_script_text.student_text(cfg, data)
+    assert text.own_tokenizer and text.tokenizer.vocab_size < 500
+    assert len(text.train) == len(data.train) and not torch.equal(
+        text.train.input_ids[:, :8], data.train.input_ids[:, :8])
+    assert torch.equal(text.train.labels, data.train.labels)          # the same rows, in order
+    teacher, _ = distill_script_text.load_teacher(cfg, DistEnv(), data, False)
+    student = distill_script_text.load_pretrained_student(own_tokenizer_student, 5, cfg.distill)
+    assert student.hidden_size == 16 and student.model.config.num_labels == 5
+    sources = distill_script_text.make_sources("real", text.train, None)
+    t_sources = distill_script_text.make_sources("real", Examples.of(data.train), None)
+    d = Distiller(cfg, DistEnv(), teacher, student, sources, False, cfg.distill.losses,
+                  tmp_path / "kd", teacher_sources=t_sources)
+    train = Examples.of(data.train)
+    with torch.no_grad():                       # the cache is the teacher on the teacher's tokens
+        ref = teacher(**train.inputs(torch.arange(len(train)), torch.device("cpu"))).logits
+    torch.testing.assert_close(d.cache, ref, atol=1e-5, rtol=1e-4)
+
+
+def test_distill_into_a_student_of_another_tokenizer_two_ranks_equal_one_process(
+        tmp_path, smoke_experts, own_tokenizer_student):
+    """Cross-tokenizer KD end to end under torchrun: logit KD plus [CLS]-level CKA (the teacher
+    runs on every batch, on its own tokens of the rows), the saved student is its own model with
+    its own tokenizer, and 2 ranks train the same student as 1 process."""
+    common = ["--config_path", SMOKE, "--set", f"pretrain.expert_dir={smoke_experts}",
+              "--student_path", own_tokenizer_student, "--set", "distill.dropout=0.0",
+              "--set", "distill.quantize=false", "--set", f"distill.results_table={tmp_path}/t.md",
+              "--set", "distill.losses=[{name: logit_kd, weight: 0.5}, {name: label_ce, weight: "
+              "0.5}, {name: cka_local, weight: 1}]"]
+    torchrun("condense/distill_script_text.py", [*common, "--output_dir", str(tmp_path / "two")])
+    assert distill_script_text.main([*common, "--set", "distill.baseline=false",
+                                     "--output_dir", str(tmp_path / "one")]) == 0
+    a, b = student_weights(tmp_path / "two"), student_weights(tmp_path / "one")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4)
+    res = json.loads((tmp_path / "two" / "distill" / "results.json").read_text())
+    rows = {r["model"]: r for r in res["rows"]}
+    assert res["student"] == Path(own_tokenizer_student).name
+    assert rows["student"]["params"] == rows["student (no teacher)"]["params"] < \
+        rows["teacher"]["params"]
+    hist = json.loads((tmp_path / "two" / "distill" / "history.json").read_text())
+    assert len(hist) == 6 and all(h["cka_local"] > 0 and h["logit_kd"] >= 0 for h in hist)
+    from transformers import AutoTokenizer
+    assert AutoTokenizer.from_pretrained(tmp_path / "two" / "student").vocab_size == \
+        AutoTokenizer.from_pretrained(own_tokenizer_student).vocab_size
+    # the teacher row is the same teacher on the same rows as without a student of its own
+    ref = tmp_path / "ref"
+    assert distill(ref, smoke_experts, "--set", "distill.baseline=false",
+                   "--set", "distill.quantize=false") == 0
+    ref_rows = json.loads((ref / "distill" / "results.json").read_text())["rows"]
+    assert ref_rows[0]["accuracy"] == rows["teacher"]["accuracy"]
+
+
+def test_a_student_of_another_tokenizer_refuses_token_level_losses_and_synthetic_data(
+        tmp_path, smoke_experts, own_tokenizer_student):
+    assert distill(tmp_path / "a", smoke_experts, "--student_path", own_tokenizer_student,
+                   "--set", "distill.losses=[{name: logit_kd}, {name: hidden_mse}]") == 2
+    log = (tmp_path / "a" / "print.log").read_text()
+    assert "['hidden_mse'] compare teacher and student token by token" in log
+    assert distill(tmp_path / "b", smoke_experts, "--student_path", own_tokenizer_student,
+                   "--set", "distill.data=synthetic") == 2
+    assert "distill.student_path trains on real text" in (tmp_path / "b" / "print.log").read_text()
+    assert not (tmp_path / "a" / "student").exists() and not (tmp_path / "b" / "student").exists()

@@ -215,6 +215,10 @@ def _build_section(cls, value: Any, where: str):
 build_section = _build_section   # public: component options (utils.registry) use it too
 
 
+# path keys that may also hold a model alias or hub name ('all-MiniLM-L6-v2', 'mpnet', 'org/name')
+MODEL_KEYS = ("model_path", "tokenizer_path", "eval_model_path", "teacher_path", "student_path")
+
+
 def _resolve_path(value: Optional[str], source: str) -> Optional[str]:
     """Relative paths from YAML/defaults resolve against the project root, CLI ones against cwd."""
     if value is None or os.path.isabs(value):
@@ -252,8 +256,8 @@ def build_config(data: dict, prov: dict) -> Config:
             if f.metadata.get("path"):
                 src = prov.get(f"{name}.{key}", DEFAULTS)
                 resolved = _resolve_path(getattr(section, key), src)
-                # model/dataset names may be hub names or aliases: keep them unless the path exists
-                if key == "model_path" and resolved is not None and not Path(resolved).exists():
+                # model names may be hub names or aliases: keep them unless the path exists
+                if key in MODEL_KEYS and resolved is not None and not Path(resolved).exists():
                     continue
                 setattr(section, key, resolved)
         for key, message in (section.check() if hasattr(section, "check") else ()):

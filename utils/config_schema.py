@@ -483,9 +483,17 @@ class DistillConfig:
         "(condense.load_path / --load_path), or both (alternating batches).", flag="data")
     teacher_expert: int = _f(0, "The teacher: expert k of stage 1 (final weights), trained first if "
                              "missing.", flag="teacher_expert")
-    teacher_path: Optional[str] = _f(None, "Instead of an expert: a Hugging Face BERT sequence "
-                                     "classifier folder (e.g. a student saved by this stage).",
+    teacher_path: Optional[str] = _f(None, "Instead of an expert: a Hugging Face BERT or MPNet "
+                                     "sequence classifier folder (e.g. a student saved by this "
+                                     "stage).",
                                      path=True, flag="teacher_path")
+    student_path: Optional[str] = _f(
+        None, "Instead of a student cut from the teacher: a pretrained encoder to start it from "
+        "(e.g. 'all-MiniLM-L6-v2' under an MPNet teacher; an alias, folder or hub name), with a new "
+        "classification head. It reads the text with its own tokenizer and the teacher with the "
+        "teacher's (cross-tokenizer KD on real data: logit losses and [CLS]-level CKA; token-level "
+        "losses need one tokenizer). student_layers, student_hidden and init do not apply.",
+        path=True, flag="student_path")
     student_layers: int = _f(3, "Transformer layers of the student.", flag="student_layers")
     student_hidden: Optional[int] = _f(None, "Hidden size of the student (null: the teacher's). A "
                                        "smaller one needs init 'scratch'; hidden-state losses then "
