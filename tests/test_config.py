@@ -112,6 +112,11 @@ def test_paths_from_yaml_resolve_against_project_root(tmp_path, monkeypatch):
     # a relative path on the command line is relative to the current directory
     cfg = parse(["--config_path", "../config/ipc1/bbc.yaml", "--output_dir", "out"])
     assert cfg.run.output_dir == str(ROOT / "condense" / "out")
+    # model keys keep an alias or hub name (no such folder) as written, from YAML and CLI alike
+    cfg = load_config(str(ROOT / "config/distill/bbc_mpnet.yaml"),
+                      [("distill.teacher_path", "org/some-classifier")])
+    assert (cfg.network.model_path, cfg.distill.student_path, cfg.distill.teacher_path) == \
+        ("mpnet", "all-MiniLM-L6-v2", "org/some-classifier")
 
 
 def test_save_config_roundtrip(tmp_path):
