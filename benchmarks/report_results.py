@@ -228,7 +228,9 @@ def distill(rel: str) -> Callable[[Ctx], str]:
                              f"{r['latency_ms']:.0f}", f"{r['accuracy_vs_teacher']:.1f}%",
                              f"{r['latency_vs_teacher']:.0f}%"])
         steps = sorted({run.get("steps") for run in d["runs"]})
-        return (f"{link(ctx.results, rel)} ({d.get('date', '')}; {d.get('nproc')} ranks, "
+        who = (f"teacher {d['teacher']}, student {d['student']}; " if d.get("student") and
+               d.get("teacher") else "")
+        return (f"{link(ctx.results, rel)} ({d.get('date', '')}; {who}{d.get('nproc')} ranks, "
                 f"{', '.join(str(s) for s in steps)} steps per student):\n\n"
                 + table(["data", "loss mix", "model", "test accuracy", "macro-F1", "params",
                          "size (MiB)", "latency (ms / batch)", "accuracy vs teacher",
