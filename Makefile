@@ -53,6 +53,7 @@ bench: setup
 	$(BIN)/python benchmarks/bench_unroll_memory.py $(QUICK)
 	$(BIN)/python benchmarks/bench_time_to_accuracy.py $(QUICK)
 	$(BIN)/python benchmarks/bench_pipeline.py $(QUICK)
+	$(BIN)/python benchmarks/bench_precision.py $(QUICK)
 
 # The "does the set beat the best real selection?" table, from the committed
 # benchmarks/results/eval/*.json (bench_eval.py writes them): benchmarks/results/quality/.

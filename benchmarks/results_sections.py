@@ -374,10 +374,15 @@ one run. `before` pads every batch to `max_length` (the seed's way, `dataset.pad
 outputs up to float rounding, but training draws other dropout masks, whose shape follows the
 batch, so each variant's experts are another random draw of the same training).
 Short-text data (TREC, SST-2) gains the most; BBC articles fill the 64 tokens, so padding costs them
-little.
+little. The second table is the bf16 lever for the training steps of experts, evaluation
+classifiers and students: one training step of the MiniLM classifier in fp32 and under bf16
+autocast, side by side, and what `precision: auto` resolves to on the machine. Where the CPU has
+neither avx512_bf16 nor AMX, torch emulates bf16 and autocast is slower, so the lever is not built
+into those loops: `auto` would resolve to fp32 there anyway.
 """,
-     "commands": ["python benchmarks/bench_pipeline.py --datasets trec bbc --ipc 10 --variants before after"],
-     "blocks": [pipeline()]},
+     "commands": ["python benchmarks/bench_pipeline.py --datasets trec bbc --ipc 10 --variants before after",
+                  "python benchmarks/bench_precision.py   # batch 16 x 64 tokens, 1 thread"],
+     "blocks": [pipeline(), rows_file("perf/precision_train.json")]},
 
     {"title": "Condensation speed and memory",
      "note": """

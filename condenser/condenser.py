@@ -108,7 +108,8 @@ class Condenser:
                            nclass, multilabel, self.cfg.run.seed,
                            INITS.options(c.init, c.init_options, where="condense.init_options"),
                            features=self._train_features, text_features=self._text_features,
-                           tokenizer=tokenizer, class_names=class_names, device=self.env.device)
+                           head=self._head, tokenizer=tokenizer, class_names=class_names,
+                           device=self.env.device)
 
     def _feature_expert(self) -> int:
         """`evaluate.feature_expert`, checked against the experts there are."""
@@ -132,6 +133,12 @@ class Condenser:
         return expert_features(self.pool.load_final(self._feature_expert()), self.train.attention_mask[idx],
                                self.cfg.pretrain.eval_batch_size, self.env.device,
                                input_ids=self.train.input_ids[idx])
+
+    @torch.no_grad()
+    def _head(self, features: torch.Tensor) -> torch.Tensor:
+        """That expert's classification head on its pooled features  # [n, H] -> [n, C] (CPU)"""
+        model = self.pool.load_final(self._feature_expert())
+        return model.classifier(features.to(self.env.device)).float().cpu()
 
     def _text_features(self, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """The same features for any tokenised text (init 'generated')  # [n, H]"""

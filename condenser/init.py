@@ -4,7 +4,8 @@ class c, registered in `INITS` with its options dataclass (read as `ctx.options`
 as traits (`needs_features`: the expert features `ctx.features`; `loads_set`: the classes come
 from a saved set, `build_shard`'s `loaded`).
 
-- random     the word embeddings of `ipc` real samples of the class
+- random     the word embeddings of `ipc` real samples of the class (random, herding and kmeans
+             take option `correct_only`: only samples the feature expert classifies correctly)
 - noise      Gaussian noise with the per-dimension mean/std of the embedding table; real masks
 - mix        each sequence packs `factor` real snippets (NCFM's image tiling, for text)
 - mask_fill  real samples with a fraction of their tokens replaced (`condenser.init_text`)
@@ -22,25 +23,40 @@ Trait `after_init`: called once every class of the rank is initialised (e.g. to 
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
-from condenser.init_context import InitContext, from_indices, labels_for, real_ids
+from condenser.init_context import InitContext, correct_pool, from_indices, labels_for, real_ids
 from condenser.init_generated import GeneratedOptions, init_generated, release_generators
 from condenser.init_text import ManifoldOptions, MaskFillOptions, init_manifold, init_mask_fill
 from utils.coreset import herding_select
 from utils.kmeans_select import kmeans_select
-from utils.registry import Registry
+from utils.registry import Registry, opt
 from utils.seeding import derive_seed
 from utils.synset import ClassData, segment_length
 
 InitFn = Callable[[InitContext, int, int, int], ClassData]
 
 
+@dataclass
+class SelectOptions:
+    correct_only: bool = opt(False, "Start only from training samples that expert "
+                             "evaluate.feature_expert classifies correctly (DATM's "
+                             "initialisation); a class with fewer than ipc of them uses all.")
+
+
+def _class_pool(ctx: InitContext, c: int, ipc: int) -> torch.Tensor:
+    """The samples class c may start from: all of them, or the correctly classified ones."""
+    if ctx.options is not None and getattr(ctx.options, "correct_only", False):
+        return correct_pool(ctx, c, ipc)
+    return ctx.train.class_indices[c]
+
+
 def init_random(ctx: InitContext, c: int, ipc: int, factor: int = 1) -> ClassData:
     """Embeddings of `ipc` real samples of class c."""
-    return from_indices(ctx, c, real_ids(ctx, c, ipc, ctx.class_seed(c)))
+    return from_indices(ctx, c, real_ids(ctx, c, ipc, ctx.class_seed(c), _class_pool(ctx, c, ipc)))
 
 
 def init_noise(ctx: InitContext, c: int, ipc: int, factor: int = 1) -> ClassData:
@@ -77,7 +93,7 @@ def init_mix(ctx: InitContext, c: int, ipc: int, factor: int = 1) -> ClassData:
 def _feature_picks(ctx: InitContext, c: int, ipc: int, factor: int, pick) -> ClassData:
     """The `ipc` training samples of class c that `pick(feats [N_c, H])` chooses on the expert
     features (all of them, repeated, when the class has no more)."""
-    pool = ctx.train.class_indices[c]
+    pool = _class_pool(ctx, c, ipc)
     if len(pool) <= ipc:
         return init_random(ctx, c, ipc, factor)
     if ctx.features is None:
@@ -103,12 +119,15 @@ def init_load(ctx: InitContext, c: int, ipc: int, factor: int = 1) -> ClassData:
 
 
 INITS: Registry = Registry("init", publish=True)
-for _name, _fn, _traits in (("random", init_random, {}), ("noise", init_noise, {}),
+for _name, _fn, _traits in (("random", init_random, {"options": SelectOptions}),
+                            ("noise", init_noise, {}),
                             ("mix", init_mix, {}),
                             ("mask_fill", init_mask_fill, {"options": MaskFillOptions}),
                             ("manifold", init_manifold, {"options": ManifoldOptions}),
-                            ("herding", init_herding, {"needs_features": True}),
-                            ("kmeans", init_kmeans, {"needs_features": True}),
+                            ("herding", init_herding, {"options": SelectOptions,
+                                                       "needs_features": True}),
+                            ("kmeans", init_kmeans, {"options": SelectOptions,
+                                                     "needs_features": True}),
                             ("generated", init_generated, {"options": GeneratedOptions,
                                                            "needs_features": True,
                                                            "after_init": release_generators}),

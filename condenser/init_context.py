@@ -31,6 +31,8 @@ class InitContext:
     features: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
     # (input_ids [n, L], attention_mask [n, L]) of any text -> the same features [n, H]
     text_features: Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = None
+    # that expert's classification head: features [n, H] -> logits [n, C] (option correct_only)
+    head: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
     tokenizer: Any = None              # the condensation model's (init 'generated')
     device: torch.device = torch.device("cpu")   # where a generator runs (init 'generated')
     class_names: Optional[List[str]] = None
@@ -40,9 +42,10 @@ class InitContext:
         return derive_seed(self.seed, "init", c)
 
 
-def real_ids(ctx: InitContext, c: int, n: int, seed: int) -> torch.Tensor:
-    """n real sample indices of class c (with replacement only when the class is too small)."""
-    pool = ctx.train.class_indices[c]
+def real_ids(ctx: InitContext, c: int, n: int, seed: int,
+             pool: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """n real sample indices of class c, or of `pool` (with replacement only when it is too small)."""
+    pool = ctx.train.class_indices[c] if pool is None else pool
     if len(pool) == 0:
         raise SyntheticDataError(f"class {c} has no training samples to initialise from")
     if len(pool) < n:
@@ -51,6 +54,23 @@ def real_ids(ctx: InitContext, c: int, n: int, seed: int) -> torch.Tensor:
                        "moves them (init 'noise' or a smaller ipc avoids it)", c, len(pool), n,
                        n - len(pool))
     return seeded_sample(pool, n, seed, replace_if_short=True)
+
+
+def correct_pool(ctx: InitContext, c: int, need: int) -> torch.Tensor:
+    """Class c's training samples that expert `evaluate.feature_expert` classifies correctly
+    (DATM's start: argmax = c; multi-label: sigmoid of c's logit > 0.5), or all of them when fewer
+    than `need` are correct  # [n] indices"""
+    pool = ctx.train.class_indices[c]
+    if ctx.features is None or ctx.head is None:
+        raise ValueError("correct_only needs InitContext.features and .head (the feature expert)")
+    logits = ctx.head(ctx.features(pool))                                 # [n, C]
+    right = logits[:, c] > 0 if ctx.multilabel else logits.argmax(1) == c
+    if int(right.sum()) < need:
+        logger.warning("class %d: %d of %d training samples are classified correctly, fewer than "
+                       "the %d needed; correct_only starts from all of them", c, int(right.sum()),
+                       len(pool), need)
+        return pool
+    return pool[right]
 
 
 def labels_for(ctx: InitContext, c: int, idx: Optional[torch.Tensor], n: int) -> torch.Tensor:

@@ -12,6 +12,7 @@ from benchmarks import (
     bench_eval,
     bench_ncfm,
     bench_pipeline,
+    bench_precision,
     bench_time_to_accuracy,
     bench_unroll_memory,
 )
@@ -269,3 +270,14 @@ def test_bench_pipeline_quick(tmp_path):
     assert f"{cmp['speedup']['total']:.2f}x" in page
     (results / "perf" / "pipeline_bbc_ipc2.json").rename(results / "perf" / "pipeline_bbc_ipc2_quick.json")
     assert "not measured yet" in report_results.pipeline()(report_results.Ctx(results))
+
+
+def test_bench_precision_quick(tmp_path):
+    out = tmp_path / "p.json"
+    assert bench_precision.main(["--quick", "--steps", "2", "--out", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert MACHINE_KEYS <= set(r) and [row["precision"] for row in r["rows"]] == ["fp32", "bf16"]
+    assert all(len(row["step_seconds"]) == 2 and row["median_step_seconds"] > 0 for row in r["rows"])
+    assert r["auto_resolves_to"] == ("bf16" if r["bf16_native"] else "fp32")
+    assert r["bf16_vs_fp32_step_time"] == pytest.approx(
+        r["rows"][1]["median_step_seconds"] / r["rows"][0]["median_step_seconds"], abs=0.01)

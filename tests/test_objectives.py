@@ -205,6 +205,65 @@ def test_init_kmeans_starts_from_the_kmeans_baselines_picks(smoke_experts):
         assert torch.equal(cond.shard.data[c].embeds.detach().cpu(), want)
 
 
+def test_correct_only_starts_from_samples_the_head_gets_right(smoke_experts):
+    """DATM's start: with init_options {correct_only: true} every starting sequence is a training
+    sample the head classifies correctly, picked by the init among those only. (The smoke
+    expert's own head predicts one class for every sample, so the head here is a linear probe
+    fitted briefly on its features: right on some samples of each class, not all.)"""
+    cfg = load_config(SMOKE, [("pretrain.expert_dir", smoke_experts)])
+    data, env = load_data(cfg), DistEnv()
+    pool = ExpertPool(cfg, 5, env.device)
+    feats = expert_features(pool.load_final(0), data.train.attention_mask, 64, env.device,
+                            input_ids=data.train.input_ids)                  # [N, H]
+    mu, sd = feats.mean(0), feats.std(0).clamp_min(1e-6)       # the features barely vary
+
+    def head(f: torch.Tensor) -> torch.Tensor:
+        return probe((f - mu) / sd).detach()                                  # [n, C]
+    torch.manual_seed(0)
+    probe = torch.nn.Linear(feats.shape[1], 5)
+    opt_ = torch.optim.Adam(probe.parameters(), lr=0.05)
+    for _ in range(15):
+        opt_.zero_grad()
+        torch.nn.functional.cross_entropy(probe((feats - mu) / sd), data.train.labels).backward()
+        opt_.step()
+    right = head(feats).argmax(1) == data.train.labels                        # [N]
+    n_right = [int(right[data.train.labels == c].sum()) for c in range(5)]
+    assert min(n_right) >= cfg.condense.ipc and sum(n_right) < len(right)
+    from utils.coreset import herding_select
+    from utils.seeding import derive_seed, seeded_sample
+    table = pool.embedding_table().detach().cpu()
+    for init in ("random", "herding", "kmeans"):
+        cfg = load_config(SMOKE, [("pretrain.expert_dir", smoke_experts), ("condense.init", init),
+                                  ("condense.init_options", {"correct_only": True})])
+        cond = Condenser(cfg, env, data.train, pool, list(range(5)))
+        ctx = cond.init_context(data.tokenizer, 5, False)
+        ctx.head = head
+        cond.initialize(init, ctx)
+        for c in range(5):   # the init's own pick, made on the correctly classified samples only
+            ok = data.train.class_indices[c][right[data.train.class_indices[c]]]
+            ipc = cfg.condense.ipc
+            if init == "random":
+                pick = seeded_sample(ok, ipc, ctx.class_seed(c), replace_if_short=True)
+            elif init == "herding":
+                pick = ok[herding_select(feats[ok], ipc)]
+            else:
+                pick = ok[kmeans_select(feats[ok], ipc, derive_seed(cfg.run.seed, "select",
+                                                                    "kmeans", c))]
+            assert bool(right[pick].all())
+            assert torch.equal(cond.shard.data[c].embeds.detach().cpu(),
+                               table[data.train.input_ids[pick]]), (init, c)
+
+
+def test_correct_only_through_the_script_uses_the_feature_experts_head(tmp_path, smoke_experts):
+    """The real head: the smoke expert predicts one class for every sample, so the other classes
+    have no correct sample to start from and fall back to all of theirs, saying so."""
+    assert condense(tmp_path, smoke_experts, "--init", "herding", "--set", "condense.niter=1",
+                    "--set", "condense.init_options={correct_only: true}") == 0
+    log = (tmp_path / "print.log").read_text()
+    assert log.count("correct_only starts from all of them") == 4
+    assert (tmp_path / "distilled_data" / "syn_data_1.pth").is_file()
+
+
 # ------------------------------------------------------------ evaluating leaves the run alone
 
 def test_a_run_with_eval_it_equals_one_without_bit_for_bit(tmp_path, smoke_experts, monkeypatch):
