@@ -152,6 +152,13 @@ class Condenser:
                                  learn_labels=c.learn_labels, expert_logits=expert
                                  ).to(self.env.device)
         self.shard.project = self.projection
+        # condense.update_fraction: the first `fixed` sequences of each class keep their start
+        fixed = c.ipc - max(1, round(c.update_fraction * c.ipc))
+        self._held = {k: self.shard.data[k].embeds.detach()[:fixed].clone()
+                      for k in self.my_classes} if fixed > 0 else {}
+        if fixed > 0:
+            logger.info("update_fraction %.2f: the first %d of %d sequences of each class keep their "
+                        "start", c.update_fraction, fixed, c.ipc)
         if c.learn_labels:
             labels = self.shard.label_parameters() or [torch.zeros(0, requires_grad=True)]
             self.label_optimizer = torch.optim.Adam(labels, lr=c.label_lr)
@@ -206,6 +213,7 @@ class Condenser:
             for term in self.joint:
                 term.before_step(it)
             self.optimizer.step()
+            self._hold_fixed()
             if self.label_optimizer is not None:
                 self.label_optimizer.step()
             for term in self.joint:
@@ -220,6 +228,7 @@ class Condenser:
                     self.optimizer.zero_grad(set_to_none=True)
                     value += term.backward(it, self.shard)
                     self.optimizer.step()
+                    self._hold_fixed()
             local[term.metric_key] = value
 
         keys = [t.metric_key for t in self.terms]
@@ -239,6 +248,13 @@ class Condenser:
         record["seconds"] = round(time.time() - start, 3)
         self.history.append(record)
         return record
+
+    @torch.no_grad()
+    def _hold_fixed(self) -> None:
+        """condense.update_fraction < 1: put the held sequences back where they started (a device
+        copy per class, no host sync)."""
+        for k, start in self._held.items():
+            self.shard.data[k].embeds[:len(start)].copy_(start)
 
     def _read_values(self, local: dict, repeated: List[bool], info: dict) -> tuple:
         """The iteration's one host sync: the terms' values (summed over ranks unless replicated

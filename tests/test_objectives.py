@@ -347,3 +347,23 @@ def test_method_preset_takes_listed_options_by_name(tmp_path):
     assert [s.name for s in both] == ["feature_match", "trajectory", "calibration"]
     assert both[0].options.real_cache is True
     assert [s.name for s in objective_specs(load_config(None))] == ["feature_match", "calibration"]
+
+
+def test_update_fraction_holds_the_first_sequences_of_each_class_at_their_start(tmp_path,
+                                                                               smoke_experts):
+    """SelMatch's partial update: with update_fraction 0.5 at ipc 2, each class's first sequence
+    (herding's first pick) is exactly its start after training, the second has moved."""
+    assert condense(tmp_path / "start", smoke_experts, "--init", "herding",
+                    "--set", "condense.niter=0") == 0
+    assert condense(tmp_path / "half", smoke_experts, "--init", "herding", "--set",
+                    "condense.niter=2", "--update_fraction", "0.5") == 0
+    start = torch.load(tmp_path / "start" / "distilled_data" / "syn_data_0.pth", weights_only=True)
+    half = torch.load(tmp_path / "half" / "distilled_data" / "syn_data_2.pth", weights_only=True)
+    a, b = start["inputs_embeds"], half["inputs_embeds"]                     # [10, L, H]
+    first = torch.tensor([i % 2 == 0 for i in range(10)])                   # class c: rows 2c, 2c+1
+    assert torch.equal(start["class_of"], half["class_of"]) and \
+        start["class_of"].tolist() == [c for c in range(5) for _ in range(2)]
+    assert torch.equal(a[first], b[first])
+    assert all(not torch.equal(a[i], b[i]) for i in range(1, 10, 2))
+    assert "update_fraction 0.50: the first 1 of 2 sequences" in \
+        (tmp_path / "half" / "print.log").read_text()

@@ -251,6 +251,11 @@ class CondenseConfig:
                       "last, as a tokenizer writes a text), so its text export (tc.export_text) "
                       "keeps what was trained, up to the tokenizer's own round trip.",
                       flag="tokens")
+    update_fraction: float = _f(
+        1.0, "Fraction of each class's sequences the optimisation moves (SelMatch, Lee et al. "
+        "2024): the first round((1 - f) x ipc) stay exactly as they started (with init herding: "
+        "herding's first, most representative picks stay real samples) and the rest learn what "
+        "they lack. 1: every sequence moves.", flag="update_fraction")
     load_path: Optional[str] = _f(None, "Saved synthetic set (syn_data_<iter>.pth): the start of "
                                   "init 'load', or the set that evaluation/distillation reads.",
                                   path=True, flag="load_path")
@@ -316,6 +321,8 @@ class CondenseConfig:
             yield "load_path", "init 'load' needs load_path (--load_path FILE)"
         if self.label_lr <= 0:
             yield "label_lr", "must be > 0"
+        if not 0.0 < self.update_fraction <= 1.0:
+            yield "update_fraction", "must be in (0, 1] (1: every sequence moves)"
         if self.lam_grid == 1 or self.lam_grid < 0:
             yield "lam_grid", "must be 0 (uniform) or >= 2"
         if self.worth_runs < 0:
