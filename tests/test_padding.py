@@ -92,3 +92,39 @@ def test_pad_to_max_length_turns_it_off(examples):
         set_dynamic_padding(True)
     assert examples.inputs(idx, torch.device("cpu"))["input_ids"].shape[1] == \
         int(examples.attention_mask[idx].sum(1).max())
+
+
+def test_length_grouped_batches_cover_every_row_once_and_pad_less():
+    """pretrain.group_by_length: one epoch is every row once, in batches of similar length
+    (less padding than shuffled batches), seeded, and in a shuffled batch order."""
+    from utils.training import epoch_batches, length_grouped_batches
+    g = torch.Generator().manual_seed(0)
+    lengths = torch.randint(3, 65, (1000,), generator=g)                      # [N]
+
+    def batches(seed):
+        return list(length_grouped_batches(lengths, 8, torch.Generator().manual_seed(seed),
+                                           chunk_batches=10))
+    got = batches(1)
+    assert sorted(torch.cat(got).tolist()) == list(range(1000))
+    assert [len(b) for b in got].count(8) == 125
+    assert all(torch.equal(a, b) for a, b in zip(got, batches(1)))            # seeded
+    assert not all(torch.equal(a, b) for a, b in zip(got, batches(2)))
+
+    def padded(bs):                  # positions a batch cut to its longest row computes
+        return sum(len(b) * int(lengths[b].max()) for b in bs)
+    shuffled = list(epoch_batches(1000, 8, torch.Generator().manual_seed(1)))
+    assert padded(got) < 0.7 * padded(shuffled)
+    firsts = [int(lengths[b].max()) for b in got[:20]]
+    assert firsts != sorted(firsts, reverse=True)                              # not long-to-short
+
+
+def test_group_by_length_trains_an_expert(tmp_path):
+    from condense import pretrain_script_text
+    from tests.conftest import SMOKE
+    assert pretrain_script_text.main(["--config_path", SMOKE, "--group_by_length",
+                                      "--set", f"pretrain.expert_dir={tmp_path}",
+                                      "--set", "pretrain.num_premodel=1"]) == 0
+    import json
+    manifest = next(tmp_path.rglob("expert_0/manifest.json"))
+    history = json.loads(manifest.read_text())["history"]
+    assert [h["epoch"] for h in history] == [1, 2] and all(h["train_loss"] > 0 for h in history)

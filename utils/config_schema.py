@@ -122,6 +122,11 @@ class PretrainConfig:
     weight_decay: float = _f(0.01, "AdamW weight decay.")
     warmup_ratio: float = _f(0.1, "Fraction of steps with linear warm-up (then linear decay).")
     seed: int = _f(0, "Expert i is trained with seed `seed + i`.")
+    group_by_length: bool = _f(
+        False, "Batches of rows of similar length (Hugging Face Trainer's group_by_length: each "
+        "seeded shuffle is cut into chunks of 50 batches, sorted by length within a chunk, and "
+        "the batches then shuffled), so dynamic padding trims more on short-text data.",
+        flag="group_by_length")
     expert_dir: str = _f("pretrained_models", "Root folder of expert checkpoints.", path=True)
 
     def check(self):

@@ -48,6 +48,7 @@ from utils.training import (
     epoch_batches,
     evaluate_classifier,
     label_loss_fn,
+    length_grouped_batches,
     linear_warmup_decay,
     train_steps,
 )
@@ -94,7 +95,7 @@ NOT_SHAPING = {
 
 # Shaping keys added after experts were first trained: left out of the fingerprint while they
 # hold the value that reproduces the older behaviour, so existing experts keep their folder.
-ADDED_LATER = {"network": {"pooling": "cls"}}
+ADDED_LATER = {"network": {"pooling": "cls"}, "pretrain": {"group_by_length": False}}
 
 
 def fingerprint(cfg: Config) -> dict:
@@ -214,7 +215,9 @@ def train_expert(k: int, cfg: Config, train: TokenizedSplit, test: TokenizedSpli
     for epoch in range(done + 1, p.epochs + 1):
         start = time.time()
         gen = torch.Generator().manual_seed(seed * 1000 + epoch)  # data order of this epoch
-        loss = train_steps(model, examples, epoch_batches(len(train), p.batch_size, gen), optimizer,
+        batches = length_grouped_batches(train.attention_mask.sum(1), p.batch_size, gen) \
+            if p.group_by_length else epoch_batches(len(train), p.batch_size, gen)
+        loss = train_steps(model, examples, batches, optimizer,
                            device, loss_fn, scheduler, total=-(-len(train) // p.batch_size),
                            show_progress=show_progress, desc=f"expert {k} epoch {epoch}/{p.epochs}",
                            track=f"expert_{k}", track_start=(epoch - 1) * per_epoch)

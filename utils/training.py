@@ -175,6 +175,22 @@ def epoch_batches(n: int, batch_size: int, generator: Optional[torch.Generator] 
         yield order[start:start + batch_size]
 
 
+def length_grouped_batches(lengths: torch.Tensor, batch_size: int, generator: torch.Generator,
+                           chunk_batches: int = 50) -> Iterator[torch.Tensor]:
+    """One pass over range(n) in batches of similar length  # lengths [n]: a seeded shuffle cut into
+    chunks of `chunk_batches` batches, each chunk sorted by length (longest first), then the
+    batches in a seeded random order (Hugging Face's LengthGroupedSampler, batch order shuffled)."""
+    order = torch.randperm(len(lengths), generator=generator)
+    span = batch_size * chunk_batches
+    batches = []
+    for start in range(0, len(order), span):
+        chunk = order[start:start + span]
+        chunk = chunk[lengths[chunk].argsort(descending=True, stable=True)]
+        batches += list(chunk.split(batch_size))
+    for b in torch.randperm(len(batches), generator=generator).tolist():
+        yield batches[b]
+
+
 def endless_batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
     """Endless batches of `batch_size` cycling over seeded shuffles of range(n) (a batch may span
     two shuffles, so every batch is full)."""
