@@ -17,6 +17,7 @@ Variants (`--variants`, the first is the reference):
 - before: every batch padded to `max_length` (`dataset.pad_to_max_length=true`: the seed's way)
 - after: the shipped defaults (dynamic padding: batches cut to their longest row)
 - epochs1: the shipped defaults with 1-epoch experts (`pretrain.epochs=1`)
+- grouped: the shipped defaults with length-grouped expert batches (`pretrain.group_by_length`)
 
 `--quick` runs the smoke config (tiny random BERT, one rank, a few iterations) in seconds: the
 tested path. Writes benchmarks/results/perf/pipeline_<dataset>_ipc<ipc>[_quick].json.
@@ -45,6 +46,7 @@ VARIANTS = {
     "before": ["--set", "dataset.pad_to_max_length=true"],
     "after": [],
     "epochs1": ["--set", "pretrain.epochs=1"],
+    "grouped": ["--set", "pretrain.group_by_length=true"],
 }
 BASELINES = ["random", "herding"]
 
