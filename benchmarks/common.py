@@ -65,12 +65,15 @@ def run_script(script: str, nproc: int, args: list) -> None:
 
 def load_run(config: str, overrides: list, num_eval: int | None = None):
     """(cfg, env, data) for a benchmark that runs the evaluation protocol in-process: the config
-    with `--set section.key=value` overrides (and `evaluate.num_eval`), the process group, the data."""
+    with `--set section.key=value` overrides (and `evaluate.num_eval`), the process group, logging
+    as the entry scripts set it up, the data."""
     from utils.config import load_config, parse_set
     from utils.distributed import init_distributed
+    from utils.logging_utils import setup_logging
     from utils.runtime import load_data
 
     pairs = [parse_set(s) for s in overrides] + ([("evaluate.num_eval", num_eval)] if num_eval else [])
     cfg = load_config(config, pairs)
     env = init_distributed(cfg.run.gpu, cfg.run.tf32, cfg.run.collective_timeout_s)
+    setup_logging(env.rank, cfg.run.log_level)   # the project's log lines; no loading reports
     return cfg, env, load_data(cfg)
