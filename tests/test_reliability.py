@@ -84,6 +84,27 @@ def test_resume_refuses_other_settings_and_leaves_args_log(tmp_path, smoke_exper
     assert list(tmp_path.glob("checkpoints.old-*")) and list(tmp_path.glob("distilled_data.old-*"))
 
 
+def test_a_checkpoint_without_a_later_added_setting_resumes_at_its_old_value(tmp_path,
+                                                                             smoke_experts):
+    """A checkpoint written before condense.update_fraction (and the other ADDED_LATER keys)
+    existed resumes while the run keeps the value that reproduces the older behaviour, and is
+    refused, naming the key, when the run changes it."""
+    from utils.checkpoint import ADDED_LATER, load_checkpoint, save_checkpoint
+    assert condense(tmp_path, smoke_experts, "--set", "condense.niter=3") == 0
+    it, path = complete_checkpoints(tmp_path)[-1]
+    state = load_checkpoint(path)
+    assert set(ADDED_LATER) & set(state["settings"]) == {"condense.update_fraction",
+                                                          "pretrain.group_by_length"}
+    for key in ADDED_LATER:
+        state["settings"].pop(key, None)          # as an older version wrote it
+    save_checkpoint(state, tmp_path, it)
+    assert condense(tmp_path, smoke_experts, "--set", "condense.niter=4",
+                    "--update_fraction", "0.5") == 2
+    assert "condense.update_fraction: '(unset)' -> 0.5" in (tmp_path / "print.log").read_text()
+    assert condense(tmp_path, smoke_experts, "--set", "condense.niter=4") == 0
+    assert "resuming from" in (tmp_path / "print.log").read_text()
+
+
 def test_resume_may_switch_the_cache_and_tracking_but_not_a_matching_option(tmp_path, smoke_experts):
     """Options marked resumable (feature_match's real_cache) and run.report_to may change on
     resume; any other objective option shapes the state and is refused, naming it."""
