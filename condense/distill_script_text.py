@@ -26,6 +26,8 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+import torch
+
 from distiller.data import Sources, make_sources
 from distiller.distill import Distiller, TrajectoryTeacher
 from distiller.losses import any_trait, loss_entries, shared_option
@@ -48,12 +50,12 @@ from distiller.student import (
 )
 from utils.checkpoint import settings_view
 from utils.config import config_to_dict
-from utils.config_schema import CondenseConfig, Config, KDLossSpec, NetworkConfig
+from utils.config_schema import CondenseConfig, Config, KDLossSpec
 from utils.distributed import barrier
 from utils.errors import UserError
 from utils.experts import ensure_experts, load_expert_weights
 from utils.io import atomic_write_json
-from utils.model import build_classifier, freeze, load_tokenizer
+from utils.model import build_classifier, freeze
 from utils.runtime import Data, guarded_stage, load_data, start_run
 from utils.seeding import derive_seed, seed_everything
 from utils.synset import check_fits, load_synset, to_examples
@@ -108,38 +110,87 @@ def synthetic_examples(cfg: Config, data: Data, hidden: int) -> Optional[Example
 
 
 @dataclasses.dataclass
-class StudentText:
-    """The student's reading of the data: its tokenizer and both splits in its tokens (the
-    teacher's own when the student is cut from the teacher)."""
+class ModelText:
+    """One model's reading of the data: its tokenizer and both splits in its tokens."""
     tokenizer: object
     train: Examples
     test: Examples
-    own_tokenizer: bool              # another tokenizer than the teacher's
+
+    def same_tokens(self, other: "ModelText") -> bool:
+        """Both read every row as the same token ids (token-level losses are then meaningful)."""
+        return all(a.input_ids.shape == b.input_ids.shape and torch.equal(a.input_ids, b.input_ids)
+                   and torch.equal(a.attention_mask, b.attention_mask)
+                   for a, b in ((self.train, other.train), (self.test, other.test)))
 
 
-def student_text(cfg: Config, data: Data) -> StudentText:
-    """`distill.student_path`: the text tokenised by the student's tokenizer (real data only;
-    token-level losses only when both tokenizers agree)."""
+@dataclasses.dataclass
+class Readings:
+    teacher: ModelText
+    student: ModelText
+    own_tokens: bool            # the student reads other token ids than the teacher
+
+
+def folder_tokenizer(path: str, key: str, fallback=None):
+    """The tokenizer of a model folder / alias / hub name (`key` names the setting in errors);
+    `fallback` when the folder has none (with a warning)."""
+    from transformers import AutoTokenizer
+
+    from utils.model import resolve_model_path
+    try:
+        return AutoTokenizer.from_pretrained(resolve_model_path(path))
+    except Exception as exc:  # noqa: BLE001 - turned into advice
+        if fallback is not None:
+            logger.warning("%s %s has no tokenizer (%s): it reads the ids of network.model_path's "
+                           "tokenizer", key, path, type(exc).__name__)
+            return fallback
+        raise UserError(f"{key} {path!r}: cannot load its tokenizer ({type(exc).__name__}: {exc});"
+                        f" give a model folder with tokenizer files, an alias or a hub name") from None
+
+
+def readings(cfg: Config, data: Data) -> Readings:
+    """How teacher and student read the text: each through its own tokenizer (an expert and a
+    student cut from the teacher read the network's). Refused here, before any work: a student of
+    its own on synthetic data, token-level losses across tokenizers, a synthetic set for a teacher
+    that reads other tokens than the model that made it."""
+    from utils.data import tokenize_dataset
+
     d = cfg.distill
-    if not d.student_path:
-        return StudentText(data.tokenizer, Examples.of(data.train), Examples.of(data.test), False)
-    if d.data != "real":
+    base = ModelText(data.tokenizer, Examples.of(data.train), Examples.of(data.test))
+
+    def read(tok) -> ModelText:
+        if tok is data.tokenizer:
+            return base
+        train, test = tokenize_dataset(data.dataset, tok, cfg.dataset.max_length,
+                                       cfg.dataset.cache_dir)
+        return ModelText(tok, Examples.of(train), Examples.of(test))
+
+    teacher = read(folder_tokenizer(d.teacher_path, "distill.teacher_path", data.tokenizer)) \
+        if d.teacher_path else base
+    if d.student_path and d.data != "real":
         raise UserError(f"distill.student_path trains on real text; distill.data = {d.data!r} "
                         f"needs a student cut from the teacher (a synthetic set lives in the "
                         f"embedding space of the model that made it): drop student_path or use "
                         f"--data real")
-    from utils.data import tokenize_dataset
-
-    tok = load_tokenizer(NetworkConfig(model_path=d.student_path))
-    own = type(tok) is not type(data.tokenizer) or tok.get_vocab() != data.tokenizer.get_vocab()
+    if d.data != "real" and teacher is not base and not teacher.same_tokens(base):
+        raise UserError(f"distill.teacher_path {d.teacher_path!r} reads other token ids than "
+                        f"network.model_path, the model whose embedding space the synthetic set "
+                        f"lives in; distil a synthetic set with that model's teacher")
+    student = read(folder_tokenizer(d.student_path, "distill.student_path")) \
+        if d.student_path else teacher
+    own = student is not teacher and not student.same_tokens(teacher)
     aligned = [e.name for e, _ in loss_entries(d.losses) if e.trait("aligns_tokens")]
     if own and aligned:
         raise UserError(f"distill.losses {aligned} compare teacher and student token by token, but "
-                        f"distill.student_path {d.student_path!r} has another tokenizer than the "
-                        f"teacher; use logit losses (logit_kd, label_ce) or [CLS]-level ones "
-                        f"(cka_local, cka_global)")
-    train, test = tokenize_dataset(data.dataset, tok, cfg.dataset.max_length, cfg.dataset.cache_dir)
-    return StudentText(tok, Examples.of(train), Examples.of(test), own)
+                        f"the student ({d.student_path}) reads other token ids than the teacher; "
+                        f"use logit losses (logit_kd, label_ce) or [CLS]-level ones (cka_local, "
+                        f"cka_global)")
+    if d.student_path:
+        weights = [e.name for e, _ in loss_entries(d.losses) if e.trait("matches_weights")]
+        if weights:
+            raise UserError(f"distill.losses {weights} match the student's weights to the "
+                            f"teacher's, which a pretrained student of its own "
+                            f"(distill.student_path) does not share; drop them or the student_path")
+    return Readings(teacher, student, own)
 
 
 # Settings a resumed distillation may change; every other key shapes the student and must match.
@@ -189,11 +240,11 @@ def train_student(run, teacher, trajectory, data, sources, specs, out: Path, des
     return student, distiller
 
 
-def report(cfg: Config, run, data: Data, text: StudentText, teacher, student, baseline) -> list:
+def report(cfg: Config, run, text: Readings, teacher, student, baseline) -> list:
     """Rank 0: every row measured in this process on the test split (each model on its own
     tokens of the same rows; the latency batch is the same rows for all)."""
     d, dev = cfg.distill, run.env.device
-    t_test, s_test = Examples.of(data.test), text.test
+    t_test, s_test = text.teacher.test, text.student.test
     t_batch = latency_batch(t_test, d.latency_batch, dev)
     s_batch = latency_batch(s_test, d.latency_batch, dev)
     teacher_params = sum(p.numel() for p in teacher.parameters())
@@ -222,16 +273,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         tracker = stack.enter_context(Tracker.session(cfg, run.out_dir, env))  # run.report_to
         data = load_data(cfg)
         eager = any_trait(d.losses, "needs_attention")
-        text = student_text(cfg, data)           # refused here, before the teacher is trained
+        text = readings(cfg, data)               # refused here, before the teacher is trained
         teacher, trajectory = load_teacher(cfg, env, data, eager)
-        sources = make_sources(d.data, text.train,
+        sources = make_sources(d.data, text.student.train,
                                synthetic_examples(cfg, data, teacher.hidden_size))
-        teacher_sources = make_sources("real", Examples.of(data.train), None) \
-            if text.own_tokenizer else None
+        teacher_sources = make_sources("real", text.teacher.train, None) \
+            if text.own_tokens else None
         logger.info("***** Running distillation *****  %s -> %s, data %s (%d examples), %d steps x "
                     "batch %d, losses %s", "teacher_path "
                     + d.teacher_path if d.teacher_path else f"expert {d.teacher_expert}",
-                    f"student {d.student_path}" + (" (its own tokenizer)" if text.own_tokenizer
+                    f"student {d.student_path}" + (" (its own tokenizer)" if text.own_tokens
                                                    else "") if d.student_path
                     else f"{d.student_layers}-layer student (init {d.init})",
                     d.data, len(sources), d.steps, d.batch_size, loss_names(d.losses))
@@ -244,8 +295,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                         [KDLossSpec("label_ce", 1.0)], run.out_dir / "no_teacher",
                                         "no-teacher", baseline=True)
         if env.is_main:
-            folder = save_student(student, text.tokenizer, run.out_dir / "student")
-            rows = report(cfg, run, data, text, teacher, student, baseline)
+            folder = save_student(student, text.student.tokenizer, run.out_dir / "student")
+            rows = report(cfg, run, text, teacher, student, baseline)
             tracker.log(d.steps, {f"distill/{r['model']}/accuracy": r["accuracy"] for r in rows})
             context = {"dataset": cfg.dataset.name, "data": d.data, "losses": loss_names(d.losses),
                        "student": Path(d.student_path.rstrip("/")).name if d.student_path

@@ -159,6 +159,9 @@ class Condenser:
         if fixed > 0:
             logger.info("update_fraction %.2f: the first %d of %d sequences of each class keep their "
                         "start", c.update_fraction, fixed, c.ipc)
+        elif c.update_fraction < 1.0:
+            logger.warning("update_fraction %.2f at ipc %d holds no sequence (at least one of each "
+                           "class moves): every sequence moves", c.update_fraction, c.ipc)
         if c.learn_labels:
             labels = self.shard.label_parameters() or [torch.zeros(0, requires_grad=True)]
             self.label_optimizer = torch.optim.Adam(labels, lr=c.label_lr)

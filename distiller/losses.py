@@ -77,6 +77,7 @@ KD_TRAITS = {
     "needs_memory": "FSD's centroid memory (its options have `num_centroid`)",
     "needs_trajectory": "the teacher's epoch checkpoints (its options have `trajectory_points`)",
     "aligns_tokens": "compares teacher and student token by token (one tokenizer for both)",
+    "matches_weights": "pulls the student's weights toward the teacher's (a student cut from it)",
 }
 # options each trait requires of the loss's options dataclass
 _TRAIT_OPTIONS = {"uses_layer_map": "layers", "needs_memory": "num_centroid",
@@ -257,7 +258,7 @@ def attn_kl(ctx: KDContext, pairs: Pairs, opts) -> torch.Tensor:
     return _over_pairs(pairs, per_pair)
 
 
-@register_kd_loss("classifier_match")
+@register_kd_loss("classifier_match", matches_weights=True)
 def classifier_match(ctx: KDContext, pairs: Pairs, opts) -> torch.Tensor:
     """MSE of the student's head weights to the teacher's (TTM)."""
     s, t = ctx.student_model.classifier, ctx.teacher_model.classifier
@@ -266,7 +267,7 @@ def classifier_match(ctx: KDContext, pairs: Pairs, opts) -> torch.Tensor:
     return F.mse_loss(s.weight, t.weight) + F.mse_loss(s.bias, t.bias)
 
 
-@register_kd_loss("layer_weight_match", uses_layer_map=True)
+@register_kd_loss("layer_weight_match", uses_layer_map=True, matches_weights=True)
 def layer_weight_match(ctx: KDContext, pairs: Pairs, opts) -> torch.Tensor:
     """MSE of query and attention-output weights of mapped layers to the teacher's (TTM)."""
     s_layers, t_layers = _layer_modules(ctx.student_model), _layer_modules(ctx.teacher_model)

@@ -117,6 +117,10 @@ def build_student(teacher, nclass: int, d: DistillConfig, eager_attention: bool 
     from transformers import BertForSequenceClassification
 
     tcfg = teacher_encoder(teacher).config
+    if tcfg.model_type != "bert":
+        raise UserError(f"the teacher is a {tcfg.model_type!r} model; a student cut from it is a "
+                        f"BERT built from a BERT teacher. Give the student a pretrained encoder of "
+                        f"its own: --student_path all-MiniLM-L6-v2 (it reads its own tokens)")
     if d.student_layers > tcfg.num_hidden_layers and d.init != "scratch":
         raise UserError(f"distill.student_layers = {d.student_layers} but the teacher has only "
                         f"{tcfg.num_hidden_layers}; use fewer layers or distill.init=scratch")

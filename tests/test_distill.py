@@ -382,8 +382,10 @@ def test_student_of_another_tokenizer_reads_its_own_tokens_the_teacher_its_own(
     cfg = load_config(SMOKE, [("pretrain.expert_dir", smoke_experts),
                               ("distill.student_path", own_tokenizer_student)])
     data = load_data(cfg)
-    text = distill_script_text.student_text(cfg, data)
-    assert text.own_tokenizer and text.tokenizer.vocab_size < 500
+    read = distill_script_text.readings(cfg, data)
+    text = read.student
+    assert read.own_tokens and text.tokenizer.vocab_size < 500
+    assert read.teacher.tokenizer is data.tokenizer                    # the expert: the network's
     assert len(text.train) == len(data.train) and not torch.equal(
         text.train.input_ids[:, :8], data.train.input_ids[:, :8])
     assert torch.equal(text.train.labels, data.train.labels)          # the same rows, in order
@@ -438,6 +440,25 @@ def test_distill_into_a_student_of_another_tokenizer_two_ranks_equal_one_process
     with torch.no_grad():
         pred = teacher(**test.inputs(torch.arange(len(test)), torch.device("cpu"))).logits.argmax(1)
     assert rows["teacher"]["accuracy"] == pytest.approx(float((pred == data.test.labels).float().mean()))
+    # that student as a teacher folder: it and a student cut from it read its own tokens
+    folder = tmp_path / "two" / "student"
+    out = tmp_path / "from_folder"
+    assert distill(out, smoke_experts, "--teacher_path", str(folder), "--set",
+                   "distill.baseline=false", "--set", "distill.quantize=false") == 0
+    from transformers import AutoModelForSequenceClassification
+    own = AutoTokenizer.from_pretrained(folder)
+    enc = own(list(data.dataset.test_texts), padding="max_length", truncation=True,
+              max_length=cfg.dataset.max_length, return_tensors="pt")
+    model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+    with torch.no_grad():
+        pred = model(**enc).logits.argmax(1)
+    got = json.loads((out / "distill" / "results.json").read_text())["rows"]
+    assert got[0]["accuracy"] == pytest.approx(float((pred == data.test.labels).float().mean()))
+    assert AutoTokenizer.from_pretrained(out / "student").vocab_size == own.vocab_size
+    assert distill(tmp_path / "refused", smoke_experts, "--teacher_path", str(folder),
+                   "--set", "distill.data=synthetic", "--load_path", "unused.pth") == 2
+    assert "reads other token ids than network.model_path" in \
+        (tmp_path / "refused" / "print.log").read_text()
 
 
 def test_a_student_of_another_tokenizer_refuses_token_level_losses_and_synthetic_data(
@@ -449,4 +470,25 @@ def test_a_student_of_another_tokenizer_refuses_token_level_losses_and_synthetic
     assert distill(tmp_path / "b", smoke_experts, "--student_path", own_tokenizer_student,
                    "--set", "distill.data=synthetic") == 2
     assert "distill.student_path trains on real text" in (tmp_path / "b" / "print.log").read_text()
-    assert not (tmp_path / "a" / "student").exists() and not (tmp_path / "b" / "student").exists()
+    assert distill(tmp_path / "c", smoke_experts, "--student_path", own_tokenizer_student,
+                   "--set", "distill.losses=[{name: logit_kd}, {name: classifier_match}]") == 2
+    assert "['classifier_match'] match the student's weights" in \
+        (tmp_path / "c" / "print.log").read_text()
+    assert not any((tmp_path / x / "student").exists() for x in "abc")
+
+
+def test_a_teacher_of_another_family_needs_a_student_of_its_own(tmp_path, smoke_experts):
+    """A (tiny, random) MPNet classifier folder as the teacher: a student cut from it is refused
+    with the way on (--student_path), not a Python error."""
+    from transformers import AutoTokenizer, MPNetConfig, MPNetForSequenceClassification
+    folder = tmp_path / "mpnet"
+    torch.manual_seed(0)
+    from utils.model import PACKAGED_MODEL_ALIASES, resolve_model_path
+    tok = AutoTokenizer.from_pretrained(resolve_model_path(PACKAGED_MODEL_ALIASES[0]))
+    MPNetForSequenceClassification(MPNetConfig(
+        vocab_size=tok.vocab_size, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=32, num_labels=5)).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    assert distill(tmp_path / "out", smoke_experts, "--teacher_path", str(folder)) == 2
+    assert "the teacher is a 'mpnet' model; a student cut from it is a BERT" in \
+        (tmp_path / "out" / "print.log").read_text()

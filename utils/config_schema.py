@@ -258,9 +258,10 @@ class CondenseConfig:
                       flag="tokens")
     update_fraction: float = _f(
         1.0, "Fraction of each class's sequences the optimisation moves (SelMatch, Lee et al. "
-        "2024): the first round((1 - f) x ipc) stay exactly as they started (with init herding: "
-        "herding's first, most representative picks stay real samples) and the rest learn what "
-        "they lack. 1: every sequence moves.", flag="update_fraction")
+        "2024): the last round(f x ipc) of each class (at least one) learn what the others "
+        "lack, the first ones stay exactly as they started (with init herding: herding's first, "
+        "most representative picks stay real samples; with learn_labels their labels still "
+        "learn). 1: every sequence moves.", flag="update_fraction")
     load_path: Optional[str] = _f(None, "Saved synthetic set (syn_data_<iter>.pth): the start of "
                                   "init 'load', or the set that evaluation/distillation reads.",
                                   path=True, flag="load_path")
