@@ -7,7 +7,7 @@ student trained without a teacher (same steps, seeds and data).
 
 `--config` (default config/distill/<dataset>.yaml) picks another teacher / student, e.g.
 config/distill/bbc_mpnet.yaml (an MPNet teacher, a pretrained MiniLM student with its own
-tokenizer; real data only), recorded as `--name` (default: the dataset).
+tokenizer; real data only), recorded as `--name` (default: the config's file name).
 
 Steps: experts (skipped when complete); the ipc-10 NCFM set (skipped when present); then one
 distillation run per (data, mix), each the real entry script under torchrun. The no-teacher
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -65,12 +66,13 @@ def main() -> None:
     p.add_argument("--data", nargs="+", default=["real", "synthetic", "both"])
     p.add_argument("--mixes", nargs="+", default=list(MIXES), choices=list(MIXES))
     p.add_argument("--config", help="Distillation config (default config/distill/<dataset>.yaml).")
-    p.add_argument("--name", help="Name of the results file and run folders (default: dataset).")
+    p.add_argument("--name", help="Name of the results file and run folders (default: the "
+                   "config's file name with --config, else the dataset).")
     a = p.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
     config = str(Path(a.config).resolve()) if a.config else \
         str(ROOT / "config" / "distill" / f"{a.dataset}.yaml")
-    name = a.name or a.dataset
+    name = a.name or (Path(a.config).stem if a.config else a.dataset)
     torchrun(a.nproc, "pretrain_script_text.py", ["--config_path", config])
     syn = None
     if any(d != "real" for d in a.data):
@@ -99,7 +101,7 @@ def main() -> None:
             runs.append({"data": data, "mix": mix, "losses": MIXES[mix], "steps": a.steps,
                          "wall_seconds": round(time.time() - start, 1), "rows": result["rows"]})
             out_json.write_text(json.dumps({"benchmark": "distill", "dataset": a.dataset,
-                                            "config": str(Path(config).relative_to(ROOT)),
+                                            "config": os.path.relpath(config, ROOT),
                                             "teacher": result_teacher(config),
                                             "student": result.get("student"),
                                             "nproc": a.nproc, "date": time.strftime("%Y-%m-%d"),

@@ -68,21 +68,22 @@ def main(argv=None) -> int:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     net = NetworkConfig(model_path="random" if a.quick else a.model)
     torch.manual_seed(0)
-    rows = []
-    gen = torch.Generator().manual_seed(0)
+    rows, batch = [], None
     for mode in ("fp32", "bf16"):
         torch.manual_seed(0)                      # the same start for both
         model = build_classifier(net, 5).to(device).train()
         opt = torch.optim.AdamW(model.parameters(), lr=5e-5)
-        vocab = model.word_embeddings().num_embeddings
-        ids = torch.randint(1000 % vocab, vocab, (a.batch, a.length), generator=gen).to(device)
-        batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+        if batch is None:                         # the same batch for both
+            vocab = model.word_embeddings().num_embeddings
+            ids = torch.randint(1000 % vocab, vocab, (a.batch, a.length),
+                                generator=torch.Generator().manual_seed(0)).to(device)
+            batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
         labels = torch.arange(a.batch, device=device) % 5
         times = step_seconds(model, opt, batch, labels, mode == "bf16", a.steps, device)
-        rows.append({"precision": mode, "step_seconds": [round(t, 3) for t in times],
-                     "median_step_seconds": round(statistics.median(times), 3)})
+        rows.append({"precision": mode, "step_seconds": [round(t, 5) for t in times],
+                     "median_step_seconds": round(statistics.median(times), 5)})
         print(f"{mode}: median {rows[-1]['median_step_seconds']} s / step", flush=True)
-    ratio = rows[1]["median_step_seconds"] / rows[0]["median_step_seconds"]
+    ratio = rows[1]["median_step_seconds"] / max(rows[0]["median_step_seconds"], 1e-9)
     out = {"benchmark": "precision_train", "model": net.model_path, "batch": a.batch,
            "length": a.length, "steps": a.steps, "device": device.type,
            "bf16_native": bf16_is_fast(device), "auto_resolves_to": resolve_precision("auto", device),

@@ -24,7 +24,7 @@ Trait `after_init`: called once every class of the rank is initialised (e.g. to 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Optional, Tuple
 
 import torch
 
@@ -47,16 +47,18 @@ class SelectOptions:
                              "initialisation); a class with fewer than ipc of them uses all.")
 
 
-def _class_pool(ctx: InitContext, c: int, ipc: int) -> torch.Tensor:
-    """The samples class c may start from: all of them, or the correctly classified ones."""
+def _class_pool(ctx: InitContext, c: int, ipc: int) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """The samples class c may start from (all of them, or the correctly classified ones) and,
+    when computed on the way, their expert features  # [n], [n, H] or None"""
     if ctx.options is not None and getattr(ctx.options, "correct_only", False):
         return correct_pool(ctx, c, ipc)
-    return ctx.train.class_indices[c]
+    return ctx.train.class_indices[c], None
 
 
 def init_random(ctx: InitContext, c: int, ipc: int, factor: int = 1) -> ClassData:
     """Embeddings of `ipc` real samples of class c."""
-    return from_indices(ctx, c, real_ids(ctx, c, ipc, ctx.class_seed(c), _class_pool(ctx, c, ipc)))
+    pool, _ = _class_pool(ctx, c, ipc)
+    return from_indices(ctx, c, real_ids(ctx, c, ipc, ctx.class_seed(c), pool))
 
 
 def init_noise(ctx: InitContext, c: int, ipc: int, factor: int = 1) -> ClassData:
@@ -93,12 +95,12 @@ def init_mix(ctx: InitContext, c: int, ipc: int, factor: int = 1) -> ClassData:
 def _feature_picks(ctx: InitContext, c: int, ipc: int, factor: int, pick) -> ClassData:
     """The `ipc` training samples of class c that `pick(feats [N_c, H])` chooses on the expert
     features (all of them, repeated, when the class has no more)."""
-    pool = _class_pool(ctx, c, ipc)
+    pool, feats = _class_pool(ctx, c, ipc)
     if len(pool) <= ipc:
-        return init_random(ctx, c, ipc, factor)
+        return from_indices(ctx, c, real_ids(ctx, c, ipc, ctx.class_seed(c), pool))
     if ctx.features is None:
         raise ValueError("this init needs InitContext.features (expert features)")
-    return from_indices(ctx, c, pool[pick(ctx.features(pool))])
+    return from_indices(ctx, c, pool[pick(feats if feats is not None else ctx.features(pool))])
 
 
 def init_herding(ctx: InitContext, c: int, ipc: int, factor: int = 1) -> ClassData:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, List, Optional, Tuple
 
 import torch
 
@@ -56,21 +56,22 @@ def real_ids(ctx: InitContext, c: int, n: int, seed: int,
     return seeded_sample(pool, n, seed, replace_if_short=True)
 
 
-def correct_pool(ctx: InitContext, c: int, need: int) -> torch.Tensor:
+def correct_pool(ctx: InitContext, c: int, need: int) -> Tuple[torch.Tensor, torch.Tensor]:
     """Class c's training samples that expert `evaluate.feature_expert` classifies correctly
     (DATM's start: argmax = c; multi-label: sigmoid of c's logit > 0.5), or all of them when fewer
-    than `need` are correct  # [n] indices"""
+    than `need` are correct, with their features  # [n] indices, [n, H]"""
     pool = ctx.train.class_indices[c]
     if ctx.features is None or ctx.head is None:
         raise ValueError("correct_only needs InitContext.features and .head (the feature expert)")
-    logits = ctx.head(ctx.features(pool))                                 # [n, C]
+    feats = ctx.features(pool)                                            # [n, H]
+    logits = ctx.head(feats)                                              # [n, C]
     right = logits[:, c] > 0 if ctx.multilabel else logits.argmax(1) == c
     if int(right.sum()) < need:
         logger.warning("class %d: %d of %d training samples are classified correctly, fewer than "
                        "the %d needed; correct_only starts from all of them", c, int(right.sum()),
                        len(pool), need)
-        return pool
-    return pool[right]
+        return pool, feats
+    return pool[right], feats[right]
 
 
 def labels_for(ctx: InitContext, c: int, idx: Optional[torch.Tensor], n: int) -> torch.Tensor:

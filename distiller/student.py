@@ -278,7 +278,7 @@ def load_pretrained_student(path: str, nclass: int, d: DistillConfig, eager_atte
     from transformers.utils import logging as hf_logging
 
     folder = resolve_model_path(path)
-    config = load_bert_config(folder)           # a clear line when it is not a BERT / MPNet model
+    config = load_bert_config(folder, "distill.student_path")   # a clear line: not BERT / MPNet
     config.num_labels = nclass
     config.hidden_dropout_prob = config.attention_probs_dropout_prob = d.dropout
     config.classifier_dropout = d.dropout
@@ -286,8 +286,14 @@ def load_pretrained_student(path: str, nclass: int, d: DistillConfig, eager_atte
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()            # "newly initialized: classifier" is the point
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(
-            folder, config=config, attn_implementation=_attention(config.model_type, eager_attention))
+        model, info = AutoModelForSequenceClassification.from_pretrained(
+            folder, config=config, attn_implementation=_attention(config.model_type, eager_attention),
+            output_loading_info=True)
     finally:
         hf_logging.set_verbosity(verbosity)
+    fresh = [k for k in info.get("missing_keys", ()) if "classifier" not in k and "pooler" not in k]
+    if fresh:
+        raise UserError(f"distill.student_path {path!r}: its weights leave {len(fresh)} encoder "
+                        f"tensors untrained (e.g. {sorted(fresh)[0]}); give a pretrained encoder "
+                        f"folder, alias or hub name")
     return HFClassifier(model)

@@ -475,6 +475,15 @@ def test_a_student_of_another_tokenizer_refuses_token_level_losses_and_synthetic
     assert "['classifier_match'] match the student's weights" in \
         (tmp_path / "c" / "print.log").read_text()
     assert not any((tmp_path / x / "student").exists() for x in "abc")
+    # a folder whose weights do not cover its encoder (a layer more in its config than saved)
+    import shutil
+    partial = tmp_path / "partial"
+    shutil.copytree(own_tokenizer_student, partial)
+    conf = json.loads((partial / "config.json").read_text())
+    (partial / "config.json").write_text(json.dumps({**conf, "num_hidden_layers": 2}))
+    assert distill(tmp_path / "d", smoke_experts, "--student_path", str(partial)) == 2
+    assert "encoder tensors untrained (e.g. bert.encoder.layer.1." in \
+        (tmp_path / "d" / "print.log").read_text()
 
 
 def test_a_teacher_of_another_family_needs_a_student_of_its_own(tmp_path, smoke_experts):

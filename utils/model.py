@@ -64,10 +64,11 @@ def resolve_model_path(name: str) -> str:
     return name
 
 
-def load_bert_config(path: str):
+def load_bert_config(path: str, key: str = "network.model_path"):
+    """The model's config (BERT or MPNet); errors name the setting `key`."""
     from transformers import AutoConfig
 
-    _check_local(path, "network.model_path")
+    _check_local(path, key)
     local = Path(path)
     if local.exists() and not (local / "config.json").is_file():
         raise ModelError(f"model folder {path} has no config.json; it must hold a Hugging Face "
