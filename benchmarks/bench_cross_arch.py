@@ -26,7 +26,7 @@ import re
 import sys
 import time
 from pathlib import Path
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 
@@ -74,12 +74,17 @@ def main(argv=None) -> int:
     p.add_argument("--num_eval", type=int, default=None, help="Runs per row (default: the config's).")
     p.add_argument("--set", dest="overrides", action="append", default=[])
     p.add_argument("--out", default=None, help="Output JSON (default under benchmarks/results/cross_arch/).")
+    p.add_argument("--append", action="store_true",
+                   help="Keep the rows of the other models already in the output JSON (made with "
+                        "the same config and sets; these --set_path must be among them): one run "
+                        "per model, e.g. a slower encoder with fewer --num_eval or baselines.")
     a = p.parse_args(argv)
 
     cfg, env, data = load_run(a.config, a.overrides, a.num_eval)
     nclass, names = data.dataset.nclass, list(data.dataset.class_names)
     out = Path(a.out) if a.out else CROSS / f"{dataset_tag(cfg)}_ipc{cfg.condense.ipc}.json"
     named = set_paths(a.set_path)
+    earlier = earlier_rows(out, a, named) if a.append else None
 
     # each set as text, decoded with the word-embedding table of the experts that made it (as the
     # condensation's _preview.txt); the same expert's features pick the real subsets
@@ -126,8 +131,21 @@ def main(argv=None) -> int:
                   flush=True)
         rows.extend(entries)
         timing[model] = round(time.time() - start, 1)
-        write(out, a, argv, cfg, sets, timing, rows, complete=model == a.models[-1])
+        write(out, a, argv, cfg, sets, timing, rows, complete=model == a.models[-1], earlier=earlier)
     return 0
+
+
+def earlier_rows(out: Path, a, named: List[Tuple[str, Path]]) -> dict:
+    """`--append`: the output JSON so far, checked to be of the same config and sets."""
+    if not out.is_file():
+        raise SystemExit(f"--append: {out} does not exist yet; run without --append first")
+    d = json.loads(out.read_text())
+    have = {st["name"]: st["path"] for st in d.get("sets", [])}
+    wrong = [n for n, pth in named if have.get(n) != str(pth)]
+    if d.get("config") != a.config or wrong:
+        raise SystemExit(f"--append: {out} was made with config {d.get('config')} and sets {have}; "
+                         f"this run has {a.config} and {dict((n, str(q)) for n, q in named)}")
+    return d
 
 
 @dataclasses.dataclass
@@ -154,22 +172,36 @@ def set_paths(values: List[str]) -> List[Tuple[str, Path]]:
     return out
 
 
-def write(out: Path, a, argv, cfg, sets: List[NamedSet], timing: dict, rows: list, complete: bool
-          ) -> None:
-    """The JSON so far (after every model, so an interrupted run keeps what it measured)."""
+def write(out: Path, a, argv, cfg, sets: List[NamedSet], timing: dict, rows: list, complete: bool,
+          earlier: Optional[dict] = None) -> None:
+    """The JSON so far (after every model, so an interrupted run keeps what it measured); with
+    `earlier` (--append), its rows of the other models first, and each run's command kept."""
     described = [{"name": st.name, "path": str(st.path), "tokens": bool(st.syn["meta"].get("tokens")),
                   "text_set": str(st.text_path),
                   "text_meta": json.loads(st.text_path.with_suffix(".meta.json").read_text())}
                  for st in sets]
+    command = "python benchmarks/bench_cross_arch.py " + " ".join(
+        argv if argv is not None else sys.argv[1:])
+    commands, models = [command], list(a.models)
+    if earlier is not None:
+        mine = set(a.models)
+        names_now = {r.get("model") for r in rows}             # the classifiers' names, not aliases
+        rows = [r for r in earlier.get("rows", []) if r.get("model") not in names_now] + rows
+        timing = {**{k: v for k, v in earlier.get("seconds_per_model", {}).items()
+                     if k not in mine}, **timing}
+        names = {st["name"] for st in described}
+        described = described + [st for st in earlier.get("sets", []) if st["name"] not in names]
+        commands = list(earlier.get("commands") or [earlier.get("command")]) + commands
+        models = [m for m in earlier.get("models", []) if m not in mine] + models
+        complete = complete and bool(earlier.get("rows"))
     atomic_write_json(out, {"benchmark": "cross_arch", "config": a.config,
                             "set_path": described[0]["path"], "sets": described,
                             "dataset": dataset_tag(cfg), "ipc": cfg.condense.ipc,
                             "condensed_on": sets[0].syn["meta"].get("model"),
-                            "models": a.models, "protocol": dataclasses.asdict(cfg.evaluate),
+                            "models": models, "protocol": dataclasses.asdict(cfg.evaluate),
                             "text_set": described[0]["text_set"], "text_meta": described[0]["text_meta"],
                             "seconds_per_model": timing, "machine": machine_info(),
-                            "command": "python benchmarks/bench_cross_arch.py " + " ".join(
-                                argv if argv is not None else sys.argv[1:]),
+                            "command": " && ".join(commands), "commands": commands,
                             "complete": complete, "rows": rows})
     print(f"wrote {out}", flush=True)
 

@@ -548,8 +548,8 @@ def cross_arch(pattern: str = "cross_arch/*.json") -> Callable[[Ctx], str]:
         out = ""
         for rel in files:
             d = ctx.load(rel)
-            rows = [[r.get("model"), r["method"], r.get("n_train", "–"), pm(r["mean"], r["std"]),
-                     pm(*_metric(r, "macro_f1"))] for r in d.get("rows", [])]
+            rows = [[r.get("model"), r["method"], r.get("n_train", "–"), r.get("num_eval", "–"),
+                     pm(r["mean"], r["std"]), pm(*_metric(r, "macro_f1"))] for r in d.get("rows", [])]
             sets = d.get("sets") or [{"name": "synthetic", "text_meta": d.get("text_meta") or {}}]
             out += (f"{link(ctx.results, rel)} (`{d.get('config')}`; condensed on "
                     f"{d.get('condensed_on')}; models {', '.join(d.get('models', []))})")
@@ -561,7 +561,8 @@ def cross_arch(pattern: str = "cross_arch/*.json") -> Callable[[Ctx], str]:
                     out += (f"; rows of *{st['name']} as text*{kind} that copy a real training "
                             f"text verbatim: {n}")
             out += (f". Command: `{d['command']}`.\n\n" if d.get("command") else ".\n\n")
-            out += table(["model", "method", "n_train", "test accuracy", "macro-F1"], rows) + "\n"
+            out += table(["model", "method", "n_train", "runs", "test accuracy", "macro-F1"],
+                         rows) + "\n"
         return out
 
     return render
