@@ -45,6 +45,19 @@ def test_cross_arch_rows_and_the_text_set(tmp_path, smoke_experts, smoke_set):
     # decoded from real rows: every row is a (truncated) copy of a training text, and says so
     assert result["text_meta"]["no_real_row_copied"] is False
     assert len(result["text_meta"]["copied_rows"]) == 10
+    # --append: another encoder's rows (another vocabulary and width: text rows only) join the file
+    assert bench_cross_arch.main(["--config", SMOKE, "--set_path", syn, "--set_path", f"again={syn}",
+                                  "--models", "all-MiniLM-L6-v2", "--baselines", "random",
+                                  "--num_eval", "1", "--set", experts, "--set", "evaluate.steps=3",
+                                  "--out", str(out), "--append"]) == 0
+    merged = json.loads(out.read_text())
+    assert [(r["model"], r["method"], r["num_eval"]) for r in merged["rows"]][6:] == [
+        ("all-MiniLM-L6-v2", m, 1) for m in ("synthetic as text", "again as text", "random")]
+    assert merged["rows"][:6] == result["rows"] and len(merged["commands"]) == 2
+    assert merged["models"] == ["random", "all-MiniLM-L6-v2"] and merged["complete"]
+    with pytest.raises(SystemExit, match="--append"):          # other sets than the file's
+        bench_cross_arch.main(["--config", SMOKE, "--set_path", f"other={syn}", "--models", "random",
+                               "--set", experts, "--out", str(out), "--append"])
 
 
 def test_recipes_same_sets_same_seeds_other_training(tmp_path, smoke_experts, smoke_set):
