@@ -562,10 +562,33 @@ def cross_arch(pattern: str = "cross_arch/*.json") -> Callable[[Ctx], str]:
                             f"text verbatim: {n}")
             out += (f". Command: `{d['command']}`.\n\n" if d.get("command") else ".\n\n")
             out += table(["model", "method", "n_train", "runs", "test accuracy", "macro-F1"],
-                         rows) + "\n"
+                         rows) + "\n" + text_verdicts(d.get("rows", []))
         return out
 
     return render
+
+
+REAL_SUBSETS = ("random", "herding", "kmeans", "kcenter")
+
+
+def text_verdicts(rows: List[dict]) -> str:
+    """Per model: the best text-level row (a set decoded to text, or a token-level set) against
+    the best real subset of the same size, and whether it leads by more than the larger std."""
+    out = []
+    for model in dict.fromkeys(r.get("model") for r in rows):
+        mine = [r for r in rows if r.get("model") == model]
+        text = [r for r in mine if r["method"].endswith(" as text")]
+        real = [r for r in mine if r["method"] in REAL_SUBSETS]
+        if not text or not real:
+            continue
+        t, b = max(text, key=lambda r: r["mean"]), max(real, key=lambda r: r["mean"])
+        lead, big = t["mean"] - b["mean"], max(t["std"], b["std"])
+        verdict = "beats it by more than the larger std" if lead > big else (
+            "leads within the larger std" if lead > 0 else "does not beat it")
+        out.append(f"- {model}: the best text set, *{t['method']}* {pm(t['mean'], t['std'])}, "
+                   f"against the best real subset, *{b['method']}* {pm(b['mean'], b['std'])}: "
+                   f"{pp(lead)}, {verdict} ({100 * big:.2f}).")
+    return ("\n".join(out) + "\n\n") if out else ""
 
 
 def unlisted(ctx: Ctx) -> str:
