@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Optional
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a plain script from a checkout
@@ -28,8 +29,19 @@ from benchmarks.common import PERF, SMOKE, machine_info, offline_env, script_com
 from utils.config import load_config  # noqa: E402
 
 
-def run_once(config: str, nproc: int, niter: int, extra: list[str]) -> dict:
-    out = Path(tempfile.mkdtemp(prefix=f"bench_condense_{nproc}_"))
+def run_once(config: str, nproc: int, niter: int, extra: list[str],
+             work: Optional[Path] = None) -> dict:
+    """One condensation run, timed; its folder is kept under `work` (else a temporary folder,
+    removed after its figures are read)."""
+    if work is not None:
+        work.mkdir(parents=True, exist_ok=True)
+        return _run_in(Path(tempfile.mkdtemp(prefix=f"condense_{nproc}_", dir=work)), config,
+                       nproc, niter, extra, keep=True)
+    with tempfile.TemporaryDirectory(prefix=f"bench_condense_{nproc}_") as tmp:
+        return _run_in(Path(tmp), config, nproc, niter, extra, keep=False)
+
+
+def _run_in(out: Path, config: str, nproc: int, niter: int, extra: list[str], keep: bool) -> dict:
     args = ["--config_path", config, "--output_dir", str(out), "--set", f"condense.niter={niter}",
             "--set", f"condense.save_every={niter}", "--set", "condense.log_every=1", *extra]
     cmd = script_command("condense_script_text.py", nproc, args)
@@ -48,7 +60,7 @@ def run_once(config: str, nproc: int, niter: int, extra: list[str]) -> dict:
             "peak_rss_mb_per_rank": [r["peak_rss_mb"] for r in summary["ranks"]],
             "classes_per_rank": [r["classes"] for r in summary["ranks"]],
             "match_loss_first_last": [history[0].get("match_loss"), history[-1].get("match_loss")],
-            "output_dir": str(out)}
+            "output_dir": str(out) if keep else None}
 
 
 def main(argv=None) -> int:
@@ -58,6 +70,9 @@ def main(argv=None) -> int:
     p.add_argument("--nprocs", type=int, nargs="+", default=[1, 2])
     p.add_argument("--method", nargs="+", default=["ncfm"], choices=["ncfm", "trajectory"])
     p.add_argument("--quick", action="store_true", help="config/smoke.yaml, 3 iterations")
+    p.add_argument("--work", type=Path, default=None,
+                   help="Keep each run's folder under this directory (default: temporary folders, "
+                        "removed once measured).")
     p.add_argument("--out", default=str(PERF))
     p.add_argument("--set", dest="extra", action="append", default=[],
                    help="extra --set overrides passed to the condense script")
@@ -69,7 +84,8 @@ def main(argv=None) -> int:
     for method in a.method:
         sets = [f"condense.method={method}", *a.extra]
         extra = [x for s in sets for x in ("--set", s)]
-        rows += [{"method": method, **run_once(a.config, n, a.niter, extra)} for n in a.nprocs]
+        rows += [{"method": method, **run_once(a.config, n, a.niter, extra, a.work)}
+                 for n in a.nprocs]
     result = {"benchmark": "condense", "config": os.path.relpath(a.config, ROOT),
               "dataset": cfg.dataset.name, "ipc": cfg.condense.ipc, "model": cfg.network.model_path,
               "max_length": cfg.dataset.max_length, "batch_real": cfg.dataset.batch_real,

@@ -142,8 +142,8 @@ def main() -> int:
             print(f"stock {method} seed {seed}: {accs[-1]:.4f}", flush=True)
             result["stock"][method] = summary(accs)
             write()
-        result["protocol"].update(protocol_runs(a, [method], Path(tempfile.mkdtemp(
-            prefix=f"stock_hf_protocol_{method}_"))))
+        with tempfile.TemporaryDirectory(prefix=f"stock_hf_protocol_{method}_") as tmp:
+            result["protocol"].update(protocol_runs(a, [method], Path(tmp)))
         write()
         print(f"{method:<10} stock {100 * result['stock'][method]['mean']:.2f} ± "
               f"{100 * result['stock'][method]['std']:.2f}   protocol "
