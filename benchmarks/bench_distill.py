@@ -66,6 +66,8 @@ def main() -> None:
     p.add_argument("--data", nargs="+", default=["real", "synthetic", "both"])
     p.add_argument("--mixes", nargs="+", default=list(MIXES), choices=list(MIXES))
     p.add_argument("--config", help="Distillation config (default config/distill/<dataset>.yaml).")
+    p.add_argument("--set", dest="overrides", action="append", default=[],
+                   help="section.key=value for the experts and every distillation (recorded).")
     p.add_argument("--name", help="Name of the results file and run folders (default: the "
                    "config's file name with --config, else the dataset).")
     a = p.parse_args()
@@ -73,7 +75,8 @@ def main() -> None:
     config = str(Path(a.config).resolve()) if a.config else \
         str(ROOT / "config" / "distill" / f"{a.dataset}.yaml")
     name = a.name or (Path(a.config).stem if a.config else a.dataset)
-    torchrun(a.nproc, "pretrain_script_text.py", ["--config_path", config])
+    extra = [x for o in a.overrides for x in ("--set", o)]
+    torchrun(a.nproc, "pretrain_script_text.py", ["--config_path", config, *extra])
     syn = None
     if any(d != "real" for d in a.data):
         cdir = ROOT / "results" / "bench" / "condense" / f"{a.dataset}_ncfm_ipc10_distill"
@@ -91,7 +94,7 @@ def main() -> None:
                     "--set", f"distill.data={data}", "--set", f"distill.steps={a.steps}",
                     "--set", f"distill.losses={MIXES[mix]}",
                     "--set", f"distill.baseline={'true' if n == 0 else 'false'}",
-                    "--set", f"distill.results_table={RESULTS / 'table.md'}"]
+                    "--set", f"distill.results_table={RESULTS / 'table.md'}", *extra]
             if syn is not None:
                 args += ["--load_path", str(syn)]
             start = time.time()
@@ -102,6 +105,7 @@ def main() -> None:
                          "wall_seconds": round(time.time() - start, 1), "rows": result["rows"]})
             out_json.write_text(json.dumps({"benchmark": "distill", "dataset": a.dataset,
                                             "config": os.path.relpath(config, ROOT),
+                                            "overrides": a.overrides,
                                             "teacher": result_teacher(config),
                                             "student": result.get("student"),
                                             "nproc": a.nproc, "date": time.strftime("%Y-%m-%d"),
