@@ -230,6 +230,8 @@ def distill(rel: str) -> Callable[[Ctx], str]:
         steps = sorted({run.get("steps") for run in d["runs"]})
         who = (f"teacher {d['teacher']}, student {d['student']}; " if d.get("student") and
                d.get("teacher") else "")
+        if d.get("overrides"):
+            who += "settings " + ", ".join(f"`{o}`" for o in d["overrides"]) + "; "
         return (f"{link(ctx.results, rel)} ({d.get('date', '')}; {who}{d.get('nproc')} ranks, "
                 f"{', '.join(str(s) for s in steps)} steps per student):\n\n"
                 + table(["data", "loss mix", "model", "test accuracy", "macro-F1", "params",

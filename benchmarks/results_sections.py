@@ -441,12 +441,12 @@ carries the accuracy: the no-teacher student does as well as any loss mix. On th
 set alone KD clearly beats the no-teacher student; on BBC it does not. The int8 rows are dynamic
 quantisation of the student's Linear layers. The `bbc_mpnet` rows are a bigger teacher of another
 family: MPNet (12 x 768, fine-tuned on BBC as expert 0) into the pretrained MiniLM (6 x 384, a new
-head), each reading the text with its own tokenizer (`distill.student_path`), 300 steps; its
-no-teacher student is the same MiniLM fine-tuned on the labels alone.
+head), each reading the text with its own tokenizer (`distill.student_path`); its no-teacher
+student is the same MiniLM fine-tuned on the labels alone; its steps and settings are in its header.
 """,
      "commands": ["python benchmarks/bench_distill.py --dataset bbc --steps 200",
                   "python benchmarks/bench_distill.py --dataset bbc --config config/distill/bbc_mpnet.yaml "
-                  "--name bbc_mpnet --data real --mixes kd --steps 300   # after make models",
+                  "--data real --mixes kd --steps 150 --nproc 1 --set pretrain.epochs=1   # after make models",
                   "python benchmarks/bench_distill.py --dataset sst2 --steps 200 --data real synthetic --mixes kd fsd",
                   "python benchmarks/bench_distill.py --dataset sst2 --steps 200 --data both --mixes kd fsd",
                   "python benchmarks/bench_latency.py --config config/distill/bbc.yaml "
