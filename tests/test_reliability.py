@@ -89,12 +89,14 @@ def test_a_checkpoint_without_a_later_added_setting_resumes_at_its_old_value(tmp
     """A checkpoint written before condense.update_fraction (and the other ADDED_LATER keys)
     existed resumes while the run keeps the value that reproduces the older behaviour, and is
     refused, naming the key, when the run changes it."""
-    from utils.checkpoint import ADDED_LATER, load_checkpoint, save_checkpoint
+    from utils.checkpoint import load_checkpoint, save_checkpoint
+    from utils.config_schema import ADDED_LATER
     assert condense(tmp_path, smoke_experts, "--set", "condense.niter=3") == 0
     it, path = complete_checkpoints(tmp_path)[-1]
     state = load_checkpoint(path)
     assert set(ADDED_LATER) & set(state["settings"]) == {"condense.update_fraction",
-                                                          "pretrain.group_by_length"}
+                                                          "pretrain.group_by_length",
+                                                          "network.pooling"}
     for key in ADDED_LATER:
         state["settings"].pop(key, None)          # as an older version wrote it
     save_checkpoint(state, tmp_path, it)

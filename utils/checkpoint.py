@@ -17,6 +17,7 @@ import shutil
 from pathlib import Path
 from typing import Iterable, List, Optional, Tuple
 
+from utils.config_schema import ADDED_LATER
 from utils.errors import UserError
 from utils.io import ArtifactError, atomic_torch_save, atomic_write_json, read_json, safe_torch_load
 
@@ -117,21 +118,18 @@ def settings_view(cfg_dict: dict, allowed: Iterable[str]) -> dict:
     return out
 
 
-# Settings added after checkpoints were first written, with the value that reproduces the older
-# behaviour: a checkpoint that lacks one resumes while the run keeps that value.
-ADDED_LATER = {"condense.update_fraction": 1.0, "pretrain.group_by_length": False,
-               "distill.student_path": None}
+_MISSING = object()
 
 
 def settings_diff(saved: dict, current: dict) -> List[str]:
     """'key: saved -> now' for every setting that differs (the data hash only when the
-    checkpoint recorded one, and the ADDED_LATER keys at their old value: checkpoints of older
-    versions resume as before)."""
+    checkpoint recorded one, and utils.config_schema.ADDED_LATER keys at their old value:
+    checkpoints of older versions resume as before)."""
     out = []
     for k in sorted(set(saved) | set(current)):
         if saved.get(k) == current.get(k) or (k == DATA_KEY and k not in saved):
             continue
-        if k not in saved and k in ADDED_LATER and current.get(k) == ADDED_LATER[k]:
+        if k not in saved and current.get(k) == ADDED_LATER.get(k, _MISSING):
             continue
         if k == DATA_KEY:
             out.append(f"the training data changed (content sha256 {str(saved.get(k))[:12]} -> "

@@ -29,6 +29,14 @@ def _f(default, help: str, path: bool = False, flag: Optional[str] = None, **kw)
     return field(default=default, metadata=meta, **kw)
 
 
+# Settings added after experts and checkpoints were first written, with the value that reproduces
+# the older behaviour. While a run keeps that value, the key is left out of the expert fingerprint
+# (utils.experts: existing experts keep their folder) and a checkpoint without it resumes
+# (utils.checkpoint).
+ADDED_LATER = {"network.pooling": "cls", "pretrain.group_by_length": False,
+               "condense.update_fraction": 1.0, "distill.student_path": None}
+
+
 @dataclass
 class DatasetConfig:
     name: str = _f("bbc", "Dataset: 'bbc' (packaged BBC News, the offline default), 'sst2' or 'trec' "

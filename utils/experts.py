@@ -27,7 +27,7 @@ from typing import Dict, List, Optional
 import torch
 
 from utils.config import config_to_dict
-from utils.config_schema import Config
+from utils.config_schema import ADDED_LATER, Config
 from utils.data import TokenizedSplit, training_data_hash
 from utils.distributed import DistEnv, barrier, main_then_broadcast, shard_range
 from utils.errors import UserError
@@ -93,9 +93,6 @@ NOT_SHAPING = {
 }
 
 
-# Shaping keys added after experts were first trained: left out of the fingerprint while they
-# hold the value that reproduces the older behaviour, so existing experts keep their folder.
-ADDED_LATER = {"network": {"pooling": "cls"}, "pretrain": {"group_by_length": False}}
 
 
 def fingerprint(cfg: Config) -> dict:
@@ -104,7 +101,7 @@ def fingerprint(cfg: Config) -> dict:
     full = config_to_dict(cfg)
     full["network"]["pooling"] = resolve_pooling(cfg.network)      # 'auto' = what it resolves to
     out = {section: {k: v for k, v in full[section].items() if k not in skip
-                     and ADDED_LATER.get(section, {}).get(k, object()) != v}
+                     and ADDED_LATER.get(f"{section}.{k}", object()) != v}
            for section, skip in NOT_SHAPING.items()}
     # `dataset.path` is the newer spelling of `data_dir`: one location, one fingerprint key; a
     # local folder counts by its real path, so another checkout beside the same data (or
