@@ -133,18 +133,14 @@ class Readings:
 def folder_tokenizer(path: str, key: str, fallback=None):
     """The tokenizer of a model folder / alias / hub name (`key` names the setting in errors);
     `fallback` when the folder has none (with a warning)."""
-    from transformers import AutoTokenizer
-
-    from utils.model import resolve_model_path
+    from utils.model import ModelError, tokenizer_at
     try:
-        return AutoTokenizer.from_pretrained(resolve_model_path(path))
-    except Exception as exc:  # noqa: BLE001 - turned into advice
-        if fallback is not None:
-            logger.warning("%s %s has no tokenizer (%s): it reads the ids of network.model_path's "
-                           "tokenizer", key, path, type(exc).__name__)
-            return fallback
-        raise UserError(f"{key} {path!r}: cannot load its tokenizer ({type(exc).__name__}: {exc});"
-                        f" give a model folder with tokenizer files, an alias or a hub name") from None
+        return tokenizer_at(path, key)
+    except ModelError as exc:
+        if fallback is None:
+            raise
+        logger.warning("%s; it reads the ids of network.model_path's tokenizer", exc)
+        return fallback
 
 
 def readings(cfg: Config, data: Data) -> Readings:

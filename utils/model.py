@@ -94,18 +94,25 @@ def random_bert_config(net: NetworkConfig, vocab_size: int):
 
 
 def load_tokenizer(net: NetworkConfig):
-    from transformers import AutoTokenizer
-
     path = net.tokenizer_path or (PACKAGED_MODEL_ALIASES[0] if net.model_path == "random"
                                   else net.model_path)
+    return tokenizer_at(path, "network.tokenizer_path" if net.tokenizer_path else "network.model_path",
+                        "point network.model_path at a folder with tokenizer files, or set "
+                        "network.tokenizer_path to one")
+
+
+def tokenizer_at(path: str, key: str,
+                 advice: str = "give a model folder with tokenizer files, an alias or a hub name"):
+    """The tokenizer of a model folder, alias or hub name; errors name the setting `key`."""
+    from transformers import AutoTokenizer
+
     path = resolve_model_path(path)
-    _check_local(path, "network.tokenizer_path" if net.tokenizer_path else "network.model_path")
+    _check_local(path, key)
     try:
         return AutoTokenizer.from_pretrained(path)
     except Exception as exc:  # noqa: BLE001
-        raise ModelError(f"cannot load a tokenizer from {path!r} ({type(exc).__name__}: {exc}); "
-                         f"point network.model_path at a folder with tokenizer files, or set "
-                         f"network.tokenizer_path to one") from None
+        raise ModelError(f"{key}: cannot load a tokenizer from {path!r} ({type(exc).__name__}: "
+                         f"{exc}); {advice}") from None
 
 
 def _check_local(path: str, key: str) -> None:
