@@ -352,8 +352,8 @@ outright: SmolLM2-135M-Instruct writes 8 candidates per sequence, each continuin
 prompt of two real examples of the class, and the candidates nearest k-means centroids of the
 expert's features are kept. Each decoded text set also records whether any of its rows copies a
 real training text verbatim. At ipc 1 herding and k-means pick the same article (the one nearest
-the class mean), so their rows agree. MPNet (110M parameters, about 5 minutes per classifier on
-2 CPU cores) was run after the MiniLM rows, into the same file (`--append`), with 2 runs per row,
+the class mean), so their rows agree. MPNet (12 x 768; its seconds are in the JSON) was run after
+the MiniLM rows, into the same file (`--append`), with 2 runs per row,
 the embedding set's text and the token set, random and k-means; the generated set was left out on
 MPNet (see its MiniLM rows). The lines under each table compare the best text set with the best
 real subset of the same size. MPNet and SmolLM2 come from `make models`.
