@@ -88,8 +88,9 @@ def _metric(e: dict, name: str) -> tuple:
 
 def eval_file(rel: str, methods: Optional[List[str]] = None) -> Callable[[Ctx], str]:
     """One bench_eval.py result: its condensation (iterations, seconds, overrides, the kept
-    iteration) and, per label protocol, every method's test accuracy, macro-F1, validation
-    accuracy when measured, gap to full and gain over random."""
+    iteration) and, per label protocol, every method's test accuracy (subset accuracy for
+    multi-label), macro-F1, micro-F1 for multi-label, validation accuracy when measured, gap to
+    full and gain over random."""
 
     def render(ctx: Ctx) -> str:
         d = ctx.load(rel)
@@ -138,14 +139,18 @@ def eval_file(rel: str, methods: Optional[List[str]] = None) -> Callable[[Ctx], 
             if not entries:
                 continue
             val = any(_metric(e, "val_accuracy")[0] is not None for e in entries)
+            micro = any(_metric(e, "micro_f1")[0] is not None for e in entries)  # multi-label
             protocol = entries[0].get("labels") or protocol
-            header = ["method", "n_train", f"test accuracy ({protocol} labels)", "macro-F1"]
+            accuracy = "subset accuracy" if micro else "accuracy"
+            header = ["method", "n_train", f"test {accuracy} ({protocol} labels)", "macro-F1"]
+            header += ["micro-F1"] if micro else []
             header += ["validation accuracy"] if val else []
             header += ["gap to full", "gain over random"]
             rows = []
             for e in entries:
                 row = [e["method"], e.get("n_train", "–"), pm(e["mean"], e["std"]),
                        pm(*_metric(e, "macro_f1"))]
+                row += [pm(*_metric(e, "micro_f1"))] if micro else []
                 row += [pm(*_metric(e, "val_accuracy"))] if val else []
                 gap = e.get("gap_to_full") if e["method"] != "full" else None
                 gain = e.get("gain_over_random") if e["method"] != "random" else None
@@ -459,6 +464,36 @@ def stock_hf(pattern: str = "eval/stock_hf_*.json") -> Callable[[Ctx], str]:
             out += "\n\n" + table(["method", "stock HF (`Trainer`)", "project protocol",
                                     "stock − protocol"], rows) + "\n"
         return out
+
+    return render
+
+
+def multilabel_verdicts(pattern: str) -> Callable[[Ctx], str]:
+    """Multi-label bench_eval.py results: per file and label protocol, the set against the best
+    real subset by micro-F1 and by macro-F1 (the quality table's rule: `yes` when the lead
+    exceeds the larger std)."""
+
+    def render(ctx: Ctx) -> str:
+        lines = []
+        for rel in result_files(ctx, pattern, "_quick.json"):
+            d = ctx.load(rel)
+            for protocol, entries in (d.get("evaluation_by_labels") or {}).items():
+                syn = next((e for e in entries if e["method"] == "synthetic"), None)
+                real = [e for e in entries if e["method"] not in ("synthetic", "full")]
+                if syn is None or not real:
+                    continue
+                for metric, label in (("micro_f1", "micro-F1"), ("macro_f1", "macro-F1")):
+                    score = {e["method"]: dict(zip(("mean", "std"), _metric(e, metric)))
+                             for e in [syn, *real]}
+                    if any(v["mean"] is None for v in score.values()):
+                        continue
+                    best = max((e["method"] for e in real), key=lambda m: score[m]["mean"])
+                    s, b = score["synthetic"], score[best]
+                    lines.append(f"- `{rel}`, {protocol} labels, {label}: the set {pm(s['mean'], s['std'])} "
+                                 f"against *{best}* {pm(b['mean'], b['std'])}: "
+                                 f"{pp(s['mean'] - b['mean'])}, "
+                                 f"{report_quality.verdict(s, b)}.")
+        return ("\n".join(lines) + "\n") if lines else f"*{pattern}: not measured yet.*\n"
 
     return render
 

@@ -211,6 +211,34 @@ def test_results_page_renders_a_new_measurement(tmp_path):
     assert "perf/new_kind.json" in page and "seconds `1.5`" in page
 
 
+def test_multilabel_results_render_micro_f1_and_their_verdicts(tmp_path):
+    """A multi-label bench_eval file gets subset accuracy, macro- and micro-F1 columns, and the
+    verdict lines compare the set with the best real subset on each F1 by the quality rule."""
+    from benchmarks import report_results
+
+    def entry(method, acc, micro, macro):
+        return {"method": method, "n_train": 90, "mean": acc, "std": 0.01, "labels": "hard",
+                "metrics": {"accuracy": {"mean": acc, "std": 0.01},
+                            "micro_f1": {"mean": micro[0], "std": micro[1]},
+                            "macro_f1": {"mean": macro[0], "std": macro[1]}}}
+    entries = [entry("synthetic", 0.30, (0.50, 0.02), (0.10, 0.01)),
+               entry("random", 0.20, (0.40, 0.03), (0.12, 0.05)),
+               entry("kmeans", 0.25, (0.45, 0.01), (0.08, 0.01))]
+    results = tmp_path / "results"
+    (results / "eval").mkdir(parents=True)
+    (results / "eval" / "reuters_ncfm_ipc1.json").write_text(json.dumps({
+        "dataset": "reuters", "ipc": 1, "condense": {"iterations": 100}, "date": "2026-12-02",
+        "evaluation": entries, "evaluation_by_labels": {"hard": entries}}))
+    ctx = report_results.Ctx(results)
+    page = report_results.eval_file("eval/reuters_ncfm_ipc1.json")(ctx)
+    assert "test subset accuracy (hard labels) | macro-F1 | micro-F1 |" in page
+    assert "| synthetic | 90 | 30.00 ± 1.00% | 10.00 ± 1.00% | 50.00 ± 2.00% |" in page
+    lines = report_results.multilabel_verdicts("eval/reuters_*.json")(ctx)
+    assert "micro-F1: the set 50.00 ± 2.00% against *kmeans* 45.00 ± 1.00%: +5.00 pp, yes." in lines
+    assert "macro-F1: the set 10.00 ± 1.00% against *random* 12.00 ± 5.00%: -2.00 pp, no." in lines
+    assert "not measured yet" in report_results.multilabel_verdicts("eval/none_*.json")(ctx)
+
+
 def test_privacy_matches_find_a_copied_text_and_not_noise():
     """bench_privacy's measure: a sequence that reads back as a real text matches it fully, a
     shifted copy keeps its tokens but not their positions, and unrelated tokens match neither."""
