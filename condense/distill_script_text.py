@@ -244,18 +244,19 @@ def report(cfg: Config, run, text: Readings, teacher, student, baseline) -> list
     t_batch = latency_batch(t_test, d.latency_batch, dev)
     s_batch = latency_batch(s_test, d.latency_batch, dev)
     teacher_params = sum(p.numel() for p in teacher.parameters())
+    one = cfg.dataset.at_least_one_label                         # multi-label decisions
     rows = [measure("teacher", teacher, t_test, t_batch, teacher_params, d.eval_batch_size,
-                    d.latency_repeats, dev),
+                    d.latency_repeats, dev, one),
             measure("student", student, s_test, s_batch, count_parameters(student),
-                    d.eval_batch_size, d.latency_repeats, dev)]
+                    d.eval_batch_size, d.latency_repeats, dev, one)]
     if baseline is not None:
         rows.append(measure("student (no teacher)", baseline, s_test, s_batch,
-                            count_parameters(baseline), d.eval_batch_size, d.latency_repeats, dev))
+                            count_parameters(baseline), d.eval_batch_size, d.latency_repeats, dev, one))
     if d.quantize and dev.type == "cpu":
         from distiller.student import HFClassifier
         q = HFClassifier(quantize_int8(student.model, d.int8_backend))
         rows.append(measure("student int8", q, s_test, s_batch, count_parameters(student),
-                            d.eval_batch_size, d.latency_repeats, dev))
+                            d.eval_batch_size, d.latency_repeats, dev, one))
     relative_to_teacher(rows)
     return rows
 

@@ -97,8 +97,9 @@ def quantize_int8(model: nn.Module, backend: str = "torch.ao") -> nn.Module:
 
 
 def measure(name: str, model: nn.Module, test: Examples, batch: dict, params: int,
-            eval_batch_size: int, repeats: int, device: torch.device) -> dict:
-    scores = evaluate_classifier(model, test, eval_batch_size, device)
+            eval_batch_size: int, repeats: int, device: torch.device,
+            at_least_one: bool = False) -> dict:
+    scores = evaluate_classifier(model, test, eval_batch_size, device, at_least_one)
     ms = latency_ms(model, batch, repeats)
     n = batch["attention_mask"].shape[0]
     row = {"model": name, **scores, "params": params, "size_mb": round(state_size_mb(model), 2),

@@ -164,6 +164,7 @@ def _train_classifier(ctx: EvalContext, ts: Examples, steps: int, seed: int, des
     batches = endless_batches(len(ts), min(ev.batch_size, len(ts)), gen)
     checkpoints = set(eval_steps(steps, ev.eval_every))
     curve_test = curve_subset(ctx.test, ev.curve_rows, derive_seed(ctx.cfg.run.seed, "curve"))
+    one = ctx.cfg.dataset.at_least_one_label
     points: List[dict] = []
     timing = {"eval": 0.0, "loss": float("nan")}
 
@@ -174,10 +175,11 @@ def _train_classifier(ctx: EvalContext, ts: Examples, steps: int, seed: int, des
         start = time.perf_counter()
         # the reported step is scored on the whole split: the last one, or any under select_by val
         split = ctx.test if step == steps or ev.select_by == "val" else curve_test
-        point = {"step": step, **evaluate_classifier(model, split, ev.eval_batch_size, dev)}
+        point = {"step": step, **evaluate_classifier(model, split, ev.eval_batch_size, dev,
+                                                     one)}
         if ctx.val is not None:
             point["val_accuracy"] = evaluate_classifier(model, ctx.val, ev.eval_batch_size,
-                                                        dev)["accuracy"]
+                                                        dev, one)["accuracy"]
         points.append(point)
         timing["eval"] += time.perf_counter() - start
         return {"acc": f"{point['accuracy']:.4f}"}

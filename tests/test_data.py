@@ -249,7 +249,10 @@ def test_multilabel_jsonl(tmp_path, tokenizer):
 def test_multilabel_single_file_split_with_unlabelled_rows(tmp_path):
     rows = [{"text": f"t{i}", "label": [["a"], ["b", "a"], ["b"], []][i % 4]} for i in range(20)]
     path = write_jsonl(tmp_path / "ml.jsonl", rows)
-    ds = load_text_dataset(DatasetConfig(name="ml", data_dir=path, nclass=2, is_multilabel=True))
+    with pytest.raises(DataError, match=r"training rows have no class.*at_least_one_label=false"):
+        load_text_dataset(DatasetConfig(name="ml", data_dir=path, nclass=2, is_multilabel=True))
+    ds = load_text_dataset(DatasetConfig(name="ml", data_dir=path, nclass=2, is_multilabel=True,
+                                         at_least_one_label=False))
     assert sorted(ds.train_texts + ds.test_texts) == sorted(r["text"] for r in rows)
     # strata by first class: 0 ([a], [b, a] -> 10 rows), 1 ([b] -> 5), none ([] -> 5): 2 + 1 + 1
     assert len(ds.test_texts) == 4

@@ -158,3 +158,20 @@ def test_jsonl_syntax_error_names_the_line(tmp_path):
     path = tmp_path / "d.jsonl"
     path.write_text('{"text": "a", "label": "x"}\n{"text": "b", "label": }\n')
     assert f"{path}:2" in refusal(str(path))
+
+
+def test_multilabel_decisions_take_the_top_class_when_none_passes_the_threshold():
+    """dataset.at_least_one_label: a row with no logit above 0 takes its top class (a few-shot
+    classifier's logits are all negative); rows with classes above 0 keep exactly those."""
+    import torch
+
+    from utils.training import multilabel_predictions, scores_from_logits
+
+    logits = torch.tensor([[-1.0, -2.0, -3.0], [0.5, -1.0, 2.0], [-3.0, -0.5, -2.0]])
+    labels = torch.tensor([[1.0, 0.0, 0.0], [1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
+    assert multilabel_predictions(logits, False).tolist() == [[0, 0, 0], [1, 0, 1], [0, 0, 0]]
+    assert multilabel_predictions(logits, True).tolist() == [[1, 0, 0], [1, 0, 1], [0, 1, 0]]
+    plain, one = scores_from_logits(logits, labels), scores_from_logits(logits, labels, True)
+    assert plain["accuracy"] == pytest.approx(1 / 3) and one["accuracy"] == 1.0
+    assert plain["micro_f1"] == pytest.approx(2 * 2 / (2 * 2 + 2)) and one["micro_f1"] == 1.0
+    assert multilabel_predictions(torch.zeros(0, 3), True).shape == (0, 3)

@@ -58,6 +58,12 @@ class DatasetConfig:
                                  "the same outputs up to float rounding, less work on short texts).")
     batch_real: int = _f(32, "Real samples per class drawn at each condensation iteration.")
     is_multilabel: bool = _f(False, "Labels are sets of classes (label vectors); losses use BCE.")
+    at_least_one_label: bool = _f(True, "Multi-label: every row has at least one class, so a "
+                                  "prediction with no class above the threshold (logit 0) takes "
+                                  "its top-scoring class; classifiers trained on a few rows per "
+                                  "class otherwise predict no class at all. Training rows without "
+                                  "a class are refused while true; set false for data where a "
+                                  "row may have none (the plain threshold).")
     text_column: str = _f("text", "Text column for table/hub data.")
     label_column: str = _f("label", "Label column for table/hub data (an int, a class name, or a "
                            "list of them for multi-label data).")

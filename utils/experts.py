@@ -87,7 +87,7 @@ def weights_path(root: Path, k: int, epoch: int) -> Path:
 # OTHER key of the dataset, network and pretrain sections is part of the fingerprint, so a new key
 # is covered unless it is listed here on purpose.
 NOT_SHAPING = {
-    "dataset": {"batch_real", "cache_dir", "max_test_per_class"},
+    "dataset": {"batch_real", "cache_dir", "max_test_per_class", "at_least_one_label"},  # scoring
     "network": {"layer_index"},
     "pretrain": {"expert_dir", "eval_batch_size", "num_premodel"},
 }
@@ -218,7 +218,8 @@ def train_expert(k: int, cfg: Config, train: TokenizedSplit, test: TokenizedSpli
                            device, loss_fn, scheduler, total=-(-len(train) // p.batch_size),
                            show_progress=show_progress, desc=f"expert {k} epoch {epoch}/{p.epochs}",
                            track=f"expert_{k}", track_start=(epoch - 1) * per_epoch)
-        scores = evaluate_classifier(model, test, p.eval_batch_size, device)
+        scores = evaluate_classifier(model, test, p.eval_batch_size, device,
+                                     cfg.dataset.at_least_one_label)
         seconds += time.time() - start
         history.append({"epoch": epoch, "train_loss": round(loss, 5),
                         **{name: round(v, 5) for name, v in scores.items()}})

@@ -271,10 +271,22 @@ def predict_logits(model, examples: Examples, batch_size: int, device: torch.dev
     return logits
 
 
-def scores_from_logits(logits: torch.Tensor, labels: torch.Tensor) -> dict:
-    """accuracy and macro-F1 (single-label); subset accuracy, micro- and macro-F1 (multi-label)."""
+def multilabel_predictions(logits: torch.Tensor, at_least_one: bool) -> torch.Tensor:
+    """Multi-label decisions  # [N, C] int: every class with a logit above 0; with
+    `at_least_one`, a row with none takes its top-scoring class."""
+    pred = (logits > 0).int()
+    if at_least_one and len(logits):
+        rows = (pred.sum(1) == 0).nonzero().squeeze(1)                     # [k]
+        pred[rows, logits[rows].argmax(1)] = 1
+    return pred
+
+
+def scores_from_logits(logits: torch.Tensor, labels: torch.Tensor,
+                       at_least_one: bool = False) -> dict:
+    """accuracy and macro-F1 (single-label); subset accuracy, micro- and macro-F1 (multi-label,
+    decided by `multilabel_predictions`)."""
     if labels.dim() == 2:
-        pred = (logits > 0).int().numpy()
+        pred = multilabel_predictions(logits, at_least_one).numpy()
         true = labels.int().numpy()
         return {"accuracy": float((pred == true).all(axis=1).mean()),
                 "micro_f1": float(f1_score(true, pred, average="micro", zero_division=0)),
@@ -285,7 +297,10 @@ def scores_from_logits(logits: torch.Tensor, labels: torch.Tensor) -> dict:
             "macro_f1": float(f1_score(true, pred, average="macro", zero_division=0))}
 
 
-def evaluate_classifier(model, split, batch_size: int, device: torch.device) -> dict:
-    """Scores of `model` on a tokenised split (or `Examples`)."""
+def evaluate_classifier(model, split, batch_size: int, device: torch.device,
+                        at_least_one: bool = False) -> dict:
+    """Scores of `model` on a tokenised split (or `Examples`); `at_least_one`: see
+    `multilabel_predictions` (dataset.at_least_one_label)."""
     examples = split if isinstance(split, Examples) else Examples.of(split)
-    return scores_from_logits(predict_logits(model, examples, batch_size, device), examples.labels)
+    return scores_from_logits(predict_logits(model, examples, batch_size, device), examples.labels,
+                              at_least_one)
