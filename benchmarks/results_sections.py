@@ -357,8 +357,8 @@ the protocol.
 The protocol trains every classifier one way (100 AdamW steps at lr 1e-4, batch 16); a user trains
 their own way. Each recipe below changes only the `evaluate` options it names: the same set, the
 same real subsets (picked once on the feature expert), the same evaluation seeds, hard labels. A
-lever that wins under the protocol and loses under the other recipes does not ship. The shipped
-BBC ipc 1 set (the `make run` config) keeps a clear lead under all three; its real-subset rows
+lever that wins under the protocol and loses under the other recipes does not ship. The BBC ipc 1
+set of `config/ipc1/bbc.yaml` (iteration 200, the one the cross-architecture table uses) keeps a clear lead under all three; its real-subset rows
 are the same subsets under each recipe, so the lead is the set's, not a new draw's. The ipc 10
 and 50 sets are not measured this way yet.
 """,

@@ -57,7 +57,7 @@ def apply_debug(cfg: Config) -> None:
 # Settings a resumed run may change; every other key shapes the saved state and must match.
 RESUMABLE_CHANGES = ("condense.niter", "condense.save_every", "condense.log_every", "condense.eval_it",
                      "condense.worth_runs", "condense.precision", "condense.load_path",
-                     "condense.debug_niter", "dataset.cache_dir",
+                     "condense.debug_niter", "dataset.cache_dir", "dataset.at_least_one_label",
                      "dataset.max_test_per_class", "pretrain.expert_dir", "pretrain.eval_batch_size",
                      "evaluate.*", "distill.*", "run.output_dir", "run.run_name", "run.log_level",
                      "run.gpu", "run.tf32", "run.resume", "run.report_to")

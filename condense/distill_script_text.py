@@ -194,7 +194,8 @@ RESUMABLE_CHANGES = ("distill.save_every", "distill.baseline", "distill.quantize
                      "distill.int8_backend",
                      "distill.latency_batch", "distill.latency_repeats", "distill.eval_batch_size",
                      "distill.results_table", "evaluate.*", "optimization.*", "dataset.cache_dir",
-                     "dataset.max_test_per_class", "dataset.batch_real", "pretrain.expert_dir",
+                     "dataset.max_test_per_class", "dataset.at_least_one_label", "dataset.batch_real",
+                     "pretrain.expert_dir",
                      "pretrain.eval_batch_size", "run.output_dir", "run.run_name",
                      "run.log_level", "run.gpu", "run.tf32", "run.resume", "run.report_to")
 # the no-teacher student does not depend on the teacher's loss mix

@@ -58,7 +58,8 @@ def real_ids(ctx: InitContext, c: int, n: int, seed: int,
 
 def correct_pool(ctx: InitContext, c: int, need: int) -> Tuple[torch.Tensor, torch.Tensor]:
     """Class c's training samples that expert `evaluate.feature_expert` classifies correctly
-    (DATM's start: argmax = c; multi-label: sigmoid of c's logit > 0.5), or all of them when fewer
+    (DATM's start: argmax = c; multi-label: sigmoid of c's logit > 0.5, the plain threshold on
+    purpose: a sample counts for c only when the expert puts c above it), or all of them when fewer
     than `need` are correct, with their features  # [n] indices, [n, H]"""
     pool = ctx.train.class_indices[c]
     if ctx.features is None or ctx.head is None:

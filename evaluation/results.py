@@ -15,8 +15,11 @@ logger = logging.getLogger(__name__)
 
 def log_entry(e: dict) -> None:
     f1 = e["metrics"].get("macro_f1", {"mean": float("nan"), "std": float("nan")})
-    logger.info("%s: test accuracy %.4f ± %.4f, macro-F1 %.4f ± %.4f over %d runs (%d examples, "
-                "%d steps, %.1fs/run)", e["method"], e["mean"], e["std"], f1["mean"], f1["std"],
+    micro = e["metrics"].get("micro_f1")                     # multi-label: accuracy is subset accuracy
+    logger.info("%s: test %saccuracy %.4f ± %.4f, macro-F1 %.4f ± %.4f%s over %d runs (%d examples, "
+                "%d steps, %.1fs/run)", e["method"], "subset " if micro else "", e["mean"], e["std"],
+                f1["mean"], f1["std"],
+                f", micro-F1 {micro['mean']:.4f} ± {micro['std']:.4f}" if micro else "",
                 e["num_eval"], e["n_train"], e["steps"], e["train_seconds"])
 
 

@@ -249,7 +249,7 @@ def test_multilabel_jsonl(tmp_path, tokenizer):
 def test_multilabel_single_file_split_with_unlabelled_rows(tmp_path):
     rows = [{"text": f"t{i}", "label": [["a"], ["b", "a"], ["b"], []][i % 4]} for i in range(20)]
     path = write_jsonl(tmp_path / "ml.jsonl", rows)
-    with pytest.raises(DataError, match=r"training rows have no class.*at_least_one_label=false"):
+    with pytest.raises(DataError, match=r"5 rows have no class \(the first: .*at_least_one_label=false"):
         load_text_dataset(DatasetConfig(name="ml", data_dir=path, nclass=2, is_multilabel=True))
     ds = load_text_dataset(DatasetConfig(name="ml", data_dir=path, nclass=2, is_multilabel=True,
                                          at_least_one_label=False))

@@ -61,9 +61,10 @@ class DatasetConfig:
     at_least_one_label: bool = _f(True, "Multi-label: every row has at least one class, so a "
                                   "prediction with no class above the threshold (logit 0) takes "
                                   "its top-scoring class; classifiers trained on a few rows per "
-                                  "class otherwise predict no class at all. Training rows without "
-                                  "a class are refused while true; set false for data where a "
-                                  "row may have none (the plain threshold).")
+                                  "class otherwise predict no class at all. Rows without a class "
+                                  "(train or test) are refused while true; set false for data "
+                                  "where a row may have none (the plain threshold; runs saved "
+                                  "before this setting existed scored that way).")
     text_column: str = _f("text", "Text column for table/hub data.")
     label_column: str = _f("label", "Label column for table/hub data (an int, a class name, or a "
                            "list of them for multi-label data).")

@@ -211,6 +211,14 @@ def load_text_dataset(cfg: DatasetConfig) -> TextDataset:
     origins = (list(raw.train_origins or [None] * len(tr_raw))
                + list(raw.test_origins or [None] * len(te_raw or [])))
     labels, names, multilabel = encode_labels(all_raw, raw.class_names, origins)
+    if multilabel and cfg.at_least_one_label:
+        empty = [i for i, y in enumerate(labels) if not y]
+        if empty:
+            first = origins[empty[0]] or f"example {empty[0] + 1}"
+            raise DataError(f"{len(empty)} rows have no class (the first: {first}), but "
+                            f"dataset.at_least_one_label is true (every prediction takes at least "
+                            f"one class); set --set dataset.at_least_one_label=false for data where "
+                            f"a row may have none")
     tr_y, te_y = labels[:len(tr_raw)], labels[len(tr_raw):]
     check_classes(names, cfg)
     if te_t is None:
@@ -226,12 +234,6 @@ def load_text_dataset(cfg: DatasetConfig) -> TextDataset:
         raise DataError(f"dataset.is_multilabel is {cfg.is_multilabel} but the labels are "
                         f"{'label lists' if multilabel else 'single indices'}; set "
                         f"--set dataset.is_multilabel={str(multilabel).lower()}")
-    if multilabel and cfg.at_least_one_label:
-        empty = sum(1 for y in tr_y if not y)
-        if empty:
-            raise DataError(f"{empty} training rows have no class, but dataset.at_least_one_label "
-                            f"is true (every prediction takes at least one class); set --set "
-                            f"dataset.at_least_one_label=false for data where a row may have none")
     keep_tr = cap_per_class(tr_y, cfg.max_train_per_class, cfg.split_seed)
     keep_te = cap_per_class(te_y, cfg.max_test_per_class, cfg.split_seed + 1)
     ds = TextDataset([tr_t[i] for i in keep_tr], [tr_y[i] for i in keep_tr],
