@@ -105,6 +105,10 @@ def test_a_checkpoint_without_a_later_added_setting_resumes_at_its_old_value(tmp
     assert "condense.update_fraction: '(unset)' -> 0.5" in (tmp_path / "print.log").read_text()
     assert condense(tmp_path, smoke_experts, "--set", "condense.niter=4") == 0
     assert "resuming from" in (tmp_path / "print.log").read_text()
+    # a scoring-only setting (multi-label decisions) may change on resume, old checkpoint or new
+    assert condense(tmp_path, smoke_experts, "--set", "condense.niter=5",
+                    "--set", "dataset.at_least_one_label=false") == 0
+    assert (tmp_path / "distilled_data" / "syn_data_5.pth").is_file()   # rc 2 had it refused
 
 
 def test_resume_may_switch_the_cache_and_tracking_but_not_a_matching_option(tmp_path, smoke_experts):
