@@ -322,14 +322,13 @@ a set of ipc 1 holds 90 sequences, one per topic, each keeping the label set of 
 it started from (so it also counts for that document's other topics). Classifiers train with a
 sigmoid per topic (binary cross-entropy) and predict every topic whose logit is above 0, or their
 top topic when none is (`dataset.at_least_one_label`, the default: every Reuters document has a
-topic; trained on 90 rows, a classifier's logits are otherwise all negative and it predicts
-nothing). The run is a reduced one, said in its command: 64 tokens instead of the config's 128,
-100 condensation iterations, 3 classifiers per method (on 2 CPU cores the experts took 31 min
-and each iteration about 25 s at these settings). Result: under the protocol (100 steps at lr
-1e-4 on 90 rows) no method trains a usable Reuters classifier: the set and random score the same
-to the digit, every run predicting about one fixed topic per document (micro-F1 under 5%), so
-this run says nothing about the set yet; the protocol needs a multi-label recipe (more steps, a
-higher head learning rate) before the comparison means anything. Scores:
+topic, and a classifier whose logits are all below 0 would otherwise predict none). The run is a
+reduced one, said in its command: 64 tokens instead of the config's 128, 100 condensation
+iterations, 3 classifiers per method. Result: under the protocol (100 steps at lr 1e-4 on 90
+rows) no method trains a usable Reuters classifier: every F1 is a few percent, and the set and
+random score the same to the digit, as classifiers that ignore their input would. This run says
+nothing about the set yet; the protocol needs a multi-label recipe (more steps, a higher head
+learning rate, chosen on validation) before the comparison means anything. Scores:
 subset accuracy (every topic of a document right), micro-F1 (over all document-topic pairs,
 dominated by the large topics) and macro-F1 (the mean over the 90 topics, where a rare topic
 counts as much as `earn`). The lines under the table apply the quality table's rule to each F1.
@@ -362,9 +361,9 @@ The protocol trains every classifier one way (100 AdamW steps at lr 1e-4, batch 
 their own way. Each recipe below changes only the `evaluate` options it names: the same set, the
 same real subsets (picked once on the feature expert), the same evaluation seeds, hard labels. A
 lever that wins under the protocol and loses under the other recipes does not ship. The BBC ipc 1
-set of `config/ipc1/bbc.yaml` (iteration 200, the one the cross-architecture table uses) keeps a clear lead under all three; its real-subset rows
-are the same subsets under each recipe, so the lead is the set's, not a new draw's. The ipc 10
-and 50 sets are not measured this way yet.
+set of `config/ipc1/bbc.yaml` (the one the cross-architecture table uses) keeps a clear lead
+under all three; its real-subset rows are the same subsets under each recipe, so the lead is the
+set's, not a new draw's. The ipc 10 and 50 sets are not measured this way yet.
 """,
      "commands": ["python benchmarks/bench_recipes.py --config config/ipc1/bbc.yaml --set_path <set>.pth "
                   "--num_eval 3"],
