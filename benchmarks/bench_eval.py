@@ -4,7 +4,7 @@
         [--num_eval 5] [--nproc 2] [--no-full] [--baselines random,herding,kcenter|none] \
         [--suffix _name] [--set condense.key=value ...] [--label_modes hard expert_soft] \
         [--eval_set evaluate.key=value ...] [--baseline_modes expert_soft] [--full_modes ...] \
-        [--all_set network.pooling=mean ...] [--keep best]
+        [--all_set network.pooling=mean ...] [--keep best] [--no-set]
 
 For each ipc: experts (skipped when complete), condensation with `--niter` iterations, then
 evaluation of the synthetic set beside random / herding / k-center real subsets (and, for the
@@ -14,7 +14,9 @@ synthetic set included, trains on the feature expert's soft labels). Each stage 
 entry script (torchrun for more than one rank). Results:
 benchmarks/results/eval/<dataset>_<method>_ipc<ipc>.json (the evaluations' results.json plus
 the condensation's timing and, with `condense.eval_it`, its accuracy-vs-iteration curve, drawn to
-eval/<...>.png) and the rows of benchmarks/results/eval/table.md.
+eval/<...>.png) and the rows of benchmarks/results/eval/table.md. `--no-set` skips the
+condensation and evaluates the baselines alone (benchmarks/results/eval/<dataset>_baselines_ipc<ipc>.json),
+with the same seeds, so a baseline added later joins the verdicts of the sets measured before.
 """
 from __future__ import annotations
 
@@ -54,6 +56,34 @@ def eval_curve(cdir: Path, png: Path) -> list:
     return curve
 
 
+def condense_stage(a, config: str, tag: str, common: list) -> dict:
+    """Condense with the config and overrides: the run's timing, the set kept and its curve."""
+    cdir = ROOT / "results" / "bench" / "condense" / tag
+    cargs = ["--config_path", config, "--output_dir", str(cdir),
+             "--set", f"condense.method={a.method}"]
+    if a.niter:
+        cargs += ["--set", f"condense.niter={a.niter}"]
+    cargs += common + [x for s in a.extra for x in ("--set", s)]
+    start = time.time()
+    run_script("condense_script_text.py", a.nproc, cargs)
+    condense_seconds = time.time() - start
+    summary = json.loads((cdir / "run_summary.json").read_text())
+    history = json.loads((cdir / "loss_history.json").read_text())
+    secs = [h["seconds"] for h in history]
+    late = secs[len(secs) // 2:] or [0.0]                 # the cache is fuller by then
+    return {"condense": {
+                "iterations": summary["final_iteration"],
+                "mean_iteration_seconds": summary["mean_iteration_seconds"],
+                "second_half_iteration_seconds": round(sum(late) / len(late), 4),
+                "iteration_seconds_total": round(sum(secs), 1),
+                "cache_hit_rate": (history or [{}])[-1].get("cache_hit_rate"),
+                "wall_seconds": round(condense_seconds, 1),
+                "peak_rss_mb_per_rank": [r["peak_rss_mb"] for r in summary["ranks"]],
+                "world_size": summary["world_size"],
+                "overrides": [f"condense.method={a.method}", *a.extra]},
+            "kept": kept_set(cdir, summary, a.keep), "eval_curve": eval_curve(cdir, EVAL / f"{tag}.png")}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dataset", default="bbc")
@@ -63,6 +93,10 @@ def main() -> None:
     p.add_argument("--num_eval", type=int, default=5)
     p.add_argument("--nproc", type=int, default=2)
     p.add_argument("--no-full", dest="full", action="store_false")
+    p.add_argument("--no-set", dest="with_set", action="store_false",
+                   help="no condensation: evaluate the --baselines (and full) alone, written to "
+                        "<dataset>_baselines_ipc<ipc><suffix>.json (e.g. a baseline added after "
+                        "the sets were measured, with the same seeds)")
     p.add_argument("--baselines", default="random,herding,kcenter",
                    help="real-subset baselines evaluated beside the synthetic set ('none' for none)")
     p.add_argument("--suffix", default="", help="appended to the result names (keeps earlier runs)")
@@ -93,21 +127,13 @@ def main() -> None:
     for n, ipc in enumerate(a.ipc):
         config = str(ROOT / "config" / f"ipc{ipc}" / f"{a.dataset}.yaml")
         run_script("pretrain_script_text.py", a.nproc, ["--config_path", config, *common])
-        tag = f"{a.dataset}_{a.method}_ipc{ipc}{a.suffix}"
-        cdir = ROOT / "results" / "bench" / "condense" / tag
-        cargs = ["--config_path", config, "--output_dir", str(cdir),
-                 "--set", f"condense.method={a.method}"]
-        if a.niter:
-            cargs += ["--set", f"condense.niter={a.niter}"]
-        cargs += common + [x for s in a.extra for x in ("--set", s)]
-        start = time.time()
-        run_script("condense_script_text.py", a.nproc, cargs)
-        condense_seconds = time.time() - start
-        summary = json.loads((cdir / "run_summary.json").read_text())
-        kept = kept_set(cdir, summary, a.keep)
-        history = json.loads((cdir / "loss_history.json").read_text())
-        secs = [h["seconds"] for h in history]
-        late = secs[len(secs) // 2:] or [0.0]                 # the cache is fuller by then
+        record = {"benchmark": "evaluate", "dataset": a.dataset, "ipc": ipc}
+        if a.with_set:
+            tag = f"{a.dataset}_{a.method}_ipc{ipc}{a.suffix}"
+            record.update(method=a.method, **condense_stage(a, config, tag, common))
+            load = ["--load_path", record["kept"]["synthetic_set"]]
+        else:                                        # --no-set: the real baselines alone
+            tag, load = f"{a.dataset}_baselines_ipc{ipc}{a.suffix}", []
         evaluations = {}
         for mode in a.label_modes:
             baselines = [] if a.baselines == "none" else a.baselines.split(",")
@@ -115,34 +141,24 @@ def main() -> None:
                 baselines = []
             with_full = a.full and n == 0 and (a.full_modes is None or mode in a.full_modes)
             baselines += ["full"] if with_full else []
+            if not load and not baselines:
+                continue
             edir = ROOT / "results" / "bench" / "evaluate" / f"{tag}_{mode}"
             run_script("evaluate_script_text.py", a.nproc,
-                       ["--config_path", config, "--load_path", kept["synthetic_set"],
+                       ["--config_path", config, *load,
                         *(["--baseline", ",".join(baselines)] if baselines else []),
                         "--output_dir", str(edir), "--label_mode", mode,
                         "--set", f"evaluate.num_eval={a.num_eval}",
                         "--set", f"evaluate.results_table={table}", *common,
                         *[x for s in a.eval_set for x in ("--set", s)]])
             evaluations[mode] = json.loads((edir / "eval" / "results.json").read_text())
-        result = evaluations[a.label_modes[0]]
-        curve = eval_curve(cdir, EVAL / f"{tag}.png")
+        if not evaluations:
+            raise SystemExit("--no-set with --baselines none and no full: nothing to evaluate")
+        record.update(date=time.strftime("%Y-%m-%d"), evaluation=next(iter(evaluations.values())),
+                      evaluation_by_labels=evaluations, eval_overrides=a.eval_set,
+                      all_overrides=a.all_set)
         out = EVAL / f"{tag}.json"
-        out.write_text(json.dumps({"benchmark": "evaluate", "dataset": a.dataset, "ipc": ipc,
-                                   "method": a.method, "condense": {
-                                       "iterations": summary["final_iteration"],
-                                       "mean_iteration_seconds": summary["mean_iteration_seconds"],
-                                       "second_half_iteration_seconds": round(sum(late) / len(late), 4),
-                                       "iteration_seconds_total": round(sum(secs), 1),
-                                       "cache_hit_rate": (history or [{}])[-1].get("cache_hit_rate"),
-                                       "wall_seconds": round(condense_seconds, 1),
-                                       "peak_rss_mb_per_rank": [r["peak_rss_mb"] for r in summary["ranks"]],
-                                       "world_size": summary["world_size"],
-                                       "overrides": [f"condense.method={a.method}", *a.extra]},
-                                   "kept": kept, "eval_curve": curve,
-                                   "date": time.strftime("%Y-%m-%d"), "evaluation": result,
-                                   "evaluation_by_labels": evaluations,
-                                   "eval_overrides": a.eval_set, "all_overrides": a.all_set},
-                                  indent=2) + "\n")
+        out.write_text(json.dumps(record, indent=2) + "\n")
         print(f"written {out}", flush=True)
     print(table.read_text())
 
