@@ -5,11 +5,13 @@ typed by hand.
 For each dataset, ipc and label protocol (`hard`, `expert_soft`, `hard+attn1`, ...):
 - the synthetic row comes from the first file of `SOURCES[(dataset, ipc)]` that holds a synthetic
   entry under that protocol (the run of the shipped config first, then earlier runs);
-- each real baseline (random, herding, k-center) comes from the newest file of the same dataset
+- each real baseline (random, herding, k-center, k-means) comes from the newest file of the same dataset
   and ipc that holds it under that protocol, with the same evaluation seeds, steps and
   `select_by` (a 'val' run's baselines are picked from a pool without the validation slice);
 - verdict: `yes` when the synthetic mean beats the best baseline mean by more than the larger of
-  the two stds (the issue's rule), `ahead, within std` when it leads by less, `no` otherwise.
+  the two stds (the issue's rule), `ahead, within std` when it leads by less, `no` otherwise;
+- % of full: the synthetic mean over the newest converged `full` of the dataset under that
+  protocol (trained at least as many epochs as the experts; `full` does not depend on ipc).
 
     python benchmarks/report_quality.py    # prints the table; writes results/quality/verdicts.{md,json}
 """
@@ -31,6 +33,8 @@ BASELINES = ("random", "herding", "kcenter", "kmeans")
 DATASETS = ("bbc", "trec", "sst2")
 IPCS = (1, 10, 50)
 PROTOCOLS = ("hard", "expert_soft")
+PROTOCOL_BATCH = 16           # evaluate.batch_size of every file measured before `epochs` was recorded
+CONVERGED_EPOCHS = 2.0        # a 'full' counts as converged at the experts' epochs (pretrain.epochs)
 
 # The synthetic row of each cell, in order of preference: the shipped config's run first.
 SOURCES: Dict[Tuple[str, int], List[str]] = {
@@ -118,9 +122,27 @@ def cell(results: Path, dataset: str, ipc: int, protocol: str) -> Optional[dict]
         return {"dataset": dataset, "ipc": ipc, "labels": protocol, "synthetic": _row(syn),
                 "baselines": {}, "best": None, "lead": None, "verdict": "no baselines measured"}
     best = max(baselines.values(), key=lambda e: e["mean"])
+    full = converged_full(results, dataset, protocol, selection(syn))
     return {"dataset": dataset, "ipc": ipc, "labels": protocol, "synthetic": _row(syn),
             "baselines": {m: _row(e) for m, e in baselines.items()}, "best": best["method"],
-            "lead": syn["mean"] - best["mean"], "verdict": verdict(syn, best)}
+            "lead": syn["mean"] - best["mean"], "verdict": verdict(syn, best),
+            "full": None if full is None else {**_row(full), "epochs": full_epochs(full)},
+            "of_full": None if full is None else syn["mean"] / full["mean"]}
+
+
+def full_epochs(e: dict) -> float:
+    """Epochs a 'full' entry trained: recorded since `epochs` was added, else its steps of the
+    protocol's batch (16) over its rows."""
+    return float(e.get("epochs") or round(e["steps"] * PROTOCOL_BATCH / max(1, e["n_train"]), 2))
+
+
+def converged_full(results: Path, dataset: str, protocol: str, select_by: str) -> Optional[dict]:
+    """The newest 'full' entry of `dataset` under `protocol` trained at least CONVERGED_EPOCHS
+    epochs (as long as the experts); `full` does not depend on ipc, so any file of the dataset."""
+    fulls = [e for p in evaluation_files(results, f"{dataset}_*.json") for e in file_entries(p)
+             if e["method"] == "full" and e["labels"] == protocol and selection(e) == select_by
+             and full_epochs(e) >= CONVERGED_EPOCHS - 0.01]
+    return max(fulls, key=lambda e: e["file_date"], default=None)
 
 
 def _row(e: dict) -> dict:
@@ -146,10 +168,20 @@ def markdown(cells: List[dict], protocols: List[str]) -> str:
                     row.append(f"{_pm(c['synthetic'])}, {c['verdict']}")
                 else:
                     mark = "**yes**" if c["verdict"] == "yes" else c["verdict"]
+                    of_full = (f"; {100 * c['of_full']:.1f}% of full" if c.get("of_full")
+                               else "")
                     row.append(f"{mark}: {_pm(c['synthetic'])} vs {c['best']} "
                                f"{_pm(c['baselines'][c['best']])} "
-                               f"({100 * c['lead']:+.2f} pp; `{c['synthetic']['file']}`)")
+                               f"({100 * c['lead']:+.2f} pp{of_full}; `{c['synthetic']['file']}`)")
             lines.append(f"| {dataset} | {ipc} | " + " | ".join(row) + " |")
+    fulls = {}
+    for c in cells:
+        if c.get("full"):
+            fulls.setdefault((c["dataset"], c["labels"]), c["full"])
+    if fulls:
+        lines.append("")
+        lines += [f"- full, {dataset} ({protocol} labels): {_pm(f)}, {f['epochs']:g} epochs "
+                  f"(`{f['file']}`)" for (dataset, protocol), f in fulls.items()]
     return "\n".join(lines) + "\n"
 
 

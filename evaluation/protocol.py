@@ -288,7 +288,9 @@ def evaluate_baseline(ctx: EvalContext, method: str, features: Optional[torch.Te
     cfg = ctx.cfg
     if method == FULL:
         idx = torch.tensor(ctx.selectable(), dtype=torch.long)
-        steps, extra = full_steps(cfg.evaluate, len(idx)), {"source": "all training data"}
+        steps = full_steps(cfg.evaluate, len(idx))
+        extra = {"source": "all training data",
+                 "epochs": round(steps * cfg.evaluate.batch_size / max(1, len(idx)), 2)}
         how = ("evaluate.full_steps" if cfg.evaluate.full_steps is not None
                else f"{cfg.evaluate.full_epochs:g} epochs of batch {cfg.evaluate.batch_size}")
         logger.info("full: %d training samples, %d steps (%s)", len(idx), steps, how)

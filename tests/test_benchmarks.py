@@ -119,6 +119,18 @@ def test_report_quality_verdicts_follow_the_rule(tmp_path):
     write("sst2_ncfm_ipc1.json", "2026-11-29", {
         "hard": [_entry("synthetic", [0.50, 0.52], seeds=(1, 2), ipc=1),
                  _entry("random", [0.55, 0.56], seeds=(1, 2), ipc=1)]})
+    # sst2 ipc 10: k-means from a baselines-only file (bench_eval --no-set) is the best real
+    # subset; % of full reads the converged full (2 epochs, recorded), not the newer 300-step one
+    # of 0.7 epochs (300 x 16 / 6920)
+    write("sst2_ncfm_ipc10_herding_fast.json", "2026-11-29", {
+        "hard": [_entry("synthetic", [0.70, 0.70, 0.70]), _entry("herding", [0.60, 0.61, 0.62])]})
+    write("sst2_baselines_ipc1.json", "2026-12-02", {
+        "hard": [{**_entry("full", [0.80, 0.80, 0.80], seeds=(4, 5, 6), ipc=1), "n_train": 6920,
+                  "steps": 865, "epochs": 2.0}]})
+    write("sst2_baselines_ipc10.json", "2026-12-02", {
+        "hard": [_entry("kmeans", [0.66, 0.67, 0.68])]})
+    write("sst2_ncfm_ipc50.json", "2026-12-03", {
+        "hard": [{**_entry("full", [0.90, 0.90, 0.90], ipc=50), "n_train": 6920, "steps": 300}]})
     # another benchmark's JSON in the same folder is not an evaluation and is skipped
     (tmp_path / "stock_hf_trec_ipc10.json").write_text(json.dumps({"benchmark": "stock_hf", "rows": []}))
     assert report_quality.main(["--results_dir", str(tmp_path), "--out", str(tmp_path)]) == 0
@@ -131,7 +143,13 @@ def test_report_quality_verdicts_follow_the_rule(tmp_path):
     soft = cells[("trec", 10, "expert_soft")]
     assert soft["verdict"] == "ahead, within std"                          # +0.0 < 1.63 std
     assert cells[("sst2", 1, "hard")]["verdict"] == "no"
+    sst10 = cells[("sst2", 10, "hard")]
+    assert sst10["best"] == "kmeans" and sst10["verdict"] == "yes"         # +3 pp > 0.82 std
+    assert sst10["full"]["file"] == "sst2_baselines_ipc1.json" and sst10["full"]["epochs"] == 2.0
+    assert abs(sst10["of_full"] - 0.70 / 0.80) < 1e-9
+    assert hard["full"] is None and hard["of_full"] is None                # trec: no full at all
     table = (tmp_path / "verdicts.md").read_text()
+    assert "87.5% of full" in table and "- full, sst2 (hard labels): 80.00 ± 0.00%, 2 epochs" in table
     assert "| bbc | 50 | not measured | not measured |" in table
 
 

@@ -88,6 +88,7 @@ def test_every_method_results_table_and_plots(all_methods):
             assert r["selected_step"] == steps and r["accuracy"] == r["curve"][-1][1]
     by = {e["method"]: e for e in entries}
     assert by["synthetic"]["n_train"] == 10 and by["full"]["n_train"] == 120
+    assert by["full"]["epochs"] == pytest.approx(6 * 16 / 120, abs=0.01)   # full_steps x batch / rows
     full, rnd = by["full"]["mean"], by["random"]["mean"]
     for e in entries:
         assert e["gap_to_full"] == pytest.approx(full - e["mean"])
