@@ -149,6 +149,23 @@ def train_classifier(ctx: EvalContext, ts: Examples, steps: int, seed: int, desc
         return _train_classifier(ctx, ts, steps, seed, desc, attention_targets)
 
 
+def val_score(point: dict) -> float:
+    """What select_by 'val' maximises: validation accuracy, or micro-F1 for multi-label (subset
+    accuracy of a tiny set's classifier is near 0 on many-topic data and chooses nothing)."""
+    return point.get("val_micro_f1", point["val_accuracy"])
+
+
+def param_groups(model: TextClassifier, ev) -> list:
+    """The optimiser's groups: the encoder at `evaluate.lr`, the new head at `evaluate.head_lr`
+    (one group at `lr` when it is null)."""
+    if ev.head_lr is None:
+        return [{"params": list(model.parameters())}]
+    head = list(model.classifier.parameters())
+    ids = {id(p) for p in head}
+    return [{"params": [p for p in model.parameters() if id(p) not in ids]},
+            {"params": head, "lr": ev.head_lr}]
+
+
 def _train_classifier(ctx: EvalContext, ts: Examples, steps: int, seed: int, desc: str,
                       attention_targets: Optional[torch.Tensor]) -> dict:
     ev, dev = ctx.cfg.evaluate, ctx.env.device
@@ -159,7 +176,7 @@ def _train_classifier(ctx: EvalContext, ts: Examples, steps: int, seed: int, des
     loss_fn = (attention_label_loss_fn(ctx.multilabel, attention_targets, ev.attention_layers,
                                        ev.attention_weight)
                if with_attention else label_loss_fn(ctx.multilabel))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=ev.lr, weight_decay=ev.weight_decay)
+    optimizer = torch.optim.AdamW(param_groups(model, ev), lr=ev.lr, weight_decay=ev.weight_decay)
     gen = torch.Generator().manual_seed(derive_seed(seed, "batches"))
     batches = endless_batches(len(ts), min(ev.batch_size, len(ts)), gen)
     checkpoints = set(eval_steps(steps, ev.eval_every))
@@ -178,8 +195,10 @@ def _train_classifier(ctx: EvalContext, ts: Examples, steps: int, seed: int, des
         point = {"step": step, **evaluate_classifier(model, split, ev.eval_batch_size, dev,
                                                      one)}
         if ctx.val is not None:
-            point["val_accuracy"] = evaluate_classifier(model, ctx.val, ev.eval_batch_size,
-                                                        dev, one)["accuracy"]
+            val = evaluate_classifier(model, ctx.val, ev.eval_batch_size, dev, one)
+            point["val_accuracy"] = val["accuracy"]
+            if "micro_f1" in val:                      # multi-label: chosen by micro-F1
+                point["val_micro_f1"] = val["micro_f1"]
         points.append(point)
         timing["eval"] += time.perf_counter() - start
         return {"acc": f"{point['accuracy']:.4f}"}
@@ -190,7 +209,7 @@ def _train_classifier(ctx: EvalContext, ts: Examples, steps: int, seed: int, des
                 desc=desc, on_step=on_step)
     train_s = time.perf_counter() - start - timing["eval"]
     if ev.select_by == "val":
-        chosen = max(points, key=lambda p: (p["val_accuracy"], -p["step"]))  # ties: earliest
+        chosen = max(points, key=lambda p: (val_score(p), -p["step"]))  # ties: earliest
     else:
         chosen = points[-1]
     record = {"seed": seed, **{k: v for k, v in chosen.items() if k not in ("step",)},
@@ -234,7 +253,7 @@ def summarize(ctx: EvalContext, method: str, runs: List[dict], ts: Examples, ste
     """One results entry: per-run records, mean/std over runs (ddof=0), timing, and gap fields
     (filled in by `add_gaps`)."""
     metrics = {}
-    for m in (*METRICS, "val_accuracy"):
+    for m in (*METRICS, "val_accuracy", "val_micro_f1"):
         if runs and m in runs[0]:
             vals = np.array([r[m] for r in runs], dtype=np.float64)
             metrics[m] = {"mean": float(vals.mean()), "std": float(vals.std())}

@@ -276,3 +276,30 @@ def test_full_baseline_trains_epochs_unless_steps_are_given(tmp_path):
     bad.write_text(f"base: {SMOKE}\nevaluate:\n  full_epochs: 0\n")
     with pytest.raises(ConfigError, match="full_epochs"):
         load_config(str(bad))
+
+
+def test_head_lr_moves_the_new_head_at_its_own_rate_and_multilabel_val_picks_by_micro_f1():
+    """evaluate.head_lr: one AdamW step moves the head's weights by about head_lr and the
+    encoder's by about lr (Adam's first step is lr x sign); null keeps one group at lr.
+    select_by 'val' scores a multi-label point by validation micro-F1, not subset accuracy."""
+    from evaluation.protocol import param_groups, val_score
+    from utils.config_schema import NetworkConfig
+    from utils.model import build_classifier
+
+    cfg = load_config(SMOKE, [("evaluate.lr", 1e-4), ("evaluate.head_lr", 1e-2)])
+    torch.manual_seed(0)
+    model = build_classifier(NetworkConfig(model_path="random", random_layers=1), 3, vocab_size=50)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    opt = torch.optim.AdamW(param_groups(model, cfg.evaluate), lr=cfg.evaluate.lr, weight_decay=0.0)
+    ids = torch.randint(0, 50, (4, 6))
+    out = model(input_ids=ids, attention_mask=torch.ones_like(ids))
+    torch.nn.functional.cross_entropy(out.logits, torch.tensor([0, 1, 2, 0])).backward()
+    opt.step()
+    moved = {n: (p.detach() - before[n]).abs().max().item() for n, p in model.named_parameters()}
+    assert moved["classifier.weight"] == pytest.approx(1e-2, rel=0.05)
+    encoder = [v for n, v in moved.items() if not n.startswith("classifier.")]
+    assert max(encoder) == pytest.approx(1e-4, rel=0.05)
+    one = param_groups(model, load_config(SMOKE).evaluate)
+    assert len(one) == 1 and len(one[0]["params"]) == len(list(model.parameters()))
+    assert val_score({"val_accuracy": 0.0, "val_micro_f1": 0.4}) == 0.4
+    assert val_score({"val_accuracy": 0.7}) == 0.7

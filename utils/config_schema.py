@@ -372,6 +372,10 @@ class EvaluateConfig:
     lr: float = _f(1e-4, "AdamW learning rate of the evaluation classifiers (constant; gradients "
                    "clipped to norm 1).")
     weight_decay: float = _f(0.01, "AdamW weight decay of the evaluation classifiers.")
+    head_lr: Optional[float] = _f(None, "AdamW learning rate of the new classification head of "
+                                  "each evaluation classifier (the encoder keeps `lr`); null: "
+                                  "`lr`. A fresh head over a pretrained encoder learns slowly at "
+                                  "the encoder's rate when there are many classes (multi-label).")
     eval_every: Optional[int] = _f(None, "Also evaluate every N steps for an accuracy-vs-step curve "
                                    "(on `curve_rows` test rows); null: test accuracy once, at the "
                                    "last step (cheapest). select_by 'val' needs it.")
@@ -388,7 +392,8 @@ class EvaluateConfig:
                                    "of full_epochs (null: full_epochs decides).")
     select_by: Literal["last", "val"] = _f(
         "last", "Which step's model is reported: 'last' the final step; 'val' the evaluated step "
-        "with the best accuracy on a validation part of the training split (never the test set).")
+        "with the best accuracy (micro-F1 for multi-label) on a validation part of the training "
+        "split (never the test set).")
     val_fraction: float = _f(0.1, "select_by 'val': fraction of each training class held out as "
                              "validation (stratified, seeded by run.seed); these samples are also "
                              "excluded from the baselines' selection pools.")
@@ -443,6 +448,8 @@ class EvaluateConfig:
             yield "lr", "must be > 0"
         if self.weight_decay < 0:
             yield "weight_decay", "must be >= 0"
+        if self.head_lr is not None and self.head_lr <= 0:
+            yield "head_lr", "must be > 0 or null"
         if not 0.0 < self.val_fraction < 1.0:
             yield "val_fraction", "must be in (0, 1)"
         if self.feature_expert < 0:
