@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT))  # run as a plain script from a checkout
 
 from benchmarks.common import EVAL, run_script  # noqa: E402
 from evaluation.plots import plot_eval_curve  # noqa: E402
+from evaluation.selectors import needs_features  # noqa: E402
 
 
 def kept_set(cdir: Path, summary: dict, keep: str) -> dict:
@@ -54,6 +55,14 @@ def eval_curve(cdir: Path, png: Path) -> list:
     curve = [{k: v for k, v in c.items() if k != "metrics"} for c in json.loads(path.read_text())]
     plot_eval_curve(curve, png)
     return curve
+
+
+def needs_experts(a) -> bool:
+    """Whether the run needs experts: a condensation, expert labels, or a selector on their
+    features ('random' and 'full' under hard labels need none)."""
+    names = [] if a.baselines == "none" else a.baselines.split(",")
+    return (a.with_set or a.label_modes != ["hard"]
+            or any(n != "full" and needs_features(n) for n in names))
 
 
 def condense_stage(a, config: str, tag: str, common: list) -> dict:
@@ -126,7 +135,8 @@ def main() -> None:
     common = [x for s in a.all_set for x in ("--set", s)]      # every stage, experts included
     for n, ipc in enumerate(a.ipc):
         config = str(ROOT / "config" / f"ipc{ipc}" / f"{a.dataset}.yaml")
-        run_script("pretrain_script_text.py", a.nproc, ["--config_path", config, *common])
+        if needs_experts(a):
+            run_script("pretrain_script_text.py", a.nproc, ["--config_path", config, *common])
         record = {"benchmark": "evaluate", "dataset": a.dataset, "ipc": ipc}
         if a.with_set:
             tag = f"{a.dataset}_{a.method}_ipc{ipc}{a.suffix}"

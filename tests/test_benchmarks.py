@@ -327,3 +327,13 @@ def test_bench_precision_quick(tmp_path):
     assert r["auto_resolves_to"] == ("bf16" if r["bf16_native"] else "fp32")
     assert r["bf16_vs_fp32_step_time"] == pytest.approx(
         r["rows"][1]["median_step_seconds"] / r["rows"][0]["median_step_seconds"], abs=0.01)
+
+
+def test_bench_eval_baselines_alone_train_experts_only_when_something_needs_them():
+    """--no-set with random (and full) under hard labels needs no expert; a feature selector,
+    expert labels or a condensation do."""
+    from types import SimpleNamespace as A
+    assert not bench_eval.needs_experts(A(baselines="random", with_set=False, label_modes=["hard"]))
+    assert bench_eval.needs_experts(A(baselines="random,kmeans", with_set=False, label_modes=["hard"]))
+    assert bench_eval.needs_experts(A(baselines="random", with_set=False, label_modes=["expert_soft"]))
+    assert bench_eval.needs_experts(A(baselines="none", with_set=True, label_modes=["hard"]))
