@@ -127,9 +127,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         ctx = make_context(cfg, env, data)
         ev = cfg.evaluate
         full = f"{ev.full_steps} steps" if ev.full_steps is not None else f"{ev.full_epochs:g} epochs"
-        logger.info("***** Evaluating *****  %s, %d runs x %d steps (full: %s), batch %d, lr %g, "
+        head = "" if ev.head_lr is None else f" (head {ev.head_lr:g})"
+        logger.info("***** Evaluating *****  %s, %d runs x %d steps (full: %s), batch %d, lr %g%s, "
                     "select by %s, encoder %s", ", ".join(([SYNTHETIC] if syn else []) + wanted),
-                    ev.num_eval, ev.steps, full, ev.batch_size, ev.lr, ev.select_by, ctx.model)
+                    ev.num_eval, ev.steps, full, ev.batch_size, ev.lr, head, ev.select_by, ctx.model)
         entries = []
         if syn is not None:
             entries.append(evaluate_synthetic(cfg, env, data, syn, _display_path(syn_path), ctx))
