@@ -89,8 +89,8 @@ def _metric(e: dict, name: str) -> tuple:
 def eval_file(rel: str, methods: Optional[List[str]] = None) -> Callable[[Ctx], str]:
     """One bench_eval.py result: its condensation (iterations, seconds, overrides, the kept
     iteration) and, per label protocol, every method's test accuracy (subset accuracy for
-    multi-label), macro-F1, micro-F1 for multi-label, validation accuracy when measured, gap to
-    full and gain over random."""
+    multi-label), macro-F1, micro-F1 for multi-label, validation accuracy (and micro-F1, what
+    multi-label runs are chosen by) when measured, gap to full and gain over random."""
 
     def render(ctx: Ctx) -> str:
         d = ctx.load(rel)
@@ -144,7 +144,8 @@ def eval_file(rel: str, methods: Optional[List[str]] = None) -> Callable[[Ctx], 
             accuracy = "subset accuracy" if micro else "accuracy"
             header = ["method", "n_train", f"test {accuracy} ({protocol} labels)", "macro-F1"]
             header += ["micro-F1"] if micro else []
-            header += ["validation accuracy"] if val else []
+            header += (["validation subset accuracy", "validation micro-F1"] if micro else
+                       ["validation accuracy"]) if val else []
             header += ["gap to full", "gain over random"]
             rows = []
             for e in entries:
@@ -152,6 +153,7 @@ def eval_file(rel: str, methods: Optional[List[str]] = None) -> Callable[[Ctx], 
                        pm(*_metric(e, "macro_f1"))]
                 row += [pm(*_metric(e, "micro_f1"))] if micro else []
                 row += [pm(*_metric(e, "val_accuracy"))] if val else []
+                row += [pm(*_metric(e, "val_micro_f1"))] if val and micro else []
                 gap = e.get("gap_to_full") if e["method"] != "full" else None
                 gain = e.get("gain_over_random") if e["method"] != "random" else None
                 row += ["–" if gap is None else f"{100 * gap:.2f} pp", pp(gain)]

@@ -344,15 +344,30 @@ reduced one, said in its command: 64 tokens instead of the config's 128, 100 con
 iterations, 3 classifiers per method. Result: under the protocol (100 steps at lr 1e-4 on 90
 rows) no method trains a usable Reuters classifier: every F1 is a few percent, and the set and
 random score the same to the digit, as classifiers that ignore their input would. This run says
-nothing about the set yet; the protocol needs a multi-label recipe (more steps, a higher head
-learning rate, chosen on validation) before the comparison means anything. Scores:
+nothing about the set yet.
+
+The multi-label recipe: a fresh 90-way sigmoid head at the encoder's rate hardly moves in 100
+steps, so every document gets the same top topic. Training the head at its own rate
+(`evaluate.head_lr`, the encoder keeping lr 1e-4) is the lever: the two `_head_lr_` files train
+random subsets of ipc 1 (no set, no expert needed; 64 tokens, 2 classifiers each, the same seeds)
+with the head at 1e-2 and at the encoder's rate (`null`), chosen by validation micro-F1 (the
+test split is only reported). `config/datasets/reuters.yaml` ships the winner. Only two rates
+were compared, on the one multi-label dataset here, so the value is Reuters', not yet a rule;
+the set is still to be condensed and measured under it (the experts take about half an hour at
+64 tokens on these 2 cores). Scores:
 subset accuracy (every topic of a document right), micro-F1 (over all document-topic pairs,
 dominated by the large topics) and macro-F1 (the mean over the 90 topics, where a rare topic
 counts as much as `earn`). The lines under the table apply the quality table's rule to each F1.
 """,
      "commands": [f"{B} --dataset reuters --ipc 1 --niter 100 --num_eval 3 --no-full "
-                  "--baselines random,herding,kmeans --suffix _len64 --all_set dataset.max_length=64"],
+                  "--baselines random,herding,kmeans --suffix _len64 --all_set dataset.max_length=64",
+                  f"{B} --dataset reuters --ipc 1 --no-set --baselines random --no-full --label_modes hard "
+                  "--num_eval 2 --nproc 1 --all_set dataset.max_length=64 --eval_set evaluate.select_by=val "
+                  "--eval_set evaluate.eval_every=100 --eval_set evaluate.head_lr=1e-2 --suffix _len64_head_lr_1e-2"
+                  "   # and head_lr=null, --suffix _len64_head_lr_null"],
      "blocks": [eval_file("eval/reuters_ncfm_ipc1_len64.json"),
+                eval_file("eval/reuters_baselines_ipc1_len64_head_lr_1e-2.json"),
+                eval_file("eval/reuters_baselines_ipc1_len64_head_lr_null.json"),
                 multilabel_verdicts("eval/reuters_*.json")]},
 
     {"title": "A set in stock Hugging Face training",
@@ -363,7 +378,7 @@ the project's protocol (`TextClassifier`: the pooled state straight into a fresh
 lr). Same steps, learning rate and batch; each way draws its own seeds, shared by every method.
 Where they differ, the pooler (a pretrained tanh layer the protocol does not have) and the
 Trainer's linear learning-rate decay are the differences between the two. Measured at BBC: at
-ipc 1 the stock way gives the set 4.3 points more than the protocol (5 rows in batches of 5, where
+ipc 1 the stock way gives the set more than the protocol does (5 rows in batches of 5, where
 the decaying rate and the pooler help most) and the real subsets about the same, so the set's
 lead over herding grows; at ipc 10 the set and random stay within about one std of their
 protocol figures, and the stock way ties the set with herding, as the verdict table does under

@@ -255,6 +255,17 @@ def test_multilabel_results_render_micro_f1_and_their_verdicts(tmp_path):
     assert "micro-F1: the set 50.00 ± 2.00% against *kmeans* 45.00 ± 1.00%: +5.00 pp, yes." in lines
     assert "macro-F1: the set 10.00 ± 1.00% against *random* 12.00 ± 5.00%: -2.00 pp, no." in lines
     assert report_results.multilabel_verdicts("eval/none_*.json")(ctx) == ""
+    # a baselines-only run chosen on validation shows the validation micro-F1 it was chosen by
+    chosen = {**entries[1], "metrics": {**entries[1]["metrics"],
+                                        "val_accuracy": {"mean": 0.15, "std": 0.01},
+                                        "val_micro_f1": {"mean": 0.27, "std": 0.01}}}
+    (results / "eval" / "reuters_baselines_ipc1.json").write_text(json.dumps({
+        "dataset": "reuters", "ipc": 1, "date": "2026-12-02", "evaluation": [chosen],
+        "evaluation_by_labels": {"hard": [chosen]}}))
+    page = report_results.eval_file("eval/reuters_baselines_ipc1.json")(ctx)
+    assert "evaluation only" in page and "validation micro-F1 |" in page
+    assert "| random | 90 | 20.00 ± 1.00% | 12.00 ± 5.00% | 40.00 ± 3.00% | 15.00 ± 1.00% | 27.00 ± 1.00% |" in page
+    assert report_results.multilabel_verdicts("eval/reuters_*.json")(ctx) == lines   # no set: no verdict
 
 
 def test_privacy_matches_find_a_copied_text_and_not_noise():
