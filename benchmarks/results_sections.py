@@ -225,6 +225,30 @@ these runs choose between levers and report no verdict.
                 eval_file("eval/bbc_ncfm_ipc10_val.json"), eval_file("eval/bbc_ncfm_ipc10_val_mean.json"),
                 eval_file("eval/bbc_ncfm_ipc10_val_long.json")]},
 
+    {"title": "BBC ipc 10: the field's levers, chosen on validation",
+     "note": """
+The levers the literature points to at larger ipc, each a config switch, measured under the
+validation protocol (`$V`) against the shipped config re-run beside them on the same experts (the
+`_val_r` file, with herding and the k-means subset under the same protocol; its herding row
+reproduces the earlier `_val` file to the digit, so the experts are the same draw). SelMatch
+(ICML 2024): the first half of each class's sequences keep their herding start and only the rest
+move (`condense.update_fraction=0.5`). DATM (ICLR 2024): at larger ipc, match models later in
+training, here the interpolation factor between each expert's start and end drawn from the later
+half (`condense.interp_range=[0.5, 1.0]`). Not run yet: DATM's start from samples the experts
+classify correctly (`condense.init_options={correct_only: true}`), the k-means start
+(`condense.init=kmeans`), more experts (`--num_premodel`). Timings: other jobs shared the cores
+during the `_val_r` condensation and the start of `_val_uf50`.
+""",
+     "commands": [f"V=\"{V}\"",
+                  f"{B} --dataset bbc --ipc 10 --suffix _val_r --baselines herding,kmeans --no-full --label_modes hard $V",
+                  f"{B} --dataset bbc --ipc 10 --suffix _val_uf50 --baselines none --no-full --label_modes hard $V "
+                  "--set condense.update_fraction=0.5",
+                  f"{B} --dataset bbc --ipc 10 --suffix _val_late --baselines none --no-full --label_modes hard $V "
+                  "--set \"condense.interp_range=[0.5, 1.0]\""],
+     "blocks": [runs(["eval/bbc_ncfm_ipc10_val_r.json", "eval/bbc_ncfm_ipc10_val_uf50.json",
+                      "eval/bbc_ncfm_ipc10_val_late.json"]),
+                eval_file("eval/bbc_ncfm_ipc10_val_r.json")]},
+
     {"title": "BBC ipc 50",
      "note": """
 250 training articles, the shipped config (cost levers on, herding start). Under hard labels the
