@@ -234,7 +234,10 @@ reproduces the earlier `_val` file to the digit, so the experts are the same dra
 (ICML 2024): the first half of each class's sequences keep their herding start and only the rest
 move (`condense.update_fraction=0.5`). DATM (ICLR 2024): at larger ipc, match models later in
 training, here the interpolation factor between each expert's start and end drawn from the later
-half (`condense.interp_range=[0.5, 1.0]`). Not run yet: DATM's start from samples the experts
+half (`condense.interp_range=[0.5, 1.0]`). Neither moves the set beyond the std, on validation
+or on test, so neither ships; the late window changes nothing measurable here. The k-means
+subset leads on validation and trails on test: with about 170 validation articles the slice ranks
+settings only when they differ by more than its std. Not run yet: DATM's start from samples the experts
 classify correctly (`condense.init_options={correct_only: true}`), the k-means start
 (`condense.init=kmeans`), more experts (`--num_premodel`). Timings: other jobs shared the cores
 during the `_val_r` condensation and the start of `_val_uf50`.
