@@ -239,8 +239,8 @@ or on test, so neither ships; the late window changes nothing measurable here. T
 subset leads on validation and trails on test: with about 170 validation articles the slice ranks
 settings only when they differ by more than its std. Not run yet: DATM's start from samples the experts
 classify correctly (`condense.init_options={correct_only: true}`), the k-means start
-(`condense.init=kmeans`), more experts (`--num_premodel`). Timings: other jobs shared the cores
-during the `_val_r` condensation and the start of `_val_uf50`.
+(`condense.init=kmeans`), more experts (`--num_premodel`). Timings: other jobs (a Reuters run, the
+test suite) shared the cores during all three condensations, so their seconds are upper bounds.
 """,
      "commands": [f"V=\"{V}\"",
                   f"{B} --dataset bbc --ipc 10 --suffix _val_r --baselines herding,kmeans --no-full --label_modes hard $V",
