@@ -187,13 +187,14 @@ def summary_lines(ctx: Ctx) -> List[str]:
             continue
         name = f"{NAMES.get(c['dataset'], c['dataset'])} ipc {c['ipc']}"
         syn = c["synthetic"]
+        of_full = "–" if not c.get("of_full") else f"{100 * c['of_full']:.1f}%"
         if c["best"] is None:
-            lines.append(f"| {name} | {pm(syn['mean'], syn['std'])} | – | {c['verdict']} |")
+            lines.append(f"| {name} | {pm(syn['mean'], syn['std'])} | – | {c['verdict']} | {of_full} |")
             continue
         best = c["baselines"][c["best"]]
         mark = "**yes**" if c["verdict"] == "yes" else c["verdict"]
         lines.append(f"| {name} | {pm(syn['mean'], syn['std'])} | {c['best']} "
-                     f"{pm(best['mean'], best['std'])} | {mark} ({pp(c['lead'])}) |")
+                     f"{pm(best['mean'], best['std'])} | {mark} ({pp(c['lead'])}) | {of_full} |")
     return lines
 
 
@@ -758,8 +759,8 @@ def render_doc(results: Path) -> str:
 
 def readme_blocks(results: Path) -> Dict[str, str]:
     ctx = Ctx(results)
-    summary = ("| dataset, ipc | condensed set | best real subset of the same size | set wins? |\n"
-               "|---|---|---|---|\n" + "\n".join(summary_lines(ctx)) + "\n")
+    summary = ("| dataset, ipc | condensed set | best real subset of the same size | set wins? "
+               "| % of full |\n|---|---|---|---|---|\n" + "\n".join(summary_lines(ctx)) + "\n")
     return {"results": summary, "privacy": table(PRIVACY_HEADER, privacy_rows(ctx))}
 
 
