@@ -57,12 +57,16 @@ def eval_curve(cdir: Path, png: Path) -> list:
     return curve
 
 
+def baseline_names(a) -> list:
+    """The --baselines list ('none': none)."""
+    return [] if a.baselines == "none" else a.baselines.split(",")
+
+
 def needs_experts(a) -> bool:
     """Whether the run needs experts: a condensation, expert labels, or a selector on their
     features ('random' and 'full' under hard labels need none)."""
-    names = [] if a.baselines == "none" else a.baselines.split(",")
     return (a.with_set or a.label_modes != ["hard"]
-            or any(n != "full" and needs_features(n) for n in names))
+            or any(n != "full" and needs_features(n) for n in baseline_names(a)))
 
 
 def condense_stage(a, config: str, tag: str, common: list) -> dict:
@@ -146,7 +150,7 @@ def main() -> None:
             tag, load = f"{a.dataset}_baselines_ipc{ipc}{a.suffix}", []
         evaluations = {}
         for mode in a.label_modes:
-            baselines = [] if a.baselines == "none" else a.baselines.split(",")
+            baselines = baseline_names(a)
             if a.baseline_modes is not None and mode not in a.baseline_modes:
                 baselines = []
             with_full = a.full and n == 0 and (a.full_modes is None or mode in a.full_modes)

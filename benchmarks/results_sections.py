@@ -380,8 +380,7 @@ random subsets of ipc 1 (no set, no expert needed; 64 tokens, 2 classifiers each
 with the head at 1e-2 and at the encoder's rate (`null`), chosen by validation micro-F1 (the
 test split is only reported). `config/datasets/reuters.yaml` ships the winner. Only two rates
 were compared, on the one multi-label dataset here, so the value is Reuters', not yet a rule;
-the set is still to be condensed and measured under it (the experts take about half an hour at
-64 tokens on these 2 cores). Scores:
+the set is still to be condensed and measured under it. Scores:
 subset accuracy (every topic of a document right), micro-F1 (over all document-topic pairs,
 dominated by the large topics) and macro-F1 (the mean over the 90 topics, where a rare topic
 counts as much as `earn`). The lines under the table apply the quality table's rule to each F1.
