@@ -4,7 +4,7 @@
         [--num_eval 5] [--nproc 2] [--no-full] [--baselines random,herding,kcenter|none] \
         [--suffix _name] [--set condense.key=value ...] [--label_modes hard expert_soft] \
         [--eval_set evaluate.key=value ...] [--baseline_modes expert_soft] [--full_modes ...] \
-        [--all_set network.pooling=mean ...] [--keep best] [--no-set]
+        [--all_set network.pooling=mean ...] [--keep best] [--no-set] [--config my_data.yaml]
 
 For each ipc: experts (skipped when complete), condensation with `--niter` iterations, then
 evaluation of the synthetic set beside random / herding / k-center real subsets (and, for the
@@ -17,6 +17,10 @@ the condensation's timing and, with `condense.eval_it`, its accuracy-vs-iteratio
 eval/<...>.png) and the rows of benchmarks/results/eval/table.md. `--no-set` skips the
 condensation and evaluates the baselines alone (benchmarks/results/eval/<dataset>_baselines_ipc<ipc>.json),
 with the same seeds, so a baseline added later joins the verdicts of the sets measured before.
+`--config` runs a dataset config of your own (a copy of config/datasets/custom.yaml, or the
+template with `--all_set dataset.path=...`) as a user would: each ipc gets the shipped per-ipc
+layer through `condense.ipc`, as `--ipc N` gives it on the command line; `--dataset` names the
+results.
 """
 from __future__ import annotations
 
@@ -69,6 +73,14 @@ def needs_experts(a) -> bool:
             or any(n != "full" and needs_features(n) for n in baseline_names(a)))
 
 
+def stage_config(a, ipc: int, shared: list) -> tuple:
+    """The config path and every stage's overrides for one ipc: the shipped
+    config/ipc<N>/<dataset>.yaml, or --config with condense.ipc=N (the per-ipc layer)."""
+    if a.config is None:
+        return str(ROOT / "config" / f"ipc{ipc}" / f"{a.dataset}.yaml"), shared
+    return str(Path(a.config).resolve()), [*shared, "--set", f"condense.ipc={ipc}"]
+
+
 def condense_stage(a, config: str, tag: str, common: list) -> dict:
     """Condense with the config and overrides: the run's timing, the set kept and its curve."""
     cdir = ROOT / "results" / "bench" / "condense" / tag
@@ -99,7 +111,12 @@ def condense_stage(a, config: str, tag: str, common: list) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--dataset", default="bbc")
+    p.add_argument("--dataset", default="bbc",
+                   help="a shipped dataset (config/ipc<N>/<dataset>.yaml), or with --config the "
+                        "name of the results")
+    p.add_argument("--config", default=None,
+                   help="a dataset config of your own instead of config/ipc<N>/<dataset>.yaml; "
+                        "each ipc applies the shipped per-ipc layer (condense.ipc=N)")
     p.add_argument("--ipc", type=int, nargs="+", default=[1, 10])
     p.add_argument("--niter", type=int, default=None, help="default: the config's condense.niter")
     p.add_argument("--method", default="ncfm", choices=["ncfm", "trajectory", "combined"])
@@ -136,12 +153,13 @@ def main() -> None:
     a = p.parse_args()
     EVAL.mkdir(parents=True, exist_ok=True)
     table = EVAL / "table.md"
-    common = [x for s in a.all_set for x in ("--set", s)]      # every stage, experts included
+    shared = [x for s in a.all_set for x in ("--set", s)]      # every stage, experts included
     for n, ipc in enumerate(a.ipc):
-        config = str(ROOT / "config" / f"ipc{ipc}" / f"{a.dataset}.yaml")
+        config, common = stage_config(a, ipc, shared)
         if needs_experts(a):
             run_script("pretrain_script_text.py", a.nproc, ["--config_path", config, *common])
-        record = {"benchmark": "evaluate", "dataset": a.dataset, "ipc": ipc}
+        record = {"benchmark": "evaluate", "dataset": a.dataset, "ipc": ipc,
+                  **({"config": a.config} if a.config else {})}
         if a.with_set:
             tag = f"{a.dataset}_{a.method}_ipc{ipc}{a.suffix}"
             record.update(method=a.method, **condense_stage(a, config, tag, common))

@@ -349,3 +349,19 @@ def test_bench_eval_baselines_alone_train_experts_only_when_something_needs_them
     assert bench_eval.needs_experts(A(baselines="random,kmeans", with_set=False, label_modes=["hard"]))
     assert bench_eval.needs_experts(A(baselines="random", with_set=False, label_modes=["expert_soft"]))
     assert bench_eval.needs_experts(A(baselines="none", with_set=True, label_modes=["hard"]))
+
+
+def test_bench_eval_own_config_gets_the_shipped_layer_of_each_ipc():
+    """--config: a dataset config of the user's own (the custom template) runs each ipc with the
+    shipped per-ipc layer, as `--ipc N` gives a user; without it, the shipped config of the ipc."""
+    from types import SimpleNamespace as A
+
+    from utils.config import load_config, parse_set
+    shared = ["--set", "dataset.name=mine"]
+    for ipc, init, lr_img in ((1, "random", 0.1), (10, "herding", 0.01)):
+        path, common = bench_eval.stage_config(A(config="config/datasets/custom.yaml"), ipc, shared)
+        cfg = load_config(path, [parse_set(v) for v in common[1::2]])
+        assert (cfg.dataset.name, cfg.condense.ipc, cfg.condense.init, cfg.optimization.lr_img) == (
+            "mine", ipc, init, lr_img)
+    path, common = bench_eval.stage_config(A(config=None, dataset="bbc"), 10, shared)
+    assert path.endswith("config/ipc10/bbc.yaml") and common == shared
