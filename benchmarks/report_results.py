@@ -31,7 +31,7 @@ from benchmarks.common import RESULTS, ROOT  # noqa: E402
 
 DOC = ROOT / "docs" / "results.md"
 README = ROOT / "README.md"
-NAMES = {"bbc": "BBC", "trec": "TREC", "sst2": "SST-2"}
+NAMES = {"bbc": "BBC", "trec": "TREC", "sst2": "SST-2", "sms_spam": "SMS spam"}
 
 
 # ---------------------------------------------------------------------------------- formatting
