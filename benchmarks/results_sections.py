@@ -261,8 +261,8 @@ training, here the interpolation factor between each expert's start and end draw
 half (`condense.interp_range=[0.5, 1.0]`). Neither moves the set beyond the std, on validation
 or on test, so neither ships; the late window changes nothing measurable here. The k-means
 subset leads on validation and trails on test: with about 170 validation articles the slice ranks
-settings only when they differ by more than its std. Not run yet: DATM's start from samples the experts
-classify correctly (`condense.init_options={correct_only: true}`), the k-means start
+settings only when they differ by more than its std. Not run yet: DATM's start from samples the feature expert
+classifies correctly (`condense.init_options={correct_only: true}`), the k-means start
 (`condense.init=kmeans`), more experts (`--num_premodel`). Timings: other jobs (a Reuters run, the
 test suite) shared the cores during all three condensations, so their seconds are upper bounds.
 """,

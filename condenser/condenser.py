@@ -64,6 +64,12 @@ def make_optimizer(params: List[torch.Tensor], cfg: Config) -> torch.optim.Optim
     return cls(params, lr=o.lr_img * o.lr_scale_adam, weight_decay=o.weight_decay)
 
 
+
+def sequences_that_move(fraction: float, ipc: int) -> int:
+    """How many of a class's ipc sequences condense.update_fraction lets move: fraction x ipc,
+    halves rounded up (not Python's round-half-to-even), at least one."""
+    return max(1, math.floor(fraction * ipc + 0.5))
+
 class Condenser:
     def __init__(self, cfg: Config, env: DistEnv, train: TokenizedSplit, pool: ExpertPool,
                  classes: List[int]):
@@ -153,7 +159,7 @@ class Condenser:
                                  ).to(self.env.device)
         self.shard.project = self.projection
         # condense.update_fraction: the first `fixed` sequences of each class keep their start
-        fixed = c.ipc - max(1, round(c.update_fraction * c.ipc))
+        fixed = c.ipc - sequences_that_move(c.update_fraction, c.ipc)
         self._held = {k: self.shard.data[k].embeds.detach()[:fixed].clone()
                       for k in self.my_classes} if fixed > 0 else {}
         if fixed > 0:

@@ -44,7 +44,8 @@ InitFn = Callable[[InitContext, int, int, int], ClassData]
 class SelectOptions:
     correct_only: bool = opt(False, "Start only from training samples that expert "
                              "evaluate.feature_expert classifies correctly (DATM's "
-                             "initialisation); a class with fewer than ipc of them uses all.")
+                             "initialisation); a class with fewer than ipc of them adds the wrong "
+                             "ones closest to correct.")
 
 
 def _class_pool(ctx: InitContext, c: int, ipc: int) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:

@@ -56,23 +56,36 @@ def real_ids(ctx: InitContext, c: int, n: int, seed: int,
     return seeded_sample(pool, n, seed, replace_if_short=True)
 
 
+def class_margin(logits: torch.Tensor, c: int, multilabel: bool) -> torch.Tensor:
+    """How far the head is from getting class c right on each sample  # [n, C] -> [n]
+    (> 0 exactly when it is right: single-label, c's logit minus the best other logit; multi-label,
+    c's own logit, the plain threshold at sigmoid 0.5 on purpose)."""
+    if multilabel or logits.shape[1] == 1:
+        return logits[:, c]
+    others = logits.clone()
+    others[:, c] = float("-inf")
+    return logits[:, c] - others.max(1).values
+
+
 def correct_pool(ctx: InitContext, c: int, need: int) -> Tuple[torch.Tensor, torch.Tensor]:
     """Class c's training samples that expert `evaluate.feature_expert` classifies correctly
-    (DATM's start: argmax = c; multi-label: sigmoid of c's logit > 0.5, the plain threshold on
-    purpose: a sample counts for c only when the expert puts c above it), or all of them when fewer
-    than `need` are correct, with their features  # [n] indices, [n, H]"""
+    (DATM's start), with their features  # [n] indices, [n, H]. A class with fewer than `need`
+    correct samples keeps all of them and fills up with the wrong ones the head comes closest to
+    getting right (highest margin), so no correct sample is dropped and `need` is met."""
     pool = ctx.train.class_indices[c]
     if ctx.features is None or ctx.head is None:
         raise ValueError("correct_only needs InitContext.features and .head (the feature expert)")
     feats = ctx.features(pool)                                            # [n, H]
-    logits = ctx.head(feats)                                              # [n, C]
-    right = logits[:, c] > 0 if ctx.multilabel else logits.argmax(1) == c
-    if int(right.sum()) < need:
-        logger.warning("class %d: %d of %d training samples are classified correctly, fewer than "
-                       "the %d needed; correct_only starts from all of them", c, int(right.sum()),
-                       len(pool), need)
-        return pool, feats
-    return pool[right], feats[right]
+    margin = class_margin(ctx.head(feats), c, ctx.multilabel)             # [n]
+    right = margin > 0                                                    # [n]
+    n_right = int(right.sum())
+    if n_right >= need:
+        return pool[right], feats[right]
+    keep = torch.argsort(margin, descending=True, stable=True)[:need]     # the correct ones first
+    logger.warning("class %d: %d of %d training samples are classified correctly, fewer than the "
+                   "%d needed; correct_only adds the %d closest to correct", c, n_right, len(pool),
+                   need, min(need, len(pool)) - n_right)
+    return pool[keep], feats[keep]
 
 
 def labels_for(ctx: InitContext, c: int, idx: Optional[torch.Tensor], n: int) -> torch.Tensor:

@@ -254,13 +254,37 @@ def test_correct_only_starts_from_samples_the_head_gets_right(smoke_experts):
                                table[data.train.input_ids[pick]]), (init, c)
 
 
+def test_correct_only_fills_a_short_class_with_the_samples_closest_to_correct():
+    """A class with fewer correct samples than needed keeps every correct one and adds the wrong
+    ones with the highest margin (c's logit minus the best other; multi-label: c's logit)."""
+    from types import SimpleNamespace
+
+    from condenser.init_context import correct_pool
+    pool = torch.tensor([10, 11, 12, 13, 14])
+    logits = torch.tensor([[0.0, 2.0, 0.0],    # wrong, margin -2
+                           [3.0, 1.0, 0.0],    # right, +2
+                           [0.0, 0.5, 0.0],    # wrong, -0.5 (the closest)
+                           [1.0, 0.0, 0.5],    # right, +0.5
+                           [0.0, 0.0, 4.0]])   # wrong, -4
+    ctx = SimpleNamespace(train=SimpleNamespace(class_indices={0: pool}), multilabel=False,
+                          features=lambda idx: (idx.float() - 10).unsqueeze(1),      # [n, 1]
+                          head=lambda f: logits[f[:, 0].long()])                     # [n, 3]
+    idx, feats = correct_pool(ctx, 0, 2)
+    assert sorted(idx.tolist()) == [11, 13]
+    idx, feats = correct_pool(ctx, 0, 3)
+    assert idx.tolist() == [11, 13, 12] and feats[:, 0].tolist() == [1.0, 3.0, 2.0]
+    ctx.multilabel = True                  # c's own logit: 11 (3.0) and 13 (1.0) are right
+    idx, _ = correct_pool(ctx, 0, 4)
+    assert idx.tolist()[:2] == [11, 13] and sorted(idx.tolist()[2:]) == [10, 12]
+
+
 def test_correct_only_through_the_script_uses_the_feature_experts_head(tmp_path, smoke_experts):
     """The real head: the smoke expert predicts one class for every sample, so the other classes
-    have no correct sample to start from and fall back to all of theirs, saying so."""
+    have no correct sample and start from the ones closest to correct, saying so."""
     assert condense(tmp_path, smoke_experts, "--init", "herding", "--set", "condense.niter=1",
                     "--set", "condense.init_options={correct_only: true}") == 0
     log = (tmp_path / "print.log").read_text()
-    assert log.count("correct_only starts from all of them") == 4
+    assert log.count("correct_only adds the") == 4
     assert (tmp_path / "distilled_data" / "syn_data_1.pth").is_file()
 
 
@@ -347,6 +371,13 @@ def test_method_preset_takes_listed_options_by_name(tmp_path):
     assert [s.name for s in both] == ["feature_match", "trajectory", "calibration"]
     assert both[0].options.real_cache is True
     assert [s.name for s in objective_specs(load_config(None))] == ["feature_match", "calibration"]
+
+
+def test_update_fraction_counts_halves_up_and_moves_at_least_one_sequence():
+    from condenser.condenser import sequences_that_move
+    assert [sequences_that_move(0.5, n) for n in (1, 2, 3, 5, 10, 50)] == [1, 1, 2, 3, 5, 25]
+    assert sequences_that_move(0.25, 10) == 3 and sequences_that_move(0.1, 1) == 1
+    assert sequences_that_move(1.0, 10) == 10
 
 
 def test_update_fraction_holds_the_first_sequences_of_each_class_at_their_start(tmp_path,

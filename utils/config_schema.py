@@ -273,7 +273,7 @@ class CondenseConfig:
                       flag="tokens")
     update_fraction: float = _f(
         1.0, "Fraction of each class's sequences the optimisation moves (SelMatch, Lee et al. "
-        "2024): the last round(f x ipc) of each class (at least one) learn what the others "
+        "2024): the last f x ipc of each class, halves rounded up (at least one), learn what the others "
         "lack, the first ones stay exactly as they started (with init herding: herding's first, "
         "most representative picks stay real samples; with learn_labels their labels still "
         "learn). 1: every sequence moves.", flag="update_fraction")
