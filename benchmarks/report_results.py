@@ -651,7 +651,8 @@ PRIVACY = {1: (["eval/bbc_ncfm_ipc1_arch.json"], "eval/bbc_ncfm_ipc1_noise.json"
            10: (["eval/bbc_ncfm_ipc10_shipped_fp32.json", "eval/bbc_ncfm_ipc10_herding_fast.json"],
                 "eval/bbc_ncfm_ipc10_noise.json",
                 "privacy/bbc_ipc10.json")}
-STARTS = {1: "real articles (`random`, shipped)", 10: "herding's real articles (shipped)"}
+STARTS = {1: "real articles (`random`, shipped config, 150 iterations)",
+          10: "herding's real articles (shipped config in fp32)"}
 
 
 def _first(ctx: Ctx, rels: List[str]) -> Optional[str]:
