@@ -35,6 +35,13 @@ NAMES = {"bbc": "BBC", "trec": "TREC", "sst2": "SST-2", "sms_spam": "SMS spam"}
 
 
 # ---------------------------------------------------------------------------------- formatting
+def portable(override: str) -> str:
+    """An override as the page shows it: an absolute path (the measuring machine's) cut to
+    `.../<file name>`, which is what a reader's own path ends in  # 'k=/a/b/c.csv' -> 'k=.../c.csv'"""
+    key, sep, value = override.partition("=")
+    return f"{key}=.../{Path(value).name}" if sep and value.startswith("/") else override
+
+
 def pct(x: Optional[float]) -> str:
     return "–" if x is None else f"{100 * x:.2f}%"
 
@@ -127,7 +134,8 @@ def eval_file(rel: str, methods: Optional[List[str]] = None) -> Callable[[Ctx], 
             lines.append("Evaluation overrides: "
                          + ", ".join(f"`{o}`" for o in d["eval_overrides"]) + ".")
         if d.get("all_overrides"):
-            lines.append("Every stage: " + ", ".join(f"`{o}`" for o in d["all_overrides"]) + ".")
+            lines.append("Every stage: " + ", ".join(f"`{portable(o)}`" for o in d["all_overrides"])
+                         + ".")
         kept = d.get("kept") or {}
         if kept.get("iteration") is not None and kept.get("chosen_by") != "last iteration":
             lines.append(f"Set evaluated: iteration {kept['iteration']} "
@@ -299,7 +307,7 @@ def runs(rels: List[str], labels: str = "hard") -> Callable[[Ctx], str]:
             changed = [o for o in (c.get("overrides") or []) if o not in VAL_FLAGS]
             changed += [f"eval: {o}" for o in d.get("eval_overrides") or []
                         if o not in VAL_FLAGS]
-            changed += [f"all: {o}" for o in d.get("all_overrides") or []]
+            changed += [f"all: {portable(o)}" for o in d.get("all_overrides") or []]
             entries = (d.get("evaluation_by_labels") or {"hard": d.get("evaluation", [])})
             syn = next((e for es in entries.values() for e in es if e["method"] == "synthetic"
                         and (e.get("labels") or "hard").startswith(labels)), None)
