@@ -277,10 +277,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     with guarded_stage() as stage, contextlib.ExitStack() as stack:
         found = find_resumable(cfg, run)
         tracker = stack.enter_context(Tracker.session(cfg, run.out_dir, env))  # run.report_to
-        loads_set = INITS.entry(cfg.condense.init, where="condense.init").trait("loads_set")
+        init = INITS.entry(cfg.condense.init, where="condense.init")
+        loads_set = init.trait("loads_set")
         if loads_set and not found:                     # refused before experts are trained
             from utils.synset import preflight_load
             preflight_load(cfg.condense.load_path)
+        if cfg.condense.update_fraction < 1.0 and not (loads_set or init.trait("starts_real")):
+            raise UserError(f"condense.update_fraction {cfg.condense.update_fraction:g} holds sequences "
+                            f"at their start, and init {cfg.condense.init!r} does not start from real "
+                            f"samples, so they would stay as they were made; use a real start "
+                            f"({', '.join(n for n in INITS.names() if INITS.entry(n).trait('starts_real'))}) "
+                            f"or update_fraction 1")
         data = load_data(cfg)
         ensure_experts(cfg, env, data)
         if env.is_main:

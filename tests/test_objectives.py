@@ -380,6 +380,16 @@ def test_update_fraction_counts_halves_up_and_moves_at_least_one_sequence():
     assert sequences_that_move(1.0, 10) == 10
 
 
+def test_update_fraction_with_a_start_that_is_not_real_is_refused_before_any_work(tmp_path):
+    """Held sequences of a noise start would stay noise: exit 2 with the way on, nothing trained
+    (the expert folder does not exist, so any work would have started by training experts)."""
+    assert condense(tmp_path / "out", str(tmp_path / "no_experts"), "--init", "noise",
+                    "--update_fraction", "0.5") == 2
+    log = (tmp_path / "out" / "print.log").read_text()
+    assert "init 'noise' does not start from real samples" in log
+    assert "herding" in log and not (tmp_path / "no_experts").exists()
+
+
 def test_update_fraction_holds_the_first_sequences_of_each_class_at_their_start(tmp_path,
                                                                                smoke_experts):
     """SelMatch's partial update: with update_fraction 0.5 at ipc 2, each class's first sequence
