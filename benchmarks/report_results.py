@@ -35,11 +35,15 @@ NAMES = {"bbc": "BBC", "trec": "TREC", "sst2": "SST-2", "sms_spam": "SMS spam"}
 
 
 # ---------------------------------------------------------------------------------- formatting
-def portable(override: str) -> str:
-    """An override as the page shows it: an absolute path (the measuring machine's) cut to
-    `.../<file name>`, which is what a reader's own path ends in  # 'k=/a/b/c.csv' -> 'k=.../c.csv'"""
-    key, sep, value = override.partition("=")
-    return f"{key}=.../{Path(value).name}" if sep and value.startswith("/") else override
+ABSOLUTE = re.compile(r"(?<![\w.~])(?:[A-Za-z]:[\\/]|/)(?:[^\s,;\[\]'\"`=\\/]+[\\/])+"
+                      r"([^\s,;\[\]'\"`=\\/]+)")
+
+
+def portable(text: str) -> str:
+    """An override or command as the page shows it: every absolute path of the measuring machine
+    (POSIX or Windows) cut to `.../<file name>`, what a reader's own path ends in
+    # 'k=/a/b/c.csv' -> 'k=.../c.csv'; 'k=[C:\\x\\y.pth, /z/w]' -> 'k=[.../y.pth, .../w]'"""
+    return ABSOLUTE.sub(lambda m: ".../" + m.group(1), text)
 
 
 def pct(x: Optional[float]) -> str:
@@ -126,13 +130,14 @@ def eval_file(rel: str, methods: Optional[List[str]] = None) -> Callable[[Ctx], 
         if d.get("note"):
             lines.append(d["note"][0].upper() + d["note"][1:] + ".")
         if d.get("command"):
-            lines.append(f"Command: `{d['command']}`.")
+            lines.append(f"Command: `{portable(d['command'])}`.")
         overrides = [o for o in (c.get("overrides") or []) if o]
         if overrides:
-            lines.append("Condensation overrides: " + ", ".join(f"`{o}`" for o in overrides) + ".")
+            lines.append("Condensation overrides: " + ", ".join(f"`{portable(o)}`" for o in overrides)
+                         + ".")
         if d.get("eval_overrides"):
             lines.append("Evaluation overrides: "
-                         + ", ".join(f"`{o}`" for o in d["eval_overrides"]) + ".")
+                         + ", ".join(f"`{portable(o)}`" for o in d["eval_overrides"]) + ".")
         if d.get("all_overrides"):
             lines.append("Every stage: " + ", ".join(f"`{portable(o)}`" for o in d["all_overrides"])
                          + ".")
@@ -247,7 +252,7 @@ def distill(rel: str) -> Callable[[Ctx], str]:
         who = (f"teacher {d['teacher']}, student {d['student']}; " if d.get("student") and
                d.get("teacher") else "")
         if d.get("overrides"):
-            who += "settings " + ", ".join(f"`{o}`" for o in d["overrides"]) + "; "
+            who += "settings " + ", ".join(f"`{portable(o)}`" for o in d["overrides"]) + "; "
         return (f"{link(ctx.results, rel)} ({d.get('date', '')}; {who}{d.get('nproc')} ranks, "
                 f"{', '.join(str(s) for s in steps)} steps per student):\n\n"
                 + table(["data", "loss mix", "model", "test accuracy", "macro-F1", "params",
@@ -304,8 +309,8 @@ def runs(rels: List[str], labels: str = "hard") -> Callable[[Ctx], str]:
                 rows.append([f"`{rel}`", "not measured yet", "–", "–", "–", "–", "–"])
                 continue
             c = d.get("condense", {})
-            changed = [o for o in (c.get("overrides") or []) if o not in VAL_FLAGS]
-            changed += [f"eval: {o}" for o in d.get("eval_overrides") or []
+            changed = [portable(o) for o in (c.get("overrides") or []) if o not in VAL_FLAGS]
+            changed += [f"eval: {portable(o)}" for o in d.get("eval_overrides") or []
                         if o not in VAL_FLAGS]
             changed += [f"all: {portable(o)}" for o in d.get("all_overrides") or []]
             entries = (d.get("evaluation_by_labels") or {"hard": d.get("evaluation", [])})
@@ -469,7 +474,7 @@ def stock_hf(pattern: str = "eval/stock_hf_*.json") -> Callable[[Ctx], str]:
             commands = d.get("commands") or ([d["command"]] if d.get("command") else [])
             if commands:
                 out += " Command" + ("s" if len(commands) > 1 else "") + ": " + \
-                    "; then ".join(f"`{c}`" for c in commands) + "."
+                    "; then ".join(f"`{portable(c)}`" for c in commands) + "."
             if d.get("note"):
                 out += f" Note: {d['note']}"
             out += "\n\n" + table(["method", "stock HF (`Trainer`)", "project protocol",
@@ -609,7 +614,7 @@ def cross_arch(pattern: str = "cross_arch/*.json") -> Callable[[Ctx], str]:
                     kind = " (token-level set: its text is its exact tokens)" if st.get("tokens") else ""
                     out += (f"; rows of *{st['name']} as text*{kind} that copy a real training "
                             f"text verbatim: {n}")
-            out += (f". Command: `{d['command']}`.\n\n" if d.get("command") else ".\n\n")
+            out += (f". Command: `{portable(d['command'])}`.\n\n" if d.get("command") else ".\n\n")
             out += table(["model", "method", "n_train", "runs", "test accuracy", "macro-F1"],
                          rows) + "\n" + text_verdicts(d.get("rows", []))
         return out

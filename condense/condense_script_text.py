@@ -18,7 +18,7 @@ import sys
 import time
 from typing import Optional, Sequence
 
-from condenser.condenser import Condenser
+from condenser.condenser import Condenser, sequences_that_move
 from condenser.expert_pool import ExpertPool
 from condenser.init import INITS
 from condenser.objectives import OBJECTIVES
@@ -106,6 +106,20 @@ def find_resumable(cfg: Config, run) -> Optional[tuple]:
     found = main_then_broadcast(latest)
     run.save_args()
     return found
+
+
+def check_held_start(cfg: Config) -> None:
+    """condense.update_fraction holds sequences at their start: refuse a start that is not real
+    samples (noise, mix, mask_fill, generated), whose held sequences would stay as they were made."""
+    c = cfg.condense
+    init = INITS.entry(c.init, where="condense.init")
+    held = c.ipc - sequences_that_move(c.update_fraction, c.ipc)
+    if held > 0 and not (init.trait("loads_set") or init.trait("starts_real")):
+        real = ", ".join(INITS.with_trait("starts_real") + INITS.with_trait("loads_set"))
+        raise UserError(f"condense.update_fraction {c.update_fraction:g} holds {held} of {c.ipc} "
+                        f"sequences of each class at their start, and init {c.init!r} does not start "
+                        f"from real samples, so they would stay as they were made; use a real start "
+                        f"({real}) or update_fraction 1")
 
 
 def start_state(condenser: Condenser, cfg: Config, data: Data, ctx, found: Optional[tuple]) -> None:
@@ -276,18 +290,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     stage_seconds, t0 = {}, time.time()
     with guarded_stage() as stage, contextlib.ExitStack() as stack:
         found = find_resumable(cfg, run)
+        if not found:                                   # refused before anything is opened or trained
+            check_held_start(cfg)
         tracker = stack.enter_context(Tracker.session(cfg, run.out_dir, env))  # run.report_to
-        init = INITS.entry(cfg.condense.init, where="condense.init")
-        loads_set = init.trait("loads_set")
+        loads_set = INITS.entry(cfg.condense.init, where="condense.init").trait("loads_set")
         if loads_set and not found:                     # refused before experts are trained
             from utils.synset import preflight_load
             preflight_load(cfg.condense.load_path)
-        if cfg.condense.update_fraction < 1.0 and not (loads_set or init.trait("starts_real")):
-            raise UserError(f"condense.update_fraction {cfg.condense.update_fraction:g} holds sequences "
-                            f"at their start, and init {cfg.condense.init!r} does not start from real "
-                            f"samples, so they would stay as they were made; use a real start "
-                            f"({', '.join(n for n in INITS.names() if INITS.entry(n).trait('starts_real'))}) "
-                            f"or update_fraction 1")
         data = load_data(cfg)
         ensure_experts(cfg, env, data)
         if env.is_main:

@@ -1,9 +1,10 @@
 """Initialisations of the synthetic set, by name (`condense.init`, its options
 `condense.init_options`): one function per mode, `fn(ctx, c, ipc, factor) -> ClassData` for
 class c, registered in `INITS` with its options dataclass (read as `ctx.options`) and its needs
-as traits (`needs_features`: the expert features `ctx.features` (random: with correct_only);
-`loads_set`: the classes come from a saved set, `build_shard`'s `loaded`; `starts_real`: every
-sequence starts as a whole real sample, which condense.update_fraction may hold).
+as traits (`needs_features`: the expert features `ctx.features`, which random also reads with
+correct_only; `loads_set`: the classes come from a saved set, `build_shard`'s `loaded`;
+`starts_real`: every sequence starts as a whole real sample, which condense.update_fraction may
+hold).
 
 - random     the word embeddings of `ipc` real samples of the class (random, herding and kmeans
              take option `correct_only`: only samples the feature expert classifies correctly)
@@ -123,8 +124,7 @@ def init_load(ctx: InitContext, c: int, ipc: int, factor: int = 1) -> ClassData:
 
 
 INITS: Registry = Registry("init", publish=True)
-for _name, _fn, _traits in (("random", init_random, {"options": SelectOptions, "starts_real": True,
-                                                     "needs_features": True}),
+for _name, _fn, _traits in (("random", init_random, {"options": SelectOptions, "starts_real": True}),
                             ("noise", init_noise, {}),
                             ("mix", init_mix, {}),
                             ("mask_fill", init_mask_fill, {"options": MaskFillOptions}),

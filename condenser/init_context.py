@@ -58,13 +58,14 @@ def real_ids(ctx: InitContext, c: int, n: int, seed: int,
 
 def class_margin(logits: torch.Tensor, c: int, multilabel: bool) -> torch.Tensor:
     """How far the head is from getting class c right on each sample  # [n, C] -> [n]
-    (> 0 exactly when it is right: single-label, c's logit minus the best other logit; multi-label,
-    c's own logit, the plain threshold at sigmoid 0.5 on purpose)."""
-    if multilabel or logits.shape[1] == 1:
-        return logits[:, c]
+    (strictly > 0 when it is right: single-label, c's logit minus the best other logit, so a tie
+    counts as wrong; multi-label, c's own logit, the plain threshold at sigmoid 0.5 on purpose).
+    NaN logits give -inf: never right, last to fill up."""
+    if multilabel:
+        return torch.nan_to_num(logits[:, c], nan=float("-inf"))
     others = logits.clone()
     others[:, c] = float("-inf")
-    return logits[:, c] - others.max(1).values
+    return torch.nan_to_num(logits[:, c] - others.max(1).values, nan=float("-inf"))
 
 
 def correct_pool(ctx: InitContext, c: int, need: int) -> Tuple[torch.Tensor, torch.Tensor]:

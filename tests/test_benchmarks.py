@@ -206,6 +206,8 @@ def test_results_page_renders_a_new_measurement(tmp_path):
     assert "89.48 ± 0.52%" in page and "eval/bbc_ncfm_ipc1_arch.json" in page
     # a path of the measuring machine is shown as what a reader's own path ends in
     assert "`dataset.path=.../sms-spam.csv`" in page and "site-packages" not in page
+    assert report_results.portable("k=[C:\\x\\y.pth, /z/w], a=rel/b.csv, lr=1e-4") == \
+        "k=[.../y.pth, .../w], a=rel/b.csv, lr=1e-4"
     text = readme.read_text()
     assert "old" not in text and "| BBC ipc 1 | 89.48 ± 0.52% | kcenter 74.27 ± 3.90% |" in text
     assert text.startswith("intro\n") and text.endswith("end\n")

@@ -273,8 +273,15 @@ def test_correct_only_fills_a_short_class_with_the_samples_closest_to_correct():
     assert sorted(idx.tolist()) == [11, 13]
     idx, feats = correct_pool(ctx, 0, 3)
     assert idx.tolist() == [11, 13, 12] and feats[:, 0].tolist() == [1.0, 3.0, 2.0]
-    ctx.multilabel = True                  # c's own logit: 11 (3.0) and 13 (1.0) are right
+    ctx.train.class_indices[1] = pool      # class 1: margins +2, -2, +0.5, -1, -4
+    idx, _ = correct_pool(ctx, 1, 3)
+    assert idx.tolist() == [10, 12, 13]
+    two = torch.tensor([[1.0, 0.0], [0.0, 1.0], [2.0, 2.0], [float("nan"), 0.0], [0.5, 0.0]])
+    ctx.head = lambda f: two[f[:, 0].long()]          # a binary head: a tie and a NaN count wrong
     idx, _ = correct_pool(ctx, 0, 4)
+    assert idx.tolist() == [10, 14, 12, 11]
+    ctx.multilabel, ctx.head = True, lambda f: logits[f[:, 0].long()]
+    idx, _ = correct_pool(ctx, 0, 4)       # c's own logit: 11 (3.0) and 13 (1.0) are right
     assert idx.tolist()[:2] == [11, 13] and sorted(idx.tolist()[2:]) == [10, 12]
 
 
@@ -377,6 +384,7 @@ def test_update_fraction_counts_halves_up_and_moves_at_least_one_sequence():
     from condenser.condenser import sequences_that_move
     assert [sequences_that_move(0.5, n) for n in (1, 2, 3, 5, 10, 50)] == [1, 1, 2, 3, 5, 25]
     assert sequences_that_move(0.25, 10) == 3 and sequences_that_move(0.1, 1) == 1
+    assert sequences_that_move(0.29, 50) == 15          # 0.29 * 50 is 14.4999... in floats
     assert sequences_that_move(1.0, 10) == 10
 
 
@@ -386,8 +394,12 @@ def test_update_fraction_with_a_start_that_is_not_real_is_refused_before_any_wor
     assert condense(tmp_path / "out", str(tmp_path / "no_experts"), "--init", "noise",
                     "--update_fraction", "0.5") == 2
     log = (tmp_path / "out" / "print.log").read_text()
-    assert "init 'noise' does not start from real samples" in log
+    assert "holds 1 of 2 sequences of each class at their start, and init 'noise' does not" in log
     assert "herding" in log and not (tmp_path / "no_experts").exists()
+    from condense.condense_script_text import check_held_start
+    for ipc, fraction in ((1, 0.5), (2, 0.8), (2, 1.0)):      # nothing held: nothing to refuse
+        check_held_start(load_config(SMOKE, [("condense.init", "noise"), ("condense.ipc", ipc),
+                                             ("condense.update_fraction", fraction)]))
 
 
 def test_update_fraction_holds_the_first_sequences_of_each_class_at_their_start(tmp_path,
