@@ -2,8 +2,9 @@
 or (`distill.student_path`) a pretrained encoder of its own with a new head.
 
 The student is a plain Hugging Face sequence classifier (`BertForSequenceClassification`, or the
-`student_path` encoder's class: encoder, pooler, head), so a saved student is an ordinary model folder that `AutoModelForSequenceClassification.from_pretrained`
-loads and that gives the same logits. `HFClassifier` wraps any such model with the interface of
+`student_path` encoder's class: encoder, pooler, head), so a saved student is an ordinary model
+folder that `AutoModelForSequenceClassification.from_pretrained` loads and that gives the same
+logits. `HFClassifier` wraps any such model with the interface of
 `utils.model.TextClassifier` (ids or inputs_embeds in; logits, per-layer [CLS] features, hidden
 states and attention maps out), so teacher and student are called alike.
 
