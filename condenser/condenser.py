@@ -64,11 +64,11 @@ def make_optimizer(params: List[torch.Tensor], cfg: Config) -> torch.optim.Optim
     return cls(params, lr=o.lr_img * o.lr_scale_adam, weight_decay=o.weight_decay)
 
 
-
 def sequences_that_move(fraction: float, ipc: int) -> int:
     """How many of a class's ipc sequences condense.update_fraction lets move: fraction x ipc,
     halves rounded up (not Python's round-half-to-even), at least one."""
     return max(1, math.floor(round(fraction * ipc, 9) + 0.5))   # 0.29 x 50 is 14.4999...
+
 
 class Condenser:
     def __init__(self, cfg: Config, env: DistEnv, train: TokenizedSplit, pool: ExpertPool,
