@@ -66,7 +66,13 @@ def test_jsonl_folder_with_integer_labels(tmp_path, articles):
     for split, part in (("train", rows[0::2] + rows[1::4]), ("test", rows[3::4])):
         (folder / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in part))
     res = run_both(tmp_path, folder)
-    assert res["synthetic"]["num_eval"] == 2 and 0.0 <= res["random"]["mean"] <= 1.0
+    assert res["synthetic"]["num_eval"] == 2 and res["synthetic"]["n_train"] == 3
+    assert 0.0 <= res["random"]["mean"] <= 1.0
+    # integer labels are the classes, named by their numbers in order, one sequence each
+    import torch
+    syn = torch.load(tmp_path / "condense" / "distilled_data" / "syn_data_3.pth", weights_only=True)
+    assert syn["meta"]["class_names"] == ["0", "1", "2"]
+    assert sorted(syn["class_of"].tolist()) == [0, 1, 2]
 
 
 def test_ambiguous_folder_names_the_candidates(tmp_path, capsys):

@@ -178,17 +178,22 @@ def test_distill_end_to_end_and_saved_student_reloads(tmp_path, smoke_experts):
     assert {"cka_intra", "cka_global", "attn_kl", "hidden_mse"} <= set(hist[0])
     rows = [ln for ln in (tmp_path / "distill.md").read_text().splitlines() if ln.startswith("| 20")]
     assert len(rows) == 4 and "| student int8 |" in rows[-1]
-    # the saved folder is an ordinary HF model that gives the student's logits
+    # the saved folder is an ordinary HF model: read with its own tokenizer, it scores the test
+    # split as the run's student row says (a save of other weights would not)
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from utils.config import load_config
+    from utils.runtime import load_data
+    cfg = load_config(SMOKE, [("pretrain.expert_dir", smoke_experts)])
+    data = load_data(cfg)
     model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "student").eval()
     tok = AutoTokenizer.from_pretrained(tmp_path / "student")
-    batch = tok(["markets fell sharply", "the team won the cup"], return_tensors="pt", padding=True)
-    from distiller.student import HFClassifier
-    ours = HFClassifier(AutoModelForSequenceClassification.from_pretrained(tmp_path / "student")).eval()
+    enc = tok(list(data.dataset.test_texts), padding="max_length", truncation=True,
+              max_length=cfg.dataset.max_length, return_tensors="pt")
     with torch.no_grad():
-        torch.testing.assert_close(model(**batch).logits,
-                                   ours(input_ids=batch["input_ids"],
-                                        attention_mask=batch["attention_mask"]).logits)
+        pred = model(**enc).logits.argmax(1)
+    student = next(r for r in res["rows"] if r["model"] == "student")
+    assert student["accuracy"] == pytest.approx(float((pred == data.test.labels).float().mean()))
 
 
 def test_gradients_flow_to_the_student_only(models):

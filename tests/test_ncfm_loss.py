@@ -103,7 +103,7 @@ def test_cf_loss_permutation_invariant_and_symmetric(feat_real, freqs):
 def test_amplitude_and_phase_terms(feat_real, freqs):
     feat_other = torch.randn(NUM_SYN, DIM, generator=_gen(6))
     for alpha, beta in [(1.0, 0.0), (0.0, 1.0)]:
-        assert cf_loss(feat_real, feat_other, freqs, alpha=alpha, beta=beta).item() >= 0.0
+        assert cf_loss(feat_real, feat_other, freqs, alpha=alpha, beta=beta).item() > 0.0
     # a translation multiplies the CF by exp(i <t, c>): amplitude unchanged, phase shifted
     translated = feat_real + 0.5 * _direction(7)
     amp_only = cf_loss(feat_real, translated, freqs, alpha=1.0, beta=0.0)

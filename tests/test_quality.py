@@ -169,6 +169,13 @@ def test_evaluate_label_mode_expert_soft_for_every_method(tmp_path, smoke_expert
     rows = read_results_table(table)
     assert [(r["method"], r["labels"]) for r in rows] == [("random", "expert_soft"),
                                                          ("herding", "expert_soft")]
+    # the same seeds and subsets under hard labels train to other losses: the soft labels are used
+    hard = _evaluate_baselines(tmp_path / "hard", table, smoke_experts, "--baseline", "random,herding")
+    assert len(hard) == len(entries) == 2
+    for h, soft in zip(hard, entries):
+        assert [r["seed"] for r in h["runs"]] == [r["seed"] for r in soft["runs"]]
+        assert len(h["runs"]) == len(soft["runs"]) > 0
+        assert all(a["final_loss"] != b["final_loss"] for a, b in zip(h["runs"], soft["runs"]))
 
 
 # ------------------------------------------------------------------------ attention labels
@@ -237,6 +244,7 @@ def test_attention_labels_train_every_method_and_name_the_protocol(tmp_path, smo
     # the same seeds without attention labels train to another loss
     base = _evaluate_baselines(tmp_path / "plain", table, smoke_experts, "--baseline", "random")
     assert [r["seed"] for r in base[0]["runs"]] == [r["seed"] for r in entries[0]["runs"]]
+    assert len(base[0]["runs"]) == len(entries[0]["runs"]) > 0
     assert all(a["final_loss"] != b["final_loss"]
                for a, b in zip(base[0]["runs"], entries[0]["runs"]))
 

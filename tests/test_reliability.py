@@ -164,10 +164,13 @@ def test_nonfinite_stops_or_skips_and_never_saves(tmp_path, smoke_experts):
     assert not (ev / "eval" / "results.json").exists()
 
 
-def test_pretrain_output_dir_conflicts_with_explicit_expert_dir(tmp_path):
+def test_pretrain_output_dir_conflicts_with_explicit_expert_dir(tmp_path, capfd):
     code = pretrain_script_text.main(["--config_path", SMOKE, "--output_dir", str(tmp_path / "a"),
                                       "--set", f"pretrain.expert_dir={tmp_path / 'b'}"])
     assert code == 2
+    err = capfd.readouterr().err
+    assert "--output_dir and --set pretrain.expert_dir both say where the experts go" in err
+    assert not list(tmp_path.rglob("*.safetensors")) and not list(tmp_path.rglob("*.pt"))
 
 
 # ------------------------------------------------------------------- the catalogue of bad inputs

@@ -60,6 +60,7 @@ def test_condense_two_ranks_equals_one_process(tmp_path, smoke_experts):
     assert torch.allclose(a["inputs_embeds"], b["inputs_embeds"], atol=1e-4)
     ha = json.loads((two / "loss_history.json").read_text())
     hb = json.loads((one / "loss_history.json").read_text())
+    assert len(ha) == len(hb) == 6
     for x, y in zip(ha, hb):
         assert abs(x["match_loss"] - y["match_loss"]) <= 1e-3 * max(1.0, abs(y["match_loss"]))
         assert x["expert"] == y["expert"]
@@ -104,6 +105,7 @@ def test_trajectory_two_ranks_equals_one_process(tmp_path, smoke_experts, unroll
     assert torch.allclose(a["inputs_embeds"], b["inputs_embeds"], atol=1e-4)
     ha = json.loads((two / "loss_history.json").read_text())
     hb = json.loads((one / "loss_history.json").read_text())
+    assert len(ha) == len(hb) == 3
     for x, y in zip(ha, hb):                          # summation order differs across ranks
         assert x["traj_loss"] == pytest.approx(y["traj_loss"], rel=1e-4)
     assert abs(ha[-1]["syn_lr"] - hb[-1]["syn_lr"]) < 1e-7
