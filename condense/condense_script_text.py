@@ -88,12 +88,19 @@ def resume_settings(cfg: Config) -> dict:
     return _without_resumable_options(settings_view(config_to_dict(cfg), RESUMABLE_CHANGES))
 
 
+# what a condensation run writes into its folder; run.resume=never moves an earlier run's aside
+# (print.log stays: this run's log is already open on it, and appends)
+RUN_OUTPUTS = ("checkpoints", "distilled_data", "images", "args.log", "loss_history.json",
+               "eval_curve.json", "best_iteration.json", "worth.json", "run_summary.json")
+
+
 def find_resumable(cfg: Config, run) -> Optional[tuple]:
     """Collective, before any work: the newest loadable checkpoint of the output folder as (path,
     state), refused when it was made with other settings; then args.log is written (a refused run
-    leaves the folder's args.log alone)."""
+    leaves the folder's args.log alone). With run.resume=never the earlier run's outputs are moved
+    aside first (the caller has checked the inputs of a fresh start by then)."""
     if cfg.run.resume == "never" and run.env.is_main:
-        set_aside(run.out_dir)
+        set_aside(run.out_dir, RUN_OUTPUTS)
     barrier()
 
     def latest():
@@ -106,6 +113,15 @@ def find_resumable(cfg: Config, run) -> Optional[tuple]:
     found = main_then_broadcast(latest)
     run.save_args()
     return found
+
+
+def check_fresh_start(cfg: Config) -> None:
+    """The inputs a run that starts (not resumes) needs: a loadable set for init `load`, and a
+    start that update_fraction can hold."""
+    if INITS.entry(cfg.condense.init, where="condense.init").trait("loads_set"):
+        from utils.synset import preflight_load
+        preflight_load(cfg.condense.load_path)
+    check_held_start(cfg)
 
 
 def check_held_start(cfg: Config) -> None:
@@ -289,15 +305,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     cfg, env = run.cfg, run.env
     stage_seconds, t0 = {}, time.time()
     with guarded_stage() as stage, contextlib.ExitStack() as stack:
-        found = find_resumable(cfg, run)
-        if not found:                                   # refused before anything is opened or trained
-            check_held_start(cfg)
-        tracker = stack.enter_context(Tracker.session(cfg, run.out_dir, env))  # run.report_to
-        loads_set = INITS.entry(cfg.condense.init, where="condense.init").trait("loads_set")
-        if loads_set and not found:                     # refused before experts are trained
-            from utils.synset import preflight_load
-            preflight_load(cfg.condense.load_path)
+        # bad input is refused before the folder is touched (resume=never moves files aside) and
+        # before anything is opened or trained
         data = load_data(cfg)
+        fresh = cfg.run.resume == "never"
+        if fresh:
+            check_fresh_start(cfg)
+        found = find_resumable(cfg, run)
+        if not found and not fresh:
+            check_fresh_start(cfg)
+        tracker = stack.enter_context(Tracker.session(cfg, run.out_dir, env))  # run.report_to
         ensure_experts(cfg, env, data)
         if env.is_main:
             export_missing(cfg, data)                           # expert_<k>/hf for from_pretrained

@@ -96,7 +96,9 @@ def load_teacher(cfg: Config, env, data: Data, eager: bool):
     return teacher, trajectory
 
 
-def synthetic_examples(cfg: Config, data: Data, hidden: int) -> Optional[Examples]:
+def read_synthetic(cfg: Config, data: Data) -> Optional[dict]:
+    """The synthetic set distill.data asks for, read and checked against the data's classes before
+    the teacher is loaded or trained (None for real data)."""
     if cfg.distill.data == "real":
         return None
     path = cfg.condense.load_path
@@ -104,7 +106,15 @@ def synthetic_examples(cfg: Config, data: Data, hidden: int) -> Optional[Example
         raise UserError(f"distill.data = {cfg.distill.data!r} needs a synthetic set: --load_path "
                         f"results/condense/.../distilled_data/syn_data_<iter>.pth")
     syn = load_synset(path)
-    check_fits(syn, path, class_names=data.dataset.class_names, hidden_size=hidden,
+    check_fits(syn, path, class_names=data.dataset.class_names)
+    return syn
+
+
+def synthetic_examples(cfg: Config, syn: Optional[dict], hidden: int) -> Optional[Examples]:
+    """The set as training examples, once the teacher's hidden size is known."""
+    if syn is None:
+        return None
+    check_fits(syn, cfg.condense.load_path, hidden_size=hidden,
                hidden_hint=" (the teacher's; distil with the model the set was condensed with)")
     return to_examples(syn)
 
@@ -272,9 +282,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         data = load_data(cfg)
         eager = any_trait(d.losses, "needs_attention")
         text = readings(cfg, data)               # refused here, before the teacher is trained
+        syn = read_synthetic(cfg, data)          # and a missing or mismatched set
         teacher, trajectory = load_teacher(cfg, env, data, eager)
         sources = make_sources(d.data, text.student.train,
-                               synthetic_examples(cfg, data, teacher.hidden_size))
+                               synthetic_examples(cfg, syn, teacher.hidden_size))
         teacher_sources = make_sources("real", text.teacher.train, None) \
             if text.own_tokens else None
         logger.info("***** Running distillation *****  %s -> %s, data %s (%d examples), %d steps x "

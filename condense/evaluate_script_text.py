@@ -113,10 +113,11 @@ def write_outputs(ctx: EvalContext, entries: List[dict], out: Path, syn: Optiona
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    run = start_run(argv, __doc__.splitlines()[0], "evaluate", add_args=add_args)
+    run = start_run(argv, __doc__.splitlines()[0], "evaluate", add_args=add_args,
+                    defer_args_log=True)
     cfg, env = run.cfg, run.env
     with guarded_stage() as stage, contextlib.ExitStack() as stack:
-        tracker = stack.enter_context(Tracker.session(cfg, run.out_dir, env))  # run.report_to
+        # every input is checked before anything is written: a refused run leaves the folder alone
         wanted = parse_baselines(run.args.baseline)
         syn_path = cfg.condense.load_path
         if not wanted and not syn_path:
@@ -124,6 +125,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                   f"and/or baselines (--baseline {','.join(baselines())})")
         syn = load_synset(syn_path) if syn_path else None
         data = load_data(cfg)
+        run.save_args()
+        tracker = stack.enter_context(Tracker.session(cfg, run.out_dir, env))  # run.report_to
         ctx = make_context(cfg, env, data)
         ev = cfg.evaluate
         full = f"{ev.full_steps} steps" if ev.full_steps is not None else f"{ev.full_epochs:g} epochs"

@@ -35,7 +35,9 @@ def _output_dir_is_expert_dir(cfg) -> None:
 def _explicit_expert_dir_conflict(argv: Sequence[str]) -> bool:
     """--output_dir together with an explicit --set pretrain.expert_dir: two answers to one
     question."""
-    return "--output_dir" in argv and any(a.startswith("pretrain.expert_dir=") for a in argv)
+    out = any(a == "--output_dir" or a.startswith("--output_dir=") for a in argv)
+    return out and any(a.startswith(("pretrain.expert_dir=", "--set=pretrain.expert_dir="))
+                       for a in argv)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

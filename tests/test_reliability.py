@@ -10,9 +10,10 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
-from condense import condense_script_text, evaluate_script_text, pretrain_script_text
+from condense import condense_script_text, distill_script_text, evaluate_script_text, pretrain_script_text
 from tests.conftest import ROOT, SMOKE, free_port, torchrun
 from utils.checkpoint import complete_checkpoints
 
@@ -78,10 +79,21 @@ def test_resume_refuses_other_settings_and_leaves_args_log(tmp_path, smoke_exper
     assert not (tmp_path / "distilled_data" / "syn_data_9.pth").exists()
     # allowed changes (more iterations) resume; resume=never starts afresh, old checkpoints kept
     assert condense(tmp_path, smoke_experts, "--set", "condense.niter=6") == 0
+    # resume=never with bad input is refused before anything is moved aside
+    args_before = (tmp_path / "args.log").read_bytes()
+    assert condense(tmp_path, smoke_experts, "--set", "run.resume=never",
+                    "--set", f"dataset.path={tmp_path / 'nope.csv'}") == 2
+    assert (tmp_path / "args.log").read_bytes() == args_before
+    assert not list(tmp_path.glob("*.old-*")) and (tmp_path / "distilled_data").is_dir()
     assert condense(tmp_path, smoke_experts, "--set", "condense.ipc=3", "--set", "condense.niter=3",
                     "--set", "run.resume=never") == 0
     assert final_set(tmp_path)["inputs_embeds"].shape[0] == 15
-    assert list(tmp_path.glob("checkpoints.old-*")) and list(tmp_path.glob("distilled_data.old-*"))
+    # every output of the earlier run is kept aside, none is left beside the new run's
+    for name in ("checkpoints", "distilled_data", "args.log", "loss_history.json"):
+        assert list(tmp_path.glob(f"{name}.old-*")), name
+    assert [h["iteration"] for h in json.loads((tmp_path / "loss_history.json").read_text())
+            ][-1] == 3
+    assert list(tmp_path.glob("args.log.old-*"))[0].read_bytes() == args_before
 
 
 def test_a_checkpoint_without_a_later_added_setting_resumes_at_its_old_value(tmp_path,
@@ -164,13 +176,45 @@ def test_nonfinite_stops_or_skips_and_never_saves(tmp_path, smoke_experts):
     assert not (ev / "eval" / "results.json").exists()
 
 
-def test_pretrain_output_dir_conflicts_with_explicit_expert_dir(tmp_path, capfd):
-    code = pretrain_script_text.main(["--config_path", SMOKE, "--output_dir", str(tmp_path / "a"),
+@pytest.mark.parametrize("form", ["space", "equals"])
+def test_pretrain_output_dir_conflicts_with_explicit_expert_dir(tmp_path, capfd, form):
+    out = ["--output_dir", str(tmp_path / "a")] if form == "space" else [
+        f"--output_dir={tmp_path / 'a'}"]
+    code = pretrain_script_text.main(["--config_path", SMOKE, *out,
                                       "--set", f"pretrain.expert_dir={tmp_path / 'b'}"])
     assert code == 2
     err = capfd.readouterr().err
     assert "--output_dir and --set pretrain.expert_dir both say where the experts go" in err
     assert not list(tmp_path.rglob("*.safetensors")) and not list(tmp_path.rglob("*.pt"))
+
+
+def test_a_refused_evaluation_leaves_the_folder_of_a_finished_one_alone(tmp_path, capfd):
+    ev = tmp_path / "ev"
+    (ev / "eval").mkdir(parents=True)
+    (ev / "args.log").write_text("# the finished run's config\n")
+    (ev / "eval" / "results.json").write_text("[]\n")
+    before = {p: p.read_bytes() for p in ev.rglob("*") if p.is_file()}
+    for bad, says in ((["--baseline", "bogus"], "unknown baseline 'bogus'"),
+                      ([], "nothing to evaluate"),
+                      (["--load_path", str(tmp_path / "none.pth")], "synthetic set not found"),
+                      (["--baseline", "random", "--set", f"dataset.path={tmp_path / 'no.csv'}"],
+                       "does not exist")):
+        assert evaluate_script_text.main(["--config_path", SMOKE, "--output_dir", str(ev), *bad]
+                                         ) == 2, bad
+        assert says in capfd.readouterr().err, bad
+        assert {p: p.read_bytes() for p in ev.rglob("*") if p.is_file() and p.name != "print.log"
+                } == before, bad
+
+
+def test_distill_refuses_a_missing_set_before_training_the_teacher(tmp_path, capfd):
+    experts = tmp_path / "experts"
+    for extra, says in (([], "needs a synthetic set: --load_path"),
+                        (["--load_path", str(tmp_path / "none.pth")], "synthetic set not found")):
+        assert distill_script_text.main(["--config_path", SMOKE, "--output_dir", str(tmp_path / "d"),
+                                         "--set", f"pretrain.expert_dir={experts}",
+                                         "--set", "distill.data=synthetic", *extra]) == 2
+        assert says in capfd.readouterr().err
+        assert not list(experts.rglob("*.safetensors")) and not list(experts.rglob("*.pt"))
 
 
 # ------------------------------------------------------------------- the catalogue of bad inputs

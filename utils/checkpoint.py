@@ -173,14 +173,14 @@ def check_resumable(state: dict, current: dict, path: Path) -> None:
 
 def set_aside(out_dir: Path, names: Iterable[str] = ("checkpoints", "distilled_data")
               ) -> List[Path]:
-    """`run.resume=never`: move an earlier run's checkpoints (and saved sets) out of the way to
-    <name>.old-<time>; nothing is deleted."""
+    """`run.resume=never`: move an earlier run's outputs (folders or files: checkpoints, saved
+    sets, its args.log and histories) out of the way to <name>.old-<time>; nothing is deleted."""
     import time
     stamp = time.strftime("%Y%m%d-%H%M%S")
     moved = []
     for name in names:
         root = Path(out_dir) / name
-        if root.is_dir():
+        if root.exists():
             dest = root.with_name(f"{name}.old-{stamp}")
             root.rename(dest)
             moved.append(dest)

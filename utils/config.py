@@ -261,8 +261,11 @@ def build_config(data: dict, prov: dict) -> Config:
                     continue
                 setattr(section, key, resolved)
         for key, message in (section.check() if hasattr(section, "check") else ()):
-            src = prov.get(f"{name}.{key}", DEFAULTS)
-            raise ConfigError(f"{src}: {name}.{key} = {getattr(section, key)!r}: {message}")
+            # a key never given is not the user's doing: no "defaults:" blame (e.g. load_path
+            # unset when --init load asks for it)
+            src = prov.get(f"{name}.{key}")
+            where = f"{src}: " if src else ""
+            raise ConfigError(f"{where}{name}.{key} = {getattr(section, key)!r}: {message}")
         if hasattr(section, "resolve"):   # options checked against a registry (utils.registry)
             section.resolve(lambda key, n=name: f"{prov.get(f'{n}.{key}', DEFAULTS)}: {n}.{key}")
         kwargs[name] = section

@@ -604,10 +604,12 @@ class RunConfig:
                    flag="seed")
     output_dir: Optional[str] = _f(None, "Output folder; default results/<stage>/<dataset>/ipc<ipc>/"
                                    "<run_name> (stage 1: the root of the expert folders, "
-                                   "pretrain.expert_dir, unless that is set explicitly).",
+                                   "the same as and above pretrain.expert_dir; both on the "
+                                   "command line is refused).",
                                    path=True, flag="output_dir")
     run_name: str = _f("default", "Name of the run folder under the default output_dir.")
-    debug: bool = _f(False, "Few classes, few iterations, frequent logs.", flag="debug")
+    debug: bool = _f(False, "Few classes, few iterations, frequent logs (stage 2, condense, "
+                     "only; the other stages ignore it).", flag="debug")
     tf32: bool = _f(True, "Allow TF32 matmuls (CUDA only; ignored on CPU).", flag="tf32")
     gpu: Optional[str] = _f(None, "Visible CUDA devices, e.g. '0,1' (harmless on CPU).", flag="gpu")
     collective_timeout_s: float = _f(1800.0, "Seconds a rank waits in a collective for the others "
