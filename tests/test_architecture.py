@@ -36,10 +36,13 @@ class Shrink(Objective):
         return total
 
 
+TOY_MEAN_CALLS = []        # one entry per call: the loop really uses the registered metric
+
 if "toy_mean" not in DISTRIBUTION_METRICS:
     @register_metric("toy_mean")
     def toy_mean(feat_real, feat_syn):
         """Squared distance of the feature means."""
+        TOY_MEAN_CALLS.append(feat_syn.shape)
         return (feat_real.mean(0) - feat_syn.mean(0)).square().sum()
 
 
@@ -60,11 +63,14 @@ def test_objective_registered_outside_the_package_runs(tmp_path, smoke_experts):
 
 
 def test_metric_registered_outside_the_package_is_a_feature_matching_metric(tmp_path, smoke_experts):
+    TOY_MEAN_CALLS.clear()
     assert condense(tmp_path, smoke_experts, "--set",
                     "condense.objectives=[{name: feature_match, options: {metric: toy_mean}}, "
                     "{name: calibration, weight: 0.5}]") == 0
     history = json.loads((tmp_path / "loss_history.json").read_text())
     assert all(h["match_loss"] > 0 and "calib_loss" in h for h in history)
+    assert len(TOY_MEAN_CALLS) >= len(history) > 0    # at least once per iteration
+    assert "objective options: match: {'metric': 'toy_mean'" in (tmp_path / "print.log").read_text()
 
 
 def test_unknown_objective_is_refused_with_the_registered_names(tmp_path, smoke_experts):

@@ -175,3 +175,18 @@ def test_example_trains_a_stock_hf_model_on_a_set(tmp_path):
     trained = BertForSequenceClassification.from_pretrained(tmp_path / "out" / "model")
     assert trained.config.id2label[0] == "business"
     assert not torch.equal(trained.classifier.weight, stock.classifier.weight)   # it trained
+
+
+def test_multi_decode_cuts_each_sequence_into_factor_segments_and_single_keeps_it():
+    from utils.synset import ClassData, decode
+
+    embeds = torch.arange(2 * 7 * 3, dtype=torch.float32).reshape(2, 7, 3)   # [ipc=2, L=7, H=3]
+    mask = torch.tensor([[1, 1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1, 1]])
+    data = ClassData(embeds, mask, torch.tensor([4, 4]))
+    e, m, y = decode(data, 2, "multi")
+    assert e.shape == (4, 3, 3) and m.shape == (4, 3) and y.tolist() == [4, 4, 4, 4]
+    # segment j of sequence i is positions [3j, 3j+3) of it; the last odd position is dropped
+    assert torch.equal(e[1], embeds[0, 3:6]) and torch.equal(e[2], embeds[1, 0:3])
+    assert m.tolist() == [[1, 1, 1], [1, 1, 0], [1, 1, 1], [1, 1, 1]]
+    for same in (decode(data, 2, "single"), decode(data, 1, "multi")):
+        assert all(a is b for a, b in zip(same, (data.embeds, data.mask, data.labels)))
