@@ -70,6 +70,10 @@ def test_impossible_value(tmp_path):
     path = write(tmp_path / "bad.yaml", "condense:\n  ipc: 0\n")
     with pytest.raises(ConfigError, match=r"bad.yaml: condense.ipc = 0: must be >= 1"):
         load_config(path)
+    # a number where text is expected says how to keep it text
+    with pytest.raises(ConfigError, match=r"run.run_name: expected str, got 2024; quote it .*"
+                                          r"--set \"run.run_name='2024'\""):
+        parse(["--set", "run.run_name=2024"])
     # a key the user never gave is named without blaming "defaults"
     with pytest.raises(ConfigError, match=r"^condense.load_path = None: init 'load' needs") as err:
         parse(["--init", "load"])

@@ -181,6 +181,10 @@ def _coerce(value: Any, tp, where: str):
         return float(value)
     if tp is str:
         if not isinstance(value, str):
+            if isinstance(value, (int, float, bool)):    # YAML read it as a number or a bool
+                key = where.rsplit(": ", 1)[-1]
+                raise ConfigError(f"{where}: expected str, got {value!r}; quote it to keep it "
+                                  f"text (YAML '{value}', or --set \"{key}='{value}'\")")
             raise bad
         return value
     raise TypeError(f"unsupported schema type {tp}")
