@@ -41,6 +41,7 @@ from evaluation.protocol import (
 )
 from evaluation.results import add_gaps, append_results_table, log_entry, read_results_table
 from evaluation.selectors import SELECTORS, load_feature_expert, needs_features
+from utils.checkpoint import set_aside
 from utils.coreset import expert_features
 from utils.errors import UserError
 from utils.experts import ensure_experts, missing_experts
@@ -125,6 +126,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                   f"and/or baselines (--baseline {','.join(baselines())})")
         syn = load_synset(syn_path) if syn_path else None
         data = load_data(cfg)
+        if env.is_main and (run.out_dir / "eval" / "results.json").exists():
+            set_aside(run.out_dir, ("eval", "args.log"), "an earlier evaluation is here")
         run.save_args()
         tracker = stack.enter_context(Tracker.session(cfg, run.out_dir, env))  # run.report_to
         ctx = make_context(cfg, env, data)

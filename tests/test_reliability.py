@@ -204,6 +204,15 @@ def test_a_refused_evaluation_leaves_the_folder_of_a_finished_one_alone(tmp_path
         assert says in capfd.readouterr().err, bad
         assert {p: p.read_bytes() for p in ev.rglob("*") if p.is_file() and p.name != "print.log"
                 } == before, bad
+    # an accepted evaluation into the folder keeps the earlier one aside, never overwrites it
+    assert evaluate_script_text.main(["--config_path", SMOKE, "--output_dir", str(ev), "--baseline",
+                                      "random", "--set", "evaluate.num_eval=1", "--set",
+                                      "evaluate.steps=2", "--set",
+                                      f"evaluate.results_table={tmp_path / 't.md'}"]) == 0
+    (old_eval,), (old_args,) = ev.glob("eval.old-*"), ev.glob("args.log.old-*")
+    assert (old_eval / "results.json").read_text() == "[]\n"
+    assert old_args.read_text() == "# the finished run's config\n"
+    assert [e["method"] for e in json.loads((ev / "eval" / "results.json").read_text())] == ["random"]
 
 
 def test_distill_refuses_a_missing_set_before_training_the_teacher(tmp_path, capfd):

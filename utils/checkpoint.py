@@ -171,8 +171,8 @@ def check_resumable(state: dict, current: dict, path: Path) -> None:
                           f"are moved to <name>.old-<time>).")
 
 
-def set_aside(out_dir: Path, names: Iterable[str] = ("checkpoints", "distilled_data")
-              ) -> List[Path]:
+def set_aside(out_dir: Path, names: Iterable[str] = ("checkpoints", "distilled_data"),
+              reason: str = "run.resume=never") -> List[Path]:
     """`run.resume=never`: move an earlier run's outputs (folders or files: checkpoints, saved
     sets, its args.log and histories) out of the way to <name>.old-<time>; nothing is deleted."""
     import time
@@ -184,7 +184,7 @@ def set_aside(out_dir: Path, names: Iterable[str] = ("checkpoints", "distilled_d
             dest = root.with_name(f"{name}.old-{stamp}")
             root.rename(dest)
             moved.append(dest)
-            logger.warning("run.resume=never: the earlier %s moved to %s", name, dest)
+            logger.warning("%s: the earlier %s moved to %s", reason, name, dest)
     return moved
 
 
