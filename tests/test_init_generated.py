@@ -74,6 +74,14 @@ def test_candidates_are_seeded_new_and_selected(tokenizer, tiny_generator):
     assert data.embeds.shape == (2, 16, 8) and data.labels.tolist() == [1, 1]
     ids = torch.cdist(data.embeds.flatten(0, 1), ctx.word_embeddings).argmin(-1).view(2, 16)
     assert (ids[:, 0] == tokenizer.cls_token_id).all()      # tokenised as a tokenizer writes it
+    # the kept two are k-means' picks among the class's candidates, in the expert's features
+    from utils.kmeans_select import kmeans_select
+    from utils.seeding import derive_seed
+    texts = generate_texts(ctx, 1, 2 * 3)
+    enc = tokenizer(texts, padding="max_length", truncation=True, max_length=16, return_tensors="pt")
+    pick = kmeans_select(ctx.text_features(enc["input_ids"], enc["attention_mask"]), 2,
+                         derive_seed(ctx.seed, "select", "generated", 1))
+    assert torch.equal(data.embeds, ctx.word_embeddings[enc["input_ids"][pick]])
     release_generators()
 
 

@@ -173,6 +173,10 @@ def test_kmeans_selects_distinct_samples_nearest_the_centroids():
     picks = kmeans_select(feats, 3, seed=1)
     assert len(set(picks.tolist())) == 3
     assert sorted(int(p) // 20 for p in picks) == [0, 1, 2]              # one per cluster
+    # separated clusters: each centroid is its cluster's mean, the pick the sample nearest it
+    for p in picks.tolist():
+        block = feats[p // 20 * 20:(p // 20 + 1) * 20]                   # [20, 2]
+        assert p % 20 == int((block - block.mean(0)).norm(dim=1).argmin())
     assert torch.equal(picks, kmeans_select(feats, 3, seed=1))           # seeded
     assert kmeans_select(feats[:2], 3, seed=1).tolist() == [0, 1]        # too few: all of them
 

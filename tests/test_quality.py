@@ -120,13 +120,27 @@ def test_init_herding_starts_from_the_herding_baseline(smoke_experts):
         assert (d.labels == c).all()
 
 
-def test_condense_with_init_herding(tmp_path, smoke_experts):
+def test_condense_with_init_herding_saves_the_herding_picks(tmp_path, smoke_experts):
+    """End to end through the script: with no iterations the saved set is herding's real samples
+    (their token embeddings and masks), class-major."""
     out = tmp_path / "run"
     assert condense_script_text.main(["--config_path", SMOKE, "--output_dir", str(out),
                                       "--set", f"pretrain.expert_dir={smoke_experts}",
-                                      "--init", "herding", "--set", "condense.niter=1"]) == 0
-    syn = torch.load(out / "distilled_data" / "syn_data_1.pth", weights_only=True)
-    assert syn["inputs_embeds"].shape[0] == 10 and torch.isfinite(syn["inputs_embeds"]).all()
+                                      "--init", "herding", "--set", "condense.niter=0"]) == 0
+    syn = torch.load(out / "distilled_data" / "syn_data_0.pth", weights_only=True)
+    cfg = load_config(SMOKE, [("pretrain.expert_dir", smoke_experts)])
+    data = load_data(cfg)
+    expert = load_feature_expert(cfg, 5, torch.device("cpu"), data.tokenizer.vocab_size)
+    feats = expert_features(expert, data.train.attention_mask, 64, torch.device("cpu"),
+                            input_ids=data.train.input_ids)
+    ipc = cfg.condense.ipc
+    sel = select_baseline("herding", data.train.labels, 5, ipc, seed=0, features=feats)
+    picks = torch.cat([torch.as_tensor(sel[c]) for c in range(5)])
+    from condenser.expert_pool import ExpertPool
+    table = ExpertPool(cfg, 5, torch.device("cpu")).embedding_table()   # the pretrained [V, H]
+    assert syn["class_of"].tolist() == [c for c in range(5) for _ in range(ipc)]
+    torch.testing.assert_close(syn["inputs_embeds"], table[data.train.input_ids[picks]])
+    assert torch.equal(syn["attention_mask"], data.train.attention_mask[picks])
     assert "herding" in (out / "print.log").read_text()
 
 
