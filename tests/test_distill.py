@@ -290,6 +290,14 @@ def test_synthetic_and_both_with_a_smaller_student(tmp_path, smoke_experts):
                        "--set", "distill.losses=[{name: logit_kd}, {name: hidden_mse}]") == 0
         hist = json.loads((out / "distill" / "history.json").read_text())
         assert len(hist) == 6 and all(h["hidden_mse"] > 0 for h in hist)
+    # each trained on the rows it was given: the set's 10 sequences, or those and the real ones
+    from utils.config import load_config
+    from utils.runtime import load_data
+    n_real = len(load_data(load_config(SMOKE, [("pretrain.expert_dir", smoke_experts)])).train)
+    assert "data synthetic (10 examples)" in (tmp_path / "synthetic" / "print.log").read_text()
+    assert f"data both ({10 + n_real} examples)" in (tmp_path / "both" / "print.log").read_text()
+    a, b = student_weights(tmp_path / "synthetic"), student_weights(tmp_path / "both")
+    assert any(not torch.equal(a[k], b[k]) for k in a)
 
 
 def test_bad_inputs_exit_2(tmp_path, smoke_experts, capsys):
