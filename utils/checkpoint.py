@@ -167,8 +167,8 @@ def check_resumable(state: dict, current: dict, path: Path) -> None:
     if diff:
         raise ResumeError(f"{path} was made with other settings ({'; '.join(diff)}). Resuming it "
                           f"would mix two runs: use another --output_dir, or --set "
-                          f"run.resume=never to start afresh here (the earlier checkpoints and sets "
-                          f"are moved to <name>.old-<time>).")
+                          f"run.resume=never to start afresh here (the earlier run's outputs are "
+                          f"moved to <name>.old-<time>).")
 
 
 def set_aside(out_dir: Path, names: Iterable[str] = ("checkpoints", "distilled_data"),

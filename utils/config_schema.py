@@ -617,8 +617,8 @@ class RunConfig:
     resume: Literal["auto", "never"] = _f("auto", "'auto': re-running into an output folder resumes "
                                           "its newest loadable checkpoint (refused when the "
                                           "settings that shape the state differ); 'never': start "
-                                          "afresh, moving earlier checkpoints and saved sets to "
-                                          "<name>.old-<time>.")
+                                          "afresh, moving the earlier run's outputs (checkpoints, "
+                                          "sets, args.log, histories) to <name>.old-<time>.")
     log_level: Literal["debug", "info", "warning"] = _f("info", "Log level of rank 0 (other ranks "
                                                         "log warnings only).")
     report_to: List[Literal["tensorboard", "none"]] = _f(
