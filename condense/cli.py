@@ -68,7 +68,7 @@ def usage() -> str:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
-        print(usage())
+        print(usage(), file=sys.stdout if argv else sys.stderr)   # no stage: an error, exit 2
         return 0 if argv else 2
     if argv[0] == "--version":
         print(f"{PROG} {version()}")

@@ -29,6 +29,7 @@ def test_top_level_help_lists_the_stages(capsys):
         assert f"  {stage} " in out
     assert "Stage 2 - condense" in out                        # the script's own summary line
     assert cli.main([]) == 2                                  # no stage: usage, exit 2
+    assert "usage: textcondense" in capsys.readouterr().err   # an error: on stderr
     assert cli.main(["condence"]) == 2
     assert "unknown stage 'condence'" in capsys.readouterr().err
     assert cli.main(["--version"]) == 0
@@ -131,3 +132,14 @@ def test_help_with_an_unreadable_config_still_shows_the_flags(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         parse_args(["--config_path", str(empty), "--help"], "condense", stage="condense")
     assert exit_.value.code == 0 and "--niter" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("bad, says", [(["--ipc", "abc"], "argument --ipc: invalid int value: 'abc'"),
+                                       (["--foo"], "unrecognized arguments: --foo")])
+def test_a_bad_flag_is_one_line_and_exit_2(capsys, bad, says):
+    from utils.cli_args import parse_args
+
+    with pytest.raises(SystemExit) as exit_:
+        parse_args(bad, "condense", stage="condense")
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.count("\n") == 1 and says in err and "--help" in err

@@ -72,14 +72,22 @@ def _shown(value) -> str:
     return "none" if value is None else str(value)
 
 
+class _Parser(argparse.ArgumentParser):
+    """A bad flag is one line that says what was wrong and where the flags are (argparse's
+    default prints the whole usage block before it); exit 2 as argparse does."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} ({self.prog} --help lists the flags)\n")
+
+
 def make_parser(description: str, stage: Optional[str] = None, defaults: Optional[Config] = None,
                 epilog: Optional[str] = None) -> argparse.ArgumentParser:
     """The flags of `stage` (all stages' when None), generated from the schema (fields with
     `flag=`), plus --config_path and --set. Each flag's help names its key and its default: the
     schema's, or the value of `defaults` (the config --config_path gives) where that differs.
     Scripts may add their own (non-config) flags before parsing."""
-    p = argparse.ArgumentParser(description=description, epilog=epilog,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = _Parser(description=description, epilog=epilog,
+                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config_path", default=None, metavar="FILE_OR_NAME",
                    help="YAML config: a file, a run's args.log (replays it), or a shipped config "
                         "by name (e.g. demo, ipc10/bbc). Without it, the schema defaults.")
