@@ -29,7 +29,7 @@ from typing import Optional, Sequence
 import torch
 
 from distiller.data import Sources, make_sources
-from distiller.distill import Distiller, TrajectoryTeacher
+from distiller.distill import Distiller, TrajectoryTeacher, resumable_state
 from distiller.losses import any_trait, loss_entries, shared_option
 from distiller.report import (
     append_table,
@@ -51,7 +51,7 @@ from distiller.student import (
 from utils.checkpoint import settings_view
 from utils.config import config_to_dict
 from utils.config_schema import CondenseConfig, Config, KDLossSpec
-from utils.distributed import barrier
+from utils.distributed import barrier, main_then_broadcast
 from utils.errors import UserError
 from utils.experts import ensure_experts, load_expert_weights
 from utils.io import atomic_write_json
@@ -220,6 +220,19 @@ def resume_settings(cfg: Config, baseline: bool) -> dict:
     return settings_view(config_to_dict(cfg), allowed)
 
 
+def check_folder(cfg: Config, run) -> None:
+    """Collective, before the teacher is loaded (or its experts trained): a folder holding a
+    student of another run is refused now, not after that work."""
+    if cfg.run.resume == "never":
+        return
+    parts = [("kd", False)] + ([("no_teacher", True)] if cfg.distill.baseline else [])
+
+    def check() -> None:                         # rank 0 reads; its refusal reaches every rank
+        for sub, baseline in parts:
+            resumable_state(run.out_dir / sub, resume_settings(cfg, baseline))
+    main_then_broadcast(check)
+
+
 def train_student(run, teacher, trajectory, data, sources, specs, out: Path, desc: str,
                   baseline: bool = False, teacher_sources: Optional[Sources] = None):
     """A fresh student (identical start for every call) trained with `specs`."""
@@ -283,6 +296,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         eager = any_trait(d.losses, "needs_attention")
         text = readings(cfg, data)               # refused here, before the teacher is trained
         syn = read_synthetic(cfg, data)          # and a missing or mismatched set
+        check_folder(cfg, run)                   # and a folder of another run
         teacher, trajectory = load_teacher(cfg, env, data, eager)
         sources = make_sources(d.data, text.student.train,
                                synthetic_examples(cfg, syn, teacher.hidden_size))

@@ -102,6 +102,19 @@ def gather_rows(t: torch.Tensor) -> torch.Tensor:
     return torch.cat(parts).to(t.device)
 
 
+def resumable_state(out_dir: Path, settings: dict) -> Optional[tuple]:
+    """The newest loadable checkpoint of out_dir as (path, state), or None; refused (UserError)
+    when another version or other settings wrote it."""
+    found = load_latest(out_dir)
+    if found is None:
+        return None
+    if found[1].get("version") != STATE_VERSION:
+        raise UserError(f"{found[0]} was written by another textcondense version; use "
+                        f"another --output_dir")
+    check_resumable(found[1], settings, found[0])
+    return str(found[0]), found[1]
+
+
 class Distiller:
     def __init__(self, cfg: Config, env: DistEnv, teacher: nn.Module, student: HFClassifier,
                  sources: Sources, multilabel: bool, specs: Sequence[KDLossSpec], out_dir: Path,
@@ -284,16 +297,7 @@ class Distiller:
         if self.cfg.run.resume == "never" and self.env.is_main:
             set_aside(self.out_dir)
 
-        def latest():
-            found = load_latest(self.out_dir)
-            if found is None:
-                return None
-            if found[1].get("version") != STATE_VERSION:
-                raise UserError(f"{found[0]} was written by another textcondense version; use "
-                                f"another --output_dir")
-            check_resumable(found[1], self.settings, found[0])
-            return str(found[0]), found[1]
-        found = main_then_broadcast(latest)
+        found = main_then_broadcast(lambda: resumable_state(self.out_dir, self.settings))
         if not found:
             return
         path, state = found

@@ -236,6 +236,12 @@ def test_interrupted_run_equals_uninterrupted(tmp_path, smoke_experts):
     assert "resumed from" in (full / "print.log").read_text()
     got = student_weights(full)
     assert all(torch.equal(ref[k], got[k]) for k in ref)
+    # a run of other settings into the folder is refused before its teacher's experts are trained
+    other = tmp_path / "other_experts"
+    assert distill(full, str(other), *common, "--set", "distill.lr=0.5") == 2
+    assert "was made with other settings" in (full / "print.log").read_text()
+    assert not other.exists() or not list(other.rglob("*.safetensors"))
+    assert all(torch.equal(ref[k], v) for k, v in student_weights(full).items())
 
 
 def test_two_ranks_equal_one_process(tmp_path, smoke_experts):
