@@ -111,17 +111,19 @@ committed runs. BBC's reproduce them (its articles fill every batch); TREC's and
 another draw, since dynamic padding (the default after their sets were made) changes the dropout
 masks (section "A whole run"), so their k-means subsets are picked with other experts than
 their sets and herding rows. They stay real subsets trained by the same protocol and seeds.
-TREC's k-means subsets and its full were measured as two runs (`_full`: `full` alone), so that
-each fits the time one session has; the protocol is the same.
+TREC's and SST-2's k-means subsets and their full were measured as two runs each (`_full`:
+`full` alone), so that each fits the time one session has; the protocol is the same.
 """,
      "commands": [f"{B} --dataset bbc --ipc 1 10 50 --no-set --baselines kmeans --label_modes hard",
                   f"{B} --dataset trec --ipc 1 10 50 --no-set --baselines kmeans --label_modes hard expert_soft --no-full",
                   f"{B} --dataset trec --ipc 1 --no-set --baselines none --label_modes hard --suffix _full",
-                  f"{B} --dataset sst2 --ipc 1 10 50 --no-set --baselines kmeans --label_modes hard expert_soft --full_modes hard",
+                  f"{B} --dataset sst2 --ipc 1 10 50 --no-set --baselines kmeans --label_modes hard expert_soft --no-full",
+                  f"{B} --dataset sst2 --ipc 1 --no-set --baselines none --label_modes hard --suffix _full",
                   f"{B} --dataset bbc --ipc 1 10 50 --no-set --baselines kmeans --label_modes expert_soft --no-full --suffix _soft"],
      "blocks": [eval_file(f"eval/{d}_baselines_ipc{i}{s}.json")
                 for d, s in (("bbc", ""), ("trec", ""), ("sst2", ""), ("bbc", "_soft"))
-                for i in (1, 10, 50)] + [eval_file("eval/trec_baselines_ipc1_full.json")]},
+                for i in (1, 10, 50)] + [eval_file(f"eval/{d}_baselines_ipc1_full.json")
+                                         for d in ("trec", "sst2")]},
 
     {"title": "A dataset it was never tuned on: SMS spam",
      "note": """
