@@ -341,9 +341,9 @@ def read_source(cfg: DatasetConfig, fmt: str) -> RawData:
         texts, labels, names = read_bbc(location)
         return RawData(texts, labels, None, None, names)
     if fmt != "hub" and (location is None or not location.exists()):
-        raise DataError(f"dataset.format {fmt!r} reads local files, but {_location_key(cfg)} "
-                        f"{str(location) if location else '(unset)'!r} does not exist; point "
-                        f"dataset.path at the data file or folder")
+        raise DataError(f"dataset {cfg.name!r}: dataset.format {fmt!r} reads local files, but "
+                        f"{_location_key(cfg)} {str(location) if location else '(unset)'!r} does "
+                        f"not exist; point dataset.path at the data file or folder")
     if fmt in ("sst", "trec"):
         reader = read_sst_file if fmt == "sst" else read_trec_file
         train_f, test_f = _split_files(location, (".txt",))
