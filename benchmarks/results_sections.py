@@ -94,8 +94,9 @@ synthetic row (the shipped config's run where there is one) and, where the datas
 `full` (trained at least the experts' 2 epochs), what share of it the set reaches; the k-means
 subsets and the converged full come from baselines-only runs (`bench_eval.py --no-set`, section
 "The strongest real subsets and a converged full"). The pattern: the set wins where real examples are
-few (ipc 1 everywhere, and ipc 10 under soft labels at BBC and SST-2; TREC's is ahead within the
-std there); at ipc 50 a well-chosen or random real subset is within 1-2 pp of full data at BBC and
+few (ipc 1 everywhere under hard labels, and under soft labels except SST-2, where the k-means
+subset comes within the std; ipc 10 under soft labels at BBC and SST-2, TREC's ahead within the
+std); at ipc 50 a well-chosen or random real subset is within 1-2 pp of full data at BBC and
 SMS spam and condensation has little left to add; at TREC and SST-2 it is still 7-9 pp below full,
 and the set has not closed that gap either.
 """,
