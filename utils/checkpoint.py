@@ -173,8 +173,9 @@ def check_resumable(state: dict, current: dict, path: Path) -> None:
 
 def set_aside(out_dir: Path, names: Iterable[str] = ("checkpoints", "distilled_data"),
               reason: str = "run.resume=never") -> List[Path]:
-    """`run.resume=never`: move an earlier run's outputs (folders or files: checkpoints, saved
-    sets, its args.log and histories) out of the way to <name>.old-<time>; nothing is deleted."""
+    """Move an earlier run's outputs (folders or files: checkpoints, saved sets, its args.log and
+    histories) out of the way to <name>.old-<time>, logging `reason`; nothing is deleted
+    (`run.resume=never`, and an evaluation into a folder that holds one)."""
     import time
     stamp = time.strftime("%Y%m%d-%H%M%S")
     moved = []
