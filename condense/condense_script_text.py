@@ -27,6 +27,8 @@ from condenser.schedule import Schedule
 from evaluation.plots import plot_eval_curve
 from evaluation.protocol import Evaluator, run_validation_indices, subset
 from evaluation.results import best_by_validation, record_eval_curve
+from evaluation.selectors import SELECTORS
+from evaluation.start_choice import choose_start
 from evaluation.worth import worth_entries, worth_table
 from utils.checkpoint import check_resumable, load_latest, save_checkpoint, set_aside, settings_view
 from utils.config import config_to_dict
@@ -91,7 +93,8 @@ def resume_settings(cfg: Config) -> dict:
 # what a condensation run writes into its folder; run.resume=never moves an earlier run's aside
 # (print.log stays: this run's log is already open on it, and appends)
 RUN_OUTPUTS = ("checkpoints", "distilled_data", "images", "args.log", "loss_history.json",
-               "eval_curve.json", "best_iteration.json", "worth.json", "run_summary.json")
+               "eval_curve.json", "best_iteration.json", "worth.json", "run_summary.json",
+               "start_choice.json")
 
 
 def find_resumable(cfg: Config, run) -> Optional[tuple]:
@@ -116,12 +119,37 @@ def find_resumable(cfg: Config, run) -> Optional[tuple]:
 
 
 def check_fresh_start(cfg: Config) -> None:
-    """The inputs a run that starts (not resumes) needs: a loadable set for init `load`, and a
-    start that update_fraction can hold."""
-    if INITS.entry(cfg.condense.init, where="condense.init").trait("loads_set"):
+    """The inputs a run that starts (not resumes) needs: a loadable set for init `load`, a
+    validation slice and real candidates for an init that chooses its start, and a start that
+    update_fraction can hold."""
+    init = INITS.entry(cfg.condense.init, where="condense.init")
+    if init.trait("loads_set"):
         from utils.synset import preflight_load
         preflight_load(cfg.condense.load_path)
+    if init.trait("chooses_start"):
+        check_start_candidates(cfg)
     check_held_start(cfg)
+
+
+def check_start_candidates(cfg: Config) -> None:
+    """An init that chooses its start (best_real) scores its candidates on the validation slice:
+    evaluate.select_by 'val', and each candidate a real-sample init that is also a baseline."""
+    c = cfg.condense
+    if cfg.evaluate.select_by != "val":
+        raise UserError(f"condense.init {c.init!r} chooses its start on the validation slice of the "
+                        f"training split: set evaluate.select_by=val (and evaluate.eval_every)")
+    opts = INITS.options(c.init, c.init_options, where="condense.init_options")
+    usable = [n for n in INITS.with_trait("starts_real")
+              if n in SELECTORS.names() and not INITS.entry(n).trait("chooses_start")]
+    bad = [n for n in opts.candidates if n not in usable]
+    if bad or not opts.candidates:
+        raise UserError(f"condense.init_options.candidates {opts.candidates}: "
+                        f"{'unknown or unusable ' + ', '.join(map(repr, bad)) if bad else 'empty'}; "
+                        f"each must be a real-sample start that is also a baseline: "
+                        f"{', '.join(usable)}")
+    if opts.runs < 1:
+        raise UserError(f"condense.init_options.runs is {opts.runs}: at least 1 classifier per "
+                        f"candidate")
 
 
 def check_held_start(cfg: Config) -> None:
@@ -138,14 +166,33 @@ def check_held_start(cfg: Config) -> None:
                         f"({real}) or update_fraction 1")
 
 
-def start_state(condenser: Condenser, cfg: Config, data: Data, ctx, found: Optional[tuple]) -> None:
-    """Resume from `found` (see find_resumable), else initialise."""
+def chosen_start(evaluator: "LazyEvaluator", cfg: Config, run, ctx):
+    """Collective, init `best_real`: the candidate start with the best validation score (rank 0
+    writes start_choice.json) and the init context with that start's own options."""
+    c = cfg.condense
+    opts = INITS.options(c.init, c.init_options, where="condense.init_options")
+    logger.info("choosing the start on the validation slice: %s, %d classifiers each",
+                ", ".join(opts.candidates), opts.runs)
+    mode, records = choose_start(evaluator(), opts.candidates, opts.runs)
+    logger.info("start chosen on validation: %s", mode)
+    if run.env.is_main:
+        atomic_write_json(run.out_dir / "start_choice.json",
+                          {"init": c.init, "chosen": mode, "candidates": records,
+                           "chosen_by": "validation slice of the training split"})
+    return mode, dataclasses.replace(ctx, options=INITS.options(mode, {}, where="condense.init"))
+
+
+def start_state(condenser: Condenser, cfg: Config, data: Data, ctx, found: Optional[tuple],
+                evaluator: "LazyEvaluator", run) -> str:
+    """Resume from `found` (see find_resumable), else initialise; returns the start used."""
     if found:
         logger.info("resuming from %s", found[0])
         condenser.load_state_dict(found[1], ctx)
-        return
-    loaded = None
-    if INITS.entry(cfg.condense.init, where="condense.init").trait("loads_set"):
+        return "resumed"
+    mode, loaded = cfg.condense.init, None
+    if INITS.entry(mode, where="condense.init").trait("chooses_start"):
+        mode, ctx = chosen_start(evaluator, cfg, run, ctx)
+    if INITS.entry(mode, where="condense.init").trait("loads_set"):
         def read():
             path = cfg.condense.load_path
             syn = load_synset(path)
@@ -155,7 +202,8 @@ def start_state(condenser: Condenser, cfg: Config, data: Data, ctx, found: Optio
             return split_by_class(syn)
         loaded = main_then_broadcast(read)
         logger.info("initialised from %s", cfg.condense.load_path)
-    condenser.initialize(cfg.condense.init, ctx, loaded)
+    condenser.initialize(mode, ctx, loaded)
+    return mode
 
 
 def synset_meta(cfg: Config, data: Data, condenser: Condenser) -> dict:
@@ -327,11 +375,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             logger.info("rank %d owns classes %s", rank, owned or "none")
         ctx = condenser.init_context(data.tokenizer, nclass, data.dataset.multilabel,
                                      list(data.dataset.class_names))
-        start_state(condenser, cfg, data, ctx, found)
-        c, schedule, evaluator = cfg.condense, Schedule.of(cfg), LazyEvaluator(cfg, env, data)
+        evaluator, t_start = LazyEvaluator(cfg, env, data), time.time()
+        started = start_state(condenser, cfg, data, ctx, found, evaluator, run)
+        stage_seconds["start"] = time.time() - t_start
+        c, schedule = cfg.condense, Schedule.of(cfg)
+        init = c.init if started in (c.init, "resumed") else f"{c.init} ({started})"
         logger.info("***** Running condensation *****  objectives: %s; %d classes x ipc %d, init "
                     "%s, %d iterations (from %d), %d experts, precision %s%s",
-                    condenser.describe_terms(), len(classes), c.ipc, c.init, c.niter,
+                    condenser.describe_terms(), len(classes), c.ipc, init, c.niter,
                     condenser.iteration, pool.num, resolve_precision(c.precision, env.device),
                     " (auto)" if c.precision == "auto" else "")
         logger.info("objective options: %s", condenser.describe_options())

@@ -19,6 +19,10 @@ hold).
              baseline's picks)
 - generated  new texts from a small causal LM prompted with real examples of the class, the
              `ipc` nearest k-means centroids of their expert features (`condenser.init_generated`)
+- best_real  the best of several real starts (option `candidates`, default random and herding),
+             each real subset trained by the evaluation protocol and scored on the validation
+             slice of the training split (evaluate.select_by 'val'); the condensation script makes
+             the choice (trait `chooses_start`) and then starts from the winner
 - load       a saved set (`condense.load_path`; taken by `condenser.synthetic.build_shard`)
 
 Trait `after_init`: called once every class of the rank is initialised (e.g. to free a model).
@@ -26,7 +30,7 @@ Trait `after_init`: called once every class of the rank is initialised (e.g. to 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import torch
 
@@ -48,6 +52,16 @@ class SelectOptions:
                              "evaluate.feature_expert classifies correctly (DATM's "
                              "initialisation); a class with fewer than ipc of them adds the wrong "
                              "ones closest to correct.")
+
+
+@dataclass
+class BestRealOptions:
+    candidates: List[str] = opt(["random", "herding"], "The starts tried: inits that start from "
+                                "real samples and are evaluation baselines of the same name "
+                                "(random, herding, kmeans).")
+    runs: int = opt(2, "Classifiers trained on each candidate (the evaluation protocol) and scored "
+                    "on the validation slice; the best mean validation accuracy wins, ties to the "
+                    "first listed.")
 
 
 def _class_pool(ctx: InitContext, c: int, ipc: int) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
@@ -118,6 +132,12 @@ def init_kmeans(ctx: InitContext, c: int, ipc: int, factor: int = 1) -> ClassDat
     return _feature_picks(ctx, c, ipc, factor, lambda feats: kmeans_select(feats, ipc, seed))
 
 
+def init_best_real(ctx: InitContext, c: int, ipc: int, factor: int = 1) -> ClassData:
+    """The best real start, chosen on the validation slice before initialisation."""
+    raise ValueError("init 'best_real' is resolved to one of its candidates before initialisation "
+                     "(the condensation script's choose_start)")
+
+
 def init_load(ctx: InitContext, c: int, ipc: int, factor: int = 1) -> ClassData:
     """A saved synthetic set (condense.load_path)."""
     raise ValueError("init 'load' takes its classes from the saved set (build_shard's `loaded`)")
@@ -137,6 +157,9 @@ for _name, _fn, _traits in (("random", init_random, {"options": SelectOptions, "
                             ("generated", init_generated, {"options": GeneratedOptions,
                                                            "needs_features": True,
                                                            "after_init": release_generators}),
+                            ("best_real", init_best_real, {"options": BestRealOptions,
+                                                           "starts_real": True,
+                                                           "chooses_start": True}),
                             ("load", init_load, {"loads_set": True})):
     INITS.register(_name, _fn, **_traits)
 

@@ -144,6 +144,59 @@ def test_condense_with_init_herding_saves_the_herding_picks(tmp_path, smoke_expe
     assert "herding" in (out / "print.log").read_text()
 
 
+VAL = ["--set", "evaluate.select_by=val", "--set", "evaluate.eval_every=2"]
+
+
+def test_init_best_real_starts_from_the_candidate_best_on_validation(tmp_path, smoke_experts):
+    """init best_real scores each candidate's real subset exactly as the evaluation's baselines
+    are scored on the validation slice (same seeds, same protocol), starts from the best, and its
+    set is the one that init alone makes."""
+    experts = ["--set", f"pretrain.expert_dir={smoke_experts}"]
+    learns = [*VAL, "--set", "evaluate.steps=30", "--set", "evaluate.lr=0.003",  # scores differ
+              "--set", "evaluate.val_fraction=0.5"]
+    out = tmp_path / "best"
+    assert condense_script_text.main(["--config_path", SMOKE, "--output_dir", str(out), *experts,
+                                      "--init", "best_real", "--set", "condense.niter=0",
+                                      "--set", "condense.init_options={candidates: [random, herding], "
+                                      "runs: 2}", *SMALL, *learns]) == 0
+    choice = json.loads((out / "start_choice.json").read_text())
+    scores = {r["candidate"]: r["val_mean"] for r in choice["candidates"]}
+    assert list(scores) == ["random", "herding"] and len(set(scores.values())) == 2
+    assert choice["chosen"] == max(scores, key=scores.get)
+    # the scores are the evaluation's own validation scores of those baselines
+    assert evaluate_script_text.main(["--config_path", SMOKE, "--output_dir", str(tmp_path / "eval"),
+                                      *experts, "--set", f"evaluate.results_table={tmp_path / 't.md'}",
+                                      "--baseline", "random,herding", *SMALL, *learns]) == 0
+    entries = json.loads((tmp_path / "eval" / "eval" / "results.json").read_text())
+    assert {e["method"]: e["metrics"]["val_accuracy"]["mean"] for e in entries} == scores
+    # the set is what the chosen init makes on its own
+    alone = tmp_path / "alone"
+    assert condense_script_text.main(["--config_path", SMOKE, "--output_dir", str(alone), *experts,
+                                      "--init", choice["chosen"], "--set", "condense.niter=0",
+                                      *SMALL, *learns]) == 0
+    a = torch.load(out / "distilled_data" / "syn_data_0.pth", weights_only=True)
+    b = torch.load(alone / "distilled_data" / "syn_data_0.pth", weights_only=True)
+    assert torch.equal(a["inputs_embeds"], b["inputs_embeds"])
+    assert torch.equal(a["attention_mask"], b["attention_mask"])
+    assert f"best_real ({choice['chosen']})" in (out / "print.log").read_text()
+
+
+@pytest.mark.parametrize("extra,message", [
+    ([], "set evaluate.select_by=val"),
+    (VAL + ["--set", "condense.init_options={candidates: [noise]}"], "unknown or unusable 'noise'"),
+    (VAL + ["--set", "condense.init_options={candidates: [best_real]}"], "unusable 'best_real'"),
+])
+def test_init_best_real_refuses_what_it_cannot_choose_on(tmp_path, smoke_experts, capsys, extra,
+                                                         message):
+    out = tmp_path / "run"
+    assert condense_script_text.main(["--config_path", SMOKE, "--output_dir", str(out),
+                                      "--set", f"pretrain.expert_dir={smoke_experts}",
+                                      "--init", "best_real",
+                                      "--set", "run.resume=never", *extra]) == 2
+    assert message in capsys.readouterr().err
+    assert not (out / "start_choice.json").exists() and not (out / "distilled_data").exists()
+
+
 # ------------------------------------------------------------------- expert soft labels
 
 def test_expert_soft_labels_are_the_experts_predictions(smoke_experts):
