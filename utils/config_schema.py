@@ -257,7 +257,10 @@ class CondenseConfig:
         "tokens replaced, 'manifold' the real samples nearest to k-means centres in a PCA space, "
         "'herding' the samples the herding baseline picks, 'kmeans' the real samples nearest to "
         "k-means centres of the expert features (the kmeans baseline's picks; both on features "
-        "of expert evaluate.feature_expert), 'load' a saved synthetic set (load_path).")
+        "of expert evaluate.feature_expert), 'generated' new texts from a small LM prompted with "
+        "real examples (make models), 'best_real' the one of init_options.candidates (random, "
+        "herding) whose real subset scores best on the validation slice (evaluate.select_by val), "
+        "'load' a saved synthetic set (load_path).")
     init_options: dict = _f({}, "Options of `init` (docs/config.md lists each init's), e.g. "
                             "{mask_ratio: 0.15, mask_strategy: important} for mask_fill, "
                             "{latent_dim: 16} for manifold.")
