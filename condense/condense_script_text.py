@@ -6,8 +6,8 @@
 Each rank owns a balanced block of classes. Missing experts are trained first (stage 1). Outputs
 under --output_dir (default results/condense/<dataset>/ipc<ipc>/<run_name>/):
 distilled_data/syn_data_<iter>.pth (+ _preview.txt), images/loss_curve.png, checkpoints/,
-loss_history.json, print.log, args.log. Re-running the same command resumes from the last complete
-checkpoint.
+loss_history.json, print.log, args.log (+ start_choice.json with init best_real). Re-running the
+same command resumes from the last complete checkpoint.
 """
 from __future__ import annotations
 
