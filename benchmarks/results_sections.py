@@ -576,14 +576,19 @@ one run. `before` pads every batch to `max_length` (the seed's way, `dataset.pad
 `after` is the shipped default, dynamic padding (each batch cut to its longest row; the same
 outputs up to float rounding, but training draws other dropout masks, whose shape follows the
 batch, so each variant's experts are another random draw of the same training).
-Measured so far on TREC only (the BBC run is pending; its articles fill the 64 tokens, so padding
-should cost them little), and that run's speed-up is confounded by load (see its notes). The second table is the bf16 lever for the training steps of experts, evaluation
+TREC's `before`/`after` speed-up is confounded by load (see its notes). BBC ipc 10 was measured
+with `after` alone (3 classifiers per method, not TREC's 5, so that it fit the time one session
+had; no `before` beside it, so no ratio): 766 s in all, of which evaluation is 444 s (58%: 9
+classifiers on 64-token articles, 3 runs shared by 2 ranks, so one rank idles a third of the time),
+condensation 170 s and the experts 152 s. There the time goes to evaluation; BBC's articles fill
+the 64 tokens, so dynamic padding has little to cut. The second table is the bf16 lever for the training steps of experts, evaluation
 classifiers and students: one training step of the MiniLM classifier in fp32 and under bf16
 autocast, side by side, and what `precision: auto` resolves to on the machine. Where the CPU has
 neither avx512_bf16 nor AMX, torch emulates bf16 and autocast is slower, so the lever is not built
 into those loops: `auto` would resolve to fp32 there anyway.
 """,
      "commands": ["python benchmarks/bench_pipeline.py --datasets trec --ipc 10 --variants before after",
+                  "python benchmarks/bench_pipeline.py --datasets bbc --ipc 10 --variants after --num_eval 3",
                   "python benchmarks/bench_precision.py   # batch 16 x 64 tokens, 1 thread"],
      "blocks": [pipeline(), rows_file("perf/precision_train.json")]},
 
