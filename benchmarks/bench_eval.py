@@ -106,7 +106,15 @@ def condense_stage(a, config: str, tag: str, common: list) -> dict:
                 "peak_rss_mb_per_rank": [r["peak_rss_mb"] for r in summary["ranks"]],
                 "world_size": summary["world_size"],
                 "overrides": [f"condense.method={a.method}", *a.extra]},
-            "kept": kept_set(cdir, summary, a.keep), "eval_curve": eval_curve(cdir, EVAL / f"{tag}.png")}
+            "kept": kept_set(cdir, summary, a.keep), "eval_curve": eval_curve(cdir, EVAL / f"{tag}.png"),
+            **start_choice(cdir)}
+
+
+def start_choice(cdir: Path) -> dict:
+    """The start an init that chooses it (best_real) took, with every candidate's validation
+    score, from the run's start_choice.json; nothing for a fixed start."""
+    path = cdir / "start_choice.json"
+    return {"start_choice": json.loads(path.read_text())} if path.is_file() else {}
 
 
 def main() -> None:

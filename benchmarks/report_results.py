@@ -145,6 +145,13 @@ def eval_file(rel: str, methods: Optional[List[str]] = None) -> Callable[[Ctx], 
         if kept.get("iteration") is not None and kept.get("chosen_by") != "last iteration":
             lines.append(f"Set evaluated: iteration {kept['iteration']} "
                          f"(chosen by the {kept.get('chosen_by', 'validation slice')}).")
+        choice = d.get("start_choice")
+        if choice:
+            scores = ", ".join(f"{r['candidate']} {pm(r['val_mean'], r['val_std'])}"
+                               for r in choice["candidates"])
+            lines.append(f"Start chosen on the {choice.get('chosen_by', 'validation slice')}: "
+                         f"{choice['chosen']} (validation accuracy, {choice['candidates'][0]['runs']} "
+                         f"classifiers each: {scores}).")
         out = " ".join(lines) + "\n\n"
         by_labels = d.get("evaluation_by_labels") or {"hard": d.get("evaluation", [])}
         for protocol, entries in by_labels.items():

@@ -160,10 +160,11 @@ same 100 steps. k-center's farthest-point picks score below always predicting ha
      "note": """
 Which real subset is the better start differs by dataset: herding's picks are ahead of random at
 TREC and BBC ipc 10 and behind at SST-2 and SMS spam (the select_by last rows above), so the
-ipc-10 layer's herding start (chosen on TREC) does not transfer. `condense.init: best_real` makes the choice per run on the validation
-slice of the training split (`evaluate.select_by=val`): each candidate real subset (default random
-and herding) trains 2 classifiers by the evaluation protocol, and the best mean validation score is
-the start (`start_choice.json`). The rows below are one protocol throughout: select_by val, the
+ipc-10 layer's herding start (chosen on TREC) does not transfer. `condense.init: best_real` makes
+the choice per run on the validation slice of the training split (`evaluate.select_by=val`): each
+candidate real subset (default random and herding) trains 2 classifiers by the evaluation
+protocol, and the best mean validation score is the start (`start_choice.json`, kept in each
+result file below). The rows below are one protocol throughout: select_by val, the
 validation slice held out of condensation and of the baselines' pools, 5 runs per row. On SMS
 spam it chose random (validation 98.06% vs herding 97.65%), as the test split would have, but the
 set still ends below both real subsets (-0.38 pp vs random, within the set's std of 0.47 but
@@ -173,9 +174,10 @@ subset on test (82.28% vs 80.92% here), and the set from that start, 81.68 ± 2.
 below herding. It was not the number of classifiers: the 5-run rows rank them the same way on
 validation (random 78.83%, herding 76.30%) and the other way on test. TREC's test questions are
 not drawn like its training questions, and a choice made on held-out training data follows the
-training distribution. Where validation and test agree (SMS spam), the start was not the gap. The choice
-cost 159 s against 64 s of condensation on SMS spam. The lever does not win: the shipped configs
-keep their starts, and best_real stays an option.
+training distribution. Where validation and test agree (SMS spam), the start was not the gap. The
+choice is not free: on SMS spam the condense stage took 230 s of wall time for 63 s of iterations,
+the choice most of the rest. The lever does not win: the shipped configs keep their starts, and
+best_real stays an option.
 """,
      "commands": [f"{B} --dataset sms_spam --config config/datasets/custom.yaml --ipc 10 --baselines random,herding "
                   "--no-full --label_modes hard --all_set dataset.path=$SMS --all_set dataset.label_column=spam "
@@ -522,9 +524,9 @@ grows to 4.90) and +2.13 pp over 300 steps at lr 5e-5. At ipc 10 the lead keeps 
 every recipe but is larger than the std only under the recipe the defaults were chosen with. The
 TREC ipc 50 set, made and measured the same way, leads herding by 1.07 pp, within the std, under
 the protocol and at lr 3e-4, and trails it by 1.07 pp over 300 steps at lr 5e-5: at ipc 50 no
-recipe shows a clear gain, as the verdict table's TREC ipc 50 "no" says. k-center and k-means are left out of both TREC tables: on TREC ipc 10 both are below
-herding under the protocol (section "The strongest real subsets and a converged full"); at ipc
-50 both are below random.
+recipe shows a clear gain, as the verdict table's TREC ipc 50 "no" says. k-center and k-means are
+left out of both TREC tables: on TREC ipc 10 both are below herding under the protocol (section
+"The strongest real subsets and a converged full"); at ipc 50 both are below random.
 """,
      "commands": ["python benchmarks/bench_recipes.py --config config/ipc1/bbc.yaml --set_path <set>.pth "
                   "--num_eval 3",
@@ -581,9 +583,9 @@ with `after` alone (3 classifiers per method, not TREC's 5, so that it fit the t
 had; no `before` beside it, so no ratio): 766 s in all, of which evaluation is 444 s (58%: 9
 classifiers on 64-token articles, 3 runs shared by 2 ranks, so one rank idles a third of the time),
 condensation 170 s and the experts 152 s. There the time goes to evaluation; BBC's articles fill
-the 64 tokens, so dynamic padding has little to cut. The second table is the bf16 lever for the training steps of experts, evaluation
-classifiers and students: one training step of the MiniLM classifier in fp32 and under bf16
-autocast, side by side, and what `precision: auto` resolves to on the machine. Where the CPU has
+the 64 tokens, so dynamic padding has little to cut. The second table is the bf16 lever for the
+training steps of experts, evaluation classifiers and students: one training step of the MiniLM
+classifier in fp32 and under bf16 autocast, side by side, and what `precision: auto` resolves to on the machine. Where the CPU has
 neither avx512_bf16 nor AMX, torch emulates bf16 and autocast is slower, so the lever is not built
 into those loops: `auto` would resolve to fp32 there anyway.
 """,
