@@ -118,8 +118,8 @@ masks (section "A whole run"), so their k-means subsets are picked with other ex
 their sets and herding rows. They stay real subsets trained by the same protocol and seeds.
 TREC's k-means subsets and its full were measured as two runs (`_full`: `full` alone), so that
 each fits the time one session has; the protocol is the same. SST-2's are split the same way; its
-converged full (the `_full` command: 5 classifiers of 2 epochs, 865 steps, over 6,920 rows; 23
-minutes here) reaches 88.20 ± 0.52%: the yardstick of SST-2's % of full.
+converged full (the `_full` command: 5 classifiers of 2 epochs, 865 steps, over 6,920 rows)
+reaches 88.20 ± 0.52%: the yardstick of SST-2's % of full.
 """,
      "commands": [f"{B} --dataset bbc --ipc 1 10 50 --no-set --baselines kmeans --label_modes hard",
                   f"{B} --dataset trec --ipc 1 10 50 --no-set --baselines kmeans --label_modes hard expert_soft --no-full",
