@@ -131,6 +131,7 @@ class EvalContext:
     hidden_size: int
     label_expert: Optional[TextClassifier] = None   # label_mode expert_soft: relabels every method
     attention_expert: Optional[TextClassifier] = None   # attention_weight > 0: attention labels
+    rounds: int = 0       # evaluate_runs calls so far: the rank that gets the spare run rotates
 
     @property
     def model(self) -> str:

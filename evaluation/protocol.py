@@ -4,8 +4,9 @@ The protocol (section `evaluate` of the config), the same for every method:
 
 - `num_eval` fresh classifiers per method, run i seeded with `derive_seed(run.seed, "evaluate", i)`
   (the same seeds for every method, so methods are compared on paired runs); the runs are spread
-  over ranks with `shard_range` and gathered with a collective, so the numbers do not depend on
-  the world size;
+  over ranks with `rotated_shard` and gathered with a collective, so the numbers do not depend on
+  the world size; when `num_eval` does not divide by the world size, the rank that takes the
+  spare run moves on by one with each method, so over several methods the ranks stay busy alike;
 - each classifier is the PRE-TRAINED encoder (`network.model_path`, or `evaluate.eval_model_path`
   for a cross-architecture check) with a new head, never an expert;
 - `steps` AdamW steps (`lr`, `weight_decay`, constant rate, gradient norm clipped to 1) on batches
@@ -64,7 +65,7 @@ from evaluation.context import (  # noqa: F401  (re-exported: the protocol's pub
 from evaluation.selectors import SELECTORS, select_for
 from utils.config_schema import Config
 from utils.data import TokenizedSplit
-from utils.distributed import DistEnv, all_gather_objects, shard_range
+from utils.distributed import DistEnv, all_gather_objects, rotated_shard
 from utils.experts import dataset_tag
 from utils.model import (
     TextClassifier,
@@ -230,7 +231,9 @@ def evaluate_runs(ctx: EvalContext, method: str, ts: Examples, steps: int,
         ts = expert_soft_labels(ctx, ts)
     targets = expert_attention_labels(ctx, ts) if ctx.attention_expert is not None else None
     local = []
-    for i in shard_range(n, ctx.env.world_size, ctx.env.rank):
+    share = rotated_shard(n, ctx.env.world_size, ctx.env.rank, ctx.rounds)  # same on every rank
+    ctx.rounds += 1
+    for i in share:
         rec = train_classifier(ctx, ts, steps, run_seed(ctx.cfg.run.seed, i),
                                desc=f"{method} run {i + 1}/{n}", attention_targets=targets)
         local.append({"run": i, "rank": ctx.env.rank, **rec})

@@ -19,6 +19,7 @@ from utils.distributed import (
     init_distributed,
     launched_by_torchrun,
     ownership_table,
+    rotated_shard,
     shard_range,
 )
 from utils.seeding import derive_seed, rng_state, set_rng_state
@@ -45,6 +46,21 @@ def test_shard_range_examples():
     assert ownership_table(2, 4) == [[], [0], [], [1]]
     assert ownership_table(0, 3) == [[], [], []]
     assert shard_range(10, 1, 0) == range(10)
+
+
+@pytest.mark.parametrize("world", range(1, 7))
+def test_rotated_shard_balances_spares(world):
+    for n in range(10):
+        totals = [0] * world
+        for turn in range(world):
+            shards = [rotated_shard(n, world, r, turn) for r in range(world)]
+            assert sorted(i for s in shards for i in s) == list(range(n))   # a partition
+            for r, s in enumerate(shards):
+                totals[r] += len(s)
+        assert len(set(totals)) == 1, (n, world, totals)          # every rank did the same work
+    # 3 runs on 2 ranks, three methods: plain shards give rank 1 six runs and rank 0 three
+    per_rank = [sum(len(rotated_shard(3, 2, r, t)) for t in range(3)) for r in range(2)]
+    assert per_rank == [4, 5]
 
 
 @pytest.mark.parametrize("world, rank", [(2, 2), (2, -1), (1, 1), (0, 0), (3, 7)])

@@ -201,8 +201,9 @@ def test_two_ranks_equal_one_process(tmp_path, smoke_experts, synthetic, all_met
     ref = {e["method"]: e for e in results(all_methods)}
     two = results(out)
     assert [e["method"] for e in two] == ["synthetic", "herding", "full"]
+    # one run on each rank; the rank of run 0 moves on with each method (rotated_shard)
+    assert [[r["rank"] for r in e["runs"]] for e in two] == [[0, 1], [1, 0], [0, 1]]
     for e in two:
-        assert [r["rank"] for r in e["runs"]] == [0, 1]          # one run on each rank
         assert e["world_size"] == 2
         r1 = ref[e["method"]]
         assert e.get("selected") == r1.get("selected")

@@ -120,6 +120,14 @@ def shard_range(n_items: int, world_size: int, rank: int) -> range:
     return range(start, stop)
 
 
+def rotated_shard(n_items: int, world_size: int, rank: int, turn: int) -> range:
+    """`shard_range` with the ranks rotated by `turn`: call k of a sequence of shardings passes
+    turn=k, so the ranks that take the spare items move on each time (plain `shard_range` gives
+    every spare to the same ranks): over `world_size` calls of one size every rank gets the same
+    total."""
+    return shard_range(n_items, world_size, (rank + turn) % world_size)
+
+
 def ownership_table(n_items: int, world_size: int) -> List[List[int]]:
     return [list(shard_range(n_items, world_size, r)) for r in range(world_size)]
 
