@@ -95,7 +95,7 @@ def main() -> None:
                     "--set", f"distill.losses={MIXES[mix]}",
                     "--set", f"distill.baseline={'true' if n == 0 else 'false'}",
                     "--set", f"distill.results_table={RESULTS / 'table.md'}", *extra]
-            if syn is not None:
+            if syn is not None and data != "real":        # real data refuses a set it ignores
                 args += ["--load_path", str(syn)]
             start = time.time()
             torchrun(a.nproc, "distill_script_text.py", args)

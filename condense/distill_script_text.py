@@ -98,10 +98,15 @@ def load_teacher(cfg: Config, env, data: Data, eager: bool):
 
 def read_synthetic(cfg: Config, data: Data) -> Optional[dict]:
     """The synthetic set distill.data asks for, read and checked against the data's classes before
-    the teacher is loaded or trained (None for real data)."""
-    if cfg.distill.data == "real":
-        return None
+    the teacher is loaded or trained (None for real data; a set given with real data is refused,
+    not silently ignored)."""
     path = cfg.condense.load_path
+    if cfg.distill.data == "real":
+        if path:
+            raise UserError(f"a synthetic set was given ({path}) but distill.data is 'real', which "
+                            f"would not use it: add --data synthetic (the set alone) or --data "
+                            f"both (the set and the real data), or drop --load_path")
+        return None
     if not path:
         raise UserError(f"distill.data = {cfg.distill.data!r} needs a synthetic set: --load_path "
                         f"results/condense/.../distilled_data/syn_data_<iter>.pth")

@@ -296,6 +296,10 @@ def test_synthetic_and_both_with_a_smaller_student(tmp_path, smoke_experts):
                        "--set", "distill.losses=[{name: logit_kd}, {name: hidden_mse}]") == 0
         hist = json.loads((out / "distill" / "history.json").read_text())
         assert len(hist) == 6 and all(h["hidden_mse"] > 0 for h in hist)
+    # a set given without --data would be ignored by the default (real data): refused instead
+    assert distill(tmp_path / "ignored", smoke_experts, "--load_path", syn) == 2
+    assert "distill.data is 'real', which would not use it" in \
+        (tmp_path / "ignored" / "print.log").read_text()
     # each trained on the rows it was given: the set's 10 sequences, or those and the real ones
     from utils.config import load_config
     from utils.runtime import load_data
