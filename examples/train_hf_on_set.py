@@ -2,7 +2,7 @@
 
     pip install 'textcondense[hf]'          # accelerate, which the Trainer needs
     python examples/train_hf_on_set.py \
-        --set results/condense/bbc/ipc1/demo/distilled_data/syn_data_100.pth \
+        --load_path results/condense/bbc/ipc1/demo/distilled_data/syn_data_100.pth \
         --config_path demo --steps 100 --lr 1e-4 --seed 0
 
 A set holds `inputs_embeds`: word embeddings of the encoder it was condensed with (the set's
@@ -72,7 +72,9 @@ def accuracy(model, tokenizer, texts: Sequence[str], labels: Sequence[int], max_
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--set", required=True, help="syn_data_<iter>.pth or its .safetensors copy")
+    p.add_argument("--load_path", "--set", dest="load_path", required=True,
+                   help="syn_data_<iter>.pth or its .safetensors copy (as the stages' --load_path; "
+                        "--set is its old name)")
     p.add_argument("--model", default=None, help="encoder folder or name (default: the set's "
                    "meta model_path)")
     p.add_argument("--config_path", default=None, help="config whose test split scores the model")
@@ -83,7 +85,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--out", default="hf_on_set", help="output folder")
     a = p.parse_args(argv)
 
-    syn = tc.load_synset(a.set)
+    syn = tc.load_synset(a.load_path)
     meta = syn["meta"]
     print(tc.synset_summary(syn))
     name = a.model or meta["model_path"]
@@ -94,7 +96,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     model = load_stock_model(model_dir, meta["class_names"])
     history = train(model, tc.to_hf_dataset(syn), a.out, a.steps, a.lr, a.batch_size, a.seed)
     losses = [h["loss"] for h in history if "loss" in h]
-    scores = {"set": a.set, "model": name, "steps": a.steps, "lr": a.lr, "seed": a.seed,
+    scores = {"set": a.load_path, "model": name, "steps": a.steps, "lr": a.lr, "seed": a.seed,
               "train_loss_first": losses[0] if losses else None,
               "train_loss_last": losses[-1] if losses else None}
     if a.config_path:

@@ -164,7 +164,7 @@ def test_example_trains_a_stock_hf_model_on_a_set(tmp_path):
                      decode_type="single", multilabel=False, method="real tokens")
     save_synset(build_synset(per, list(range(5)), meta), tmp_path / "set" / "syn_data_0.pth")
     proc = subprocess.run([sys.executable, str(ROOT / "examples" / "train_hf_on_set.py"),
-                           "--set", str(tmp_path / "set" / "syn_data_0.safetensors"),
+                           "--load_path", str(tmp_path / "set" / "syn_data_0.safetensors"),
                            "--config_path", SMOKE, "--steps", "6", "--lr", "1e-3",
                            "--out", str(tmp_path / "out")], cwd=tmp_path, capture_output=True,
                           text=True, env={**ENV, "PYTHONPATH": str(ROOT)}, timeout=600)
