@@ -46,6 +46,7 @@ def test_each_stage_offers_only_its_flags():
     assert {"--data", "--student_layers", "--teacher_path", "--steps", "--load_path"} <= distill
     assert "--ipc" not in distill and "--init" not in distill
     assert "--steps" not in condense and "--student_layers" not in condense
+    assert "--debug" in condense and not {"--debug"} & (experts | evaluate | distill)  # condense's
 
 
 def test_help_shows_the_true_defaults():

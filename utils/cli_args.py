@@ -38,6 +38,9 @@ def schema_flags(stage: Optional[str] = None) -> dict:
         hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
             dotted = f"{sec.name}.{f.name}"
+            only = f.metadata.get("flag_stages")
+            if stage and only and stage not in only:
+                continue
             if f.metadata.get("flag") and (wanted is None or sec.name in wanted or dotted in wanted):
                 out[f.metadata["flag"]] = (dotted, f, hints[f.name])
     return out

@@ -19,11 +19,13 @@ from dataclasses import dataclass, field
 from typing import List, Literal, Optional
 
 
-def _f(default, help: str, path: bool = False, flag: Optional[str] = None, **kw):
+def _f(default, help: str, path: bool = False, flag: Optional[str] = None,
+       flag_stages: Optional[tuple] = None, **kw):
     """A dataclass field carrying its help text, whether it is a path, and its command-line flag
-    (`flag="ipc"` makes `--ipc` set this key in every entry script; `utils.config.make_parser`
-    builds the flags from these fields, so flags, keys and help cannot drift apart)."""
-    meta = {"help": help, "path": path, "flag": flag}
+    (`flag="ipc"` makes `--ipc` set this key in every entry script that reads its section, or only
+    in `flag_stages`; `utils.config.make_parser` builds the flags from these fields, so flags,
+    keys and help cannot drift apart)."""
+    meta = {"help": help, "path": path, "flag": flag, "flag_stages": flag_stages}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda d=default: type(d)(d), metadata=meta, **kw)
     return field(default=default, metadata=meta, **kw)
@@ -612,7 +614,8 @@ class RunConfig:
                                    path=True, flag="output_dir")
     run_name: str = _f("default", "Name of the run folder under the default output_dir.")
     debug: bool = _f(False, "Few classes, few iterations, frequent logs (stage 2, condense, "
-                     "only; the other stages ignore it).", flag="debug")
+                     "only; the other stages ignore it).", flag="debug",
+                     flag_stages=("condense",))
     tf32: bool = _f(True, "Allow TF32 matmuls (CUDA only; ignored on CPU).", flag="tf32")
     gpu: Optional[str] = _f(None, "Visible CUDA devices, e.g. '0,1' (harmless on CPU).", flag="gpu")
     collective_timeout_s: float = _f(1800.0, "Seconds a rank waits in a collective for the others "
