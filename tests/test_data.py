@@ -221,7 +221,7 @@ ML_TEST = [
 ]
 
 
-def test_multilabel_jsonl(tmp_path, tokenizer):
+def test_multilabel_jsonl(tmp_path, tokenizer, caplog):
     write_jsonl(tmp_path / "train.jsonl", ML_TRAIN)
     write_jsonl(tmp_path / "test.jsonl", ML_TEST)
     ds = load_text_dataset(DatasetConfig(name="ml", data_dir=str(tmp_path), nclass=3,
@@ -237,6 +237,7 @@ def test_multilabel_jsonl(tmp_path, tokenizer):
     idx = class_indices(y, 3)
     assert [i.tolist() for i in idx] == [[0, 4, 5], [0, 1, 3], [1, 2, 4]]
 
+    caplog.set_level("INFO", logger="utils.data")
     train, test = tokenize_dataset(ds, tokenizer, 16, str(tmp_path / "cache"))
     assert len(train) == 6 and len(test) == 2
     assert train.input_ids.shape == (6, 16) and train.attention_mask.shape == (6, 16)
@@ -244,6 +245,11 @@ def test_multilabel_jsonl(tmp_path, tokenizer):
     assert torch.equal(test.labels, torch.tensor([[1.0, 1, 1], [0, 1, 0]]))
     assert [i.tolist() for i in train.class_indices] == [[0, 4, 5], [0, 1, 3], [1, 2, 4]]
     assert [i.tolist() for i in test.class_indices] == [[0], [0, 1], [0]]
+    # the log says how much of the training text reaches max_length (cut there)
+    assert "at max_length 16: 0% of the training rows fill all 16 tokens" in caplog.text
+    short, _ = tokenize_dataset(ds, tokenizer, 4, None)
+    assert bool(short.attention_mask.all())
+    assert "at max_length 4: 100% of the training rows fill all 4 tokens" in caplog.text
 
 
 def test_multilabel_single_file_split_with_unlabelled_rows(tmp_path):

@@ -400,4 +400,9 @@ def tokenize_dataset(ds: TextDataset, tokenizer, max_length: int, cache_dir: Opt
         ids, mask = tokenize_cached(texts, tokenizer, max_length, cache_dir)
         y = label_tensor(labels, ds.nclass, ds.multilabel)
         splits.append(TokenizedSplit(ids, mask, y, class_indices(y, ds.nclass)))
+    full = float(splits[0].attention_mask[:, -1].float().mean()) if len(splits[0]) else 0.0
+    logger.info("tokenised %d train / %d test rows at max_length %d: %.0f%% of the training rows "
+                "fill all %d tokens (cut there, or exactly that long; dataset.max_length keeps "
+                "more of each text, at more cost)", len(splits[0]), len(splits[1]), max_length,
+                100 * full, max_length)
     return splits[0], splits[1]
