@@ -122,25 +122,29 @@ def test_student_from_teacher_layers_and_projection_shapes(models):
         build_student(teacher, C, dataclasses.replace(d, student_hidden=16))
 
 
-def test_int8_both_backends_keep_the_students_predictions(models):
+@pytest.mark.parametrize("backend", ["torch.ao", "torchao"])
+def test_int8_backend_keeps_the_students_predictions(models, backend):
     from distiller.report import quantize_int8
+    if backend == "torchao":
+        pytest.importorskip("torchao")
     teacher = freeze(models[0])
     student = build_student(teacher, C, DistillConfig(student_layers=2, dropout=0.0)).model.eval()
     ids = torch.randint(5, 50, (16, L), generator=torch.Generator().manual_seed(0))
     batch = {"input_ids": ids, "attention_mask": torch.ones(16, L, dtype=torch.long)}
     with torch.no_grad():
         ref = student(**batch).logits
-    with pytest.warns(DeprecationWarning, match="torch.ao.quantization is deprecated"):
-        old = quantize_int8(student, "torch.ao")          # today's default, deprecated by torch
-    assert type(old.bert.encoder.layer[0].attention.self.query).__name__ == "Linear" and \
-        "quantized" in type(old.bert.encoder.layer[0].attention.self.query).__module__
-    pytest.importorskip("torchao")
-    new = quantize_int8(student, "torchao")
-    assert "Int8" in type(new.bert.encoder.layer[0].attention.self.query.weight).__name__
-    for q in (old, new):
-        with torch.no_grad():
-            out = q(**batch).logits
-        assert (out - ref).abs().max() < 0.05 * ref.abs().max() + 1e-3
+    if backend == "torch.ao":
+        with pytest.warns(DeprecationWarning, match="torch.ao.quantization is deprecated"):
+            q = quantize_int8(student, backend)           # today's default, deprecated by torch
+        query = q.bert.encoder.layer[0].attention.self.query
+        assert type(query).__name__ == "Linear" and "quantized" in type(query).__module__
+    else:
+        q = quantize_int8(student, backend)
+        assert "Int8" in type(q.bert.encoder.layer[0].attention.self.query.weight).__name__
+    with torch.no_grad():
+        out = q(**batch).logits
+    assert (out - ref).abs().max() < 0.05 * ref.abs().max() + 1e-3
+    assert not torch.equal(out, ref)                      # quantised for real, not a copy
     assert student.bert.encoder.layer[0].attention.self.query.weight.dtype == torch.float32
 
 

@@ -172,9 +172,16 @@ def test_example_trains_a_stock_hf_model_on_a_set(tmp_path):
     scores = json.loads((tmp_path / "out" / "scores.json").read_text())
     assert scores["test_rows"] == 40 and 0.0 <= scores["test_accuracy"] <= 1.0
     assert math.isfinite(scores["train_loss_first"]) and scores["train_loss_first"] > 0
-    trained = BertForSequenceClassification.from_pretrained(tmp_path / "out" / "model")
+    trained = BertForSequenceClassification.from_pretrained(tmp_path / "out" / "model").eval()
     assert trained.config.id2label[0] == "business"
     assert not torch.equal(trained.classifier.weight, stock.classifier.weight)   # it trained
+    # the reported accuracy is the saved model's on the 40 test texts, scored here afresh
+    enc = tok(list(data.test_texts), truncation=True, padding="max_length", max_length=16,
+              return_tensors="pt")
+    with torch.no_grad():
+        pred = trained(**enc).logits.argmax(-1)
+    expected = float((pred == torch.tensor(data.test_labels)).float().mean())
+    assert scores["test_accuracy"] == pytest.approx(expected)
 
 
 def test_multi_decode_cuts_each_sequence_into_factor_segments_and_single_keeps_it():

@@ -13,7 +13,15 @@ def test_missing_alias_names_the_command(tmp_path, monkeypatch):
     monkeypatch.setenv("TEXTCONDENSE_MODEL_CACHE", str(tmp_path))
     with pytest.raises(ModelError, match="make models"):
         resolve_model_path("all-mpnet-base-v2")
-    assert resolve_model_path("sentence-transformers/all-mpnet-base-v2").startswith("sentence-")
+    # a hub name is passed through untouched (a user with a network gets the hub's copy)
+    assert resolve_model_path("sentence-transformers/all-mpnet-base-v2") == \
+        "sentence-transformers/all-mpnet-base-v2"
+
+
+def test_alias_resolves_to_the_assembled_folder():
+    if not (mpnet_dir() / "config.json").is_file():
+        pytest.skip(f"all-mpnet-base-v2 is not assembled in {mpnet_dir()} (run `make models`)")
+    assert resolve_model_path("mpnet") == resolve_model_path("all-mpnet-base-v2") == str(mpnet_dir())
 
 
 @pytest.fixture(scope="module")
