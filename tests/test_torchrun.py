@@ -40,6 +40,65 @@ def test_expert_training_two_ranks(smoke_experts):
     assert {p: p.stat().st_mtime_ns for p in root.rglob("*.safetensors")} == stamps
 
 
+def test_a_half_trained_expert_resumes_after_its_last_epoch(tmp_path, smoke_experts, monkeypatch):
+    """An expert interrupted after epoch 1 is finished from its saved optimiser, scheduler and RNG
+    state: its epoch 2 is the uninterrupted run's (the torchrun-trained smoke experts). With that
+    state damaged, or of another epoch than the manifest's, it is trained again from the start,
+    with a warning, and ends the same."""
+    from safetensors.torch import load_file
+
+    import utils.experts
+    from condense import pretrain_script_text
+    ref_dir = expert_set_dir(smoke_cfg(smoke_experts)) / "expert_0"
+    ref = load_file(str(ref_dir / "epoch_2.safetensors"))
+    ref_acc = json.loads((ref_dir / "manifest.json").read_text())["history"][1]["accuracy"]
+    write_manifest = utils.experts._write_manifest
+
+    def stop_after_epoch_1(root, k, cfg, epochs_done, *rest):
+        write_manifest(root, k, cfg, epochs_done, *rest)
+        if k == 0 and epochs_done == 1:
+            raise RuntimeError("interrupted after epoch 1")
+
+    def pretrain(root) -> str:
+        assert pretrain_script_text.main(["--config_path", SMOKE, "--set",
+                                          f"pretrain.expert_dir={root}"]) == 0
+        return (expert_set_dir(smoke_cfg(str(root))) / "print.log").read_text()
+
+    for case in ("resume", "damaged", "stale"):
+        root = tmp_path / case
+        e0 = expert_set_dir(smoke_cfg(str(root))) / "expert_0"
+        if case == "stale":              # complete, then the manifest rewound to epoch 1
+            pretrain(root)
+            manifest = json.loads((e0 / "manifest.json").read_text())
+            manifest.update(complete=False, epochs_done=1, history=manifest["history"][:1])
+            (e0 / "manifest.json").write_text(json.dumps(manifest))
+            (e0 / "epoch_2.safetensors").unlink()
+        else:
+            with monkeypatch.context() as m:
+                m.setattr(utils.experts, "_write_manifest", stop_after_epoch_1)
+                with pytest.raises(RuntimeError, match="interrupted after epoch 1"):
+                    pretrain_script_text.main(["--config_path", SMOKE, "--set",
+                                               f"pretrain.expert_dir={root}"])
+            assert not (e0 / "epoch_2.safetensors").exists()
+        if case == "damaged":
+            (e0 / "train_state.pt").write_bytes(b"not a torch file")
+        stamp = (e0 / "epoch_1.safetensors").stat().st_mtime_ns
+        log = pretrain(root)
+        again = json.loads((e0 / "manifest.json").read_text())
+        assert again["complete"] and [h["epoch"] for h in again["history"]] == [1, 2]
+        got = load_file(str(e0 / "epoch_2.safetensors"))
+        for k in ref:
+            torch.testing.assert_close(got[k], ref[k], atol=1e-5, rtol=1e-4)
+        assert again["history"][1]["accuracy"] == pytest.approx(ref_acc, abs=1e-6)
+        if case == "resume":
+            assert "expert 0: resuming after epoch 1" in log
+            assert (e0 / "epoch_1.safetensors").stat().st_mtime_ns == stamp   # not retrained
+        else:
+            assert "expert 0 cannot resume after epoch 1" in log and "from the start" in log
+            assert ("is of epoch 2, the manifest says 1" in log) == (case == "stale")
+            assert (e0 / "epoch_1.safetensors").stat().st_mtime_ns != stamp
+
+
 def test_condense_two_ranks_equals_one_process(tmp_path, smoke_experts):
     two, one = tmp_path / "two", tmp_path / "one"
     common = ["--config_path", SMOKE, "--set", f"pretrain.expert_dir={smoke_experts}",

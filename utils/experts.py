@@ -183,6 +183,9 @@ def train_expert(k: int, cfg: Config, train: TokenizedSplit, test: TokenizedSpli
         try:
             resume = (load_safetensors(weights_path(root, k, done)),
                       safe_torch_load(expert_dir(root, k) / "train_state.pt"))
+            if int(resume[1].get("epoch", -1)) != done:       # the optimiser of another epoch
+                raise ArtifactError(f"train_state.pt is of epoch {resume[1].get('epoch')}, the "
+                                    f"manifest says {done}")
         except ArtifactError as exc:
             logger.warning("expert %d cannot resume after epoch %d (%s): training it from the "
                            "start", k, done, exc)
