@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -46,10 +47,26 @@ def test_outputs_shapes_and_safe_loading(tmp_path, smoke_experts):
     history = json.loads((tmp_path / "loss_history.json").read_text())
     assert [h["iteration"] for h in history] == list(range(1, 7))
     log = (tmp_path / "print.log").read_text()
-    assert "expert" in log and "lam" in log                  # which expert was used is logged
+    # each iteration's line names the expert and interpolation it used, as the history records
+    logged = {int(it): (int(k), float(lam)) for it, k, lam in
+              re.findall(r"iter (\d+)/6 .* expert (\d+) lam ([0-9.]+)", log)}
+    assert sorted(logged) == list(range(1, 7))
+    for h in history:
+        assert logged[h["iteration"]] == (h["expert"], pytest.approx(h["lam"], abs=5e-4))
     # the embeddings moved away from their initialisation (gradients reached inputs_embeds)
     first = load_final(tmp_path, 3)["inputs_embeds"]
     assert not torch.allclose(first, syn["inputs_embeds"])
+
+
+def test_debug_condenses_few_classes_for_few_iterations(tmp_path, smoke_experts):
+    cfg = load_config(SMOKE)
+    assert condense(tmp_path, smoke_experts, "--debug", "--set", "condense.debug_niter=2") == 0
+    history = json.loads((tmp_path / "loss_history.json").read_text())
+    assert [h["iteration"] for h in history] == [1, 2]
+    syn = load_final(tmp_path, 2)
+    classes = cfg.condense.debug_classes
+    assert syn["class_of"].tolist() == [c for c in range(classes) for _ in range(cfg.condense.ipc)]
+    assert not (tmp_path / "distilled_data" / "syn_data_6.pth").exists()
 
 
 def test_resume_matches_uninterrupted_run(tmp_path, smoke_experts):
