@@ -33,6 +33,18 @@ def test_expert_training_two_ranks(smoke_experts):
     a = load_file(str(root / "expert_0" / "epoch_2.safetensors"))
     b = load_file(str(root / "expert_1" / "epoch_2.safetensors"))
     assert not torch.equal(a["classifier.weight"], b["classifier.weight"])
+    # each manifest's final test accuracy is what its saved final weights score on the test split
+    from utils.model import build_classifier
+    from utils.runtime import load_data
+    from utils.training import evaluate_classifier
+    data = load_data(cfg)
+    for k in range(cfg.pretrain.num_premodel):
+        model = build_classifier(cfg.network, 5, pretrained=False,
+                                 vocab_size=data.tokenizer.vocab_size)
+        model.load_state_dict(load_file(str(root / f"expert_{k}" / "epoch_2.safetensors")))
+        scores = evaluate_classifier(model, data.test, 64, torch.device("cpu"))
+        manifest = json.loads((root / f"expert_{k}" / "manifest.json").read_text())
+        assert manifest["history"][-1]["accuracy"] == pytest.approx(scores["accuracy"], abs=1e-5)
     # re-running skips complete experts: no weight file is rewritten
     stamps = {p: p.stat().st_mtime_ns for p in root.rglob("*.safetensors")}
     torchrun("condense/pretrain_script_text.py",
