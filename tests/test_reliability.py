@@ -61,6 +61,7 @@ def test_killed_worker_restarts_with_default_launcher_flags(tmp_path, smoke_expe
         time.sleep(0.05)
     workers = _workers(agent.pid)
     assert workers and agent.poll() is None, "the run ended before a worker could be killed"
+    assert complete_checkpoints(out), "no checkpoint within 120 s: the kill would test nothing"
     os.kill(workers[-1], signal.SIGKILL)
     output, _ = agent.communicate(timeout=300)
     assert agent.returncode == 0, output[-4000:]
@@ -564,6 +565,7 @@ def test_ctrl_c_says_what_was_kept_and_how_to_resume(tmp_path, smoke_experts):
     while not complete_checkpoints(out) and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
     assert proc.poll() is None, "the run ended before it could be interrupted"
+    assert complete_checkpoints(out), "no checkpoint within 240 s: nothing kept to report"
     proc.send_signal(signal.SIGINT)
     output, _ = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "Traceback" not in output, output[-3000:]
