@@ -26,7 +26,7 @@ from condenser.report import plot_loss_curve, write_preview
 from condenser.schedule import Schedule
 from evaluation.plots import plot_eval_curve
 from evaluation.protocol import Evaluator, run_validation_indices, subset
-from evaluation.results import best_by_validation, record_eval_curve
+from evaluation.results import best_by_validation, curve_val_score, record_eval_curve
 from evaluation.selectors import SELECTORS
 from evaluation.start_choice import choose_start
 from evaluation.worth import worth_entries, worth_table
@@ -247,7 +247,8 @@ def condensation_split(cfg: Config, data: Data):
 
 
 def keep_best(run, cfg: Config) -> None:
-    """Rank 0, select_by 'val': name the evaluated iteration with the best validation accuracy."""
+    """Rank 0, select_by 'val': name the evaluated iteration with the best validation score
+    (accuracy; micro-F1 for multi-label)."""
     curve_path = run.out_dir / "eval_curve.json"
     best = best_by_validation(read_json(curve_path)) if curve_path.is_file() else None
     if best is None:
@@ -256,9 +257,11 @@ def keep_best(run, cfg: Config) -> None:
     atomic_write_json(run.out_dir / "best_iteration.json",
                       {"iteration": best["iteration"], "synthetic_set": str(path),
                        "val_accuracy_mean": best["val_accuracy_mean"],
+                       "val_micro_f1_mean": best.get("val_micro_f1_mean"),
                        "chosen_by": "validation slice of the training split"})
-    logger.info("best iteration by validation accuracy: %d (%.4f); set %s", best["iteration"],
-                best["val_accuracy_mean"], path)
+    by = "micro-F1" if best.get("val_micro_f1_mean") is not None else "accuracy"
+    logger.info("best iteration by validation %s: %d (%.4f); set %s", by, best["iteration"],
+                curve_val_score(best), path)
 
 
 def current_set(condenser: Condenser, cfg: Config, data: Data) -> dict:

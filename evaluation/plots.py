@@ -10,7 +10,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from evaluation.results import best_by_validation
+from evaluation.results import best_by_validation, curve_val_score
 from utils.plots import pyplot, save_figure
 
 
@@ -57,12 +57,14 @@ def plot_eval_curve(curve: Sequence[dict], path: Path) -> None:
     std = np.array([c["accuracy_std"] for c in curve])
     line, = ax.plot(its, test, marker="o", ms=4, lw=1.2, label="test split")
     ax.fill_between(its, test - std, test + std, color=line.get_color(), alpha=0.15)
-    scored = [c for c in curve if c.get("val_accuracy_mean") is not None]
+    scored = [c for c in curve if curve_val_score(c) is not None]
     if scored:
         v_its = np.array([c["iteration"] for c in scored])
-        val = np.array([c["val_accuracy_mean"] for c in scored])
-        line, = ax.plot(v_its, val, marker="s", ms=4, lw=1.2, label="validation slice (chooses)")
-        if all(c.get("val_accuracy_std") is not None for c in scored):
+        val = np.array([curve_val_score(c) for c in scored])
+        f1 = any(c.get("val_micro_f1_mean") is not None for c in scored)
+        line, = ax.plot(v_its, val, marker="s", ms=4, lw=1.2,
+                        label="validation micro-F1 (chooses)" if f1 else "validation slice (chooses)")
+        if not f1 and all(c.get("val_accuracy_std") is not None for c in scored):
             v_std = np.array([c["val_accuracy_std"] for c in scored])
             ax.fill_between(v_its, val - v_std, val + v_std, color=line.get_color(), alpha=0.15)
     if best is not None:

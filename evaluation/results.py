@@ -148,6 +148,7 @@ def record_eval_curve(path: Path, iteration: int, entry: dict, seconds: float,
                   "num_eval": entry["num_eval"], "steps": entry["steps"],
                   "val_accuracy_mean": entry["metrics"].get("val_accuracy", {}).get("mean"),
                   "val_accuracy_std": entry["metrics"].get("val_accuracy", {}).get("std"),
+                  "val_micro_f1_mean": entry["metrics"].get("val_micro_f1", {}).get("mean"),
                   "model": entry["model"], "seconds": round(seconds, 2),
                   "condense_seconds": None if condense_seconds is None else round(condense_seconds, 2)})
     curve = sorted(curve, key=lambda c: c["iteration"])
@@ -155,10 +156,17 @@ def record_eval_curve(path: Path, iteration: int, entry: dict, seconds: float,
     return curve
 
 
+def curve_val_score(point: dict) -> Optional[float]:
+    """What an eval_curve point is chosen by: validation micro-F1 for multi-label (as
+    `evaluation.protocol.val_score` for one classifier), else validation accuracy."""
+    f1 = point.get("val_micro_f1_mean")
+    return f1 if f1 is not None else point.get("val_accuracy_mean")
+
+
 def best_by_validation(curve: List[dict]) -> Optional[dict]:
-    """The eval_curve point with the highest validation accuracy (ties: the earliest), or None
-    when the curve has no validation figures."""
-    scored = [c for c in curve if c.get("val_accuracy_mean") is not None]
+    """The eval_curve point with the best validation score (`curve_val_score`; ties: the
+    earliest), or None when the curve has no validation figures."""
+    scored = [c for c in curve if curve_val_score(c) is not None]
     if not scored:
         return None
-    return max(scored, key=lambda c: (c["val_accuracy_mean"], -c["iteration"]))
+    return max(scored, key=lambda c: (curve_val_score(c), -c["iteration"]))

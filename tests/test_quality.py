@@ -354,6 +354,20 @@ def test_condense_ends_with_what_the_set_is_worth(tmp_path, smoke_experts):
 
 # ---------------------------------------------------------- the kept iteration, by validation
 
+def test_best_by_validation_takes_the_best_score_earliest_and_micro_f1_for_multilabel():
+    from evaluation.results import best_by_validation
+
+    def point(it, acc, f1=None):
+        return {"iteration": it, "val_accuracy_mean": acc, "val_micro_f1_mean": f1}
+
+    assert best_by_validation([point(0, .5), point(1, .7), point(2, .7), point(3, .6)])[
+        "iteration"] == 1                                          # ties: the earliest
+    assert best_by_validation([{"iteration": 0, "val_accuracy_mean": None}]) is None
+    # multi-label: subset accuracy is near 0 for a tiny set; micro-F1 chooses (select_by val's rule)
+    curve = [point(0, .02, .30), point(100, .03, .25), point(200, .01, .41)]
+    assert best_by_validation(curve)["iteration"] == 200
+
+
 def test_condensation_keeps_the_iteration_with_the_best_validation_accuracy(tmp_path, smoke_experts):
     out = tmp_path / "run"
     assert condense_script_text.main([
