@@ -65,6 +65,17 @@ def all_methods(tmp_path_factory, smoke_experts, synthetic, single_thread) -> Pa
     return out
 
 
+def test_in_loop_evaluation_equals_the_evaluate_stage(all_methods, synthetic):
+    """The condensation's eval_it point and stage 3 on the saved set are one protocol: the same
+    classifiers (seeds, steps, test split), so the same scores."""
+    curve = json.loads((synthetic.parent.parent / "eval_curve.json").read_text())
+    stage = next(e for e in results(all_methods) if e["method"] == "synthetic")
+    assert stage["iteration"] == curve[-1]["iteration"] == 2
+    assert curve[-1]["accuracy_mean"] == pytest.approx(stage["mean"], abs=1e-9)
+    assert curve[-1]["accuracy_std"] == pytest.approx(stage["std"], abs=1e-9)
+    assert stage["mean"] == pytest.approx(sum(r["accuracy"] for r in stage["runs"]) / 2)
+
+
 def test_every_method_results_table_and_plots(all_methods):
     entries = results(all_methods)
     assert [e["method"] for e in entries] == METHODS
