@@ -26,7 +26,7 @@ from condenser.report import plot_loss_curve, write_preview
 from condenser.schedule import Schedule
 from evaluation.plots import plot_eval_curve
 from evaluation.protocol import Evaluator, run_validation_indices, subset
-from evaluation.results import best_by_validation, curve_val_score, record_eval_curve
+from evaluation.results import best_by_validation, record_eval_curve, val_score
 from evaluation.selectors import SELECTORS
 from evaluation.start_choice import choose_start
 from evaluation.worth import worth_entries, worth_table
@@ -261,7 +261,7 @@ def keep_best(run, cfg: Config) -> None:
                        "chosen_by": "validation slice of the training split"})
     by = "micro-F1" if best.get("val_micro_f1_mean") is not None else "accuracy"
     logger.info("best iteration by validation %s: %d (%.4f); set %s", by, best["iteration"],
-                curve_val_score(best), path)
+                val_score(best, "_mean"), path)
 
 
 def current_set(condenser: Condenser, cfg: Config, data: Data) -> dict:

@@ -10,7 +10,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from evaluation.results import best_by_validation, curve_val_score
+from evaluation.results import best_by_validation, val_score
 from utils.plots import pyplot, save_figure
 
 
@@ -57,10 +57,10 @@ def plot_eval_curve(curve: Sequence[dict], path: Path) -> None:
     std = np.array([c["accuracy_std"] for c in curve])
     line, = ax.plot(its, test, marker="o", ms=4, lw=1.2, label="test split")
     ax.fill_between(its, test - std, test + std, color=line.get_color(), alpha=0.15)
-    scored = [c for c in curve if curve_val_score(c) is not None]
+    scored = [c for c in curve if val_score(c, "_mean") is not None]
     if scored:
         v_its = np.array([c["iteration"] for c in scored])
-        val = np.array([curve_val_score(c) for c in scored])
+        val = np.array([val_score(c, "_mean") for c in scored])
         f1 = any(c.get("val_micro_f1_mean") is not None for c in scored)
         line, = ax.plot(v_its, val, marker="s", ms=4, lw=1.2,
                         label="validation micro-F1 (chooses)" if f1 else "validation slice (chooses)")

@@ -62,6 +62,7 @@ from evaluation.context import (  # noqa: F401  (re-exported: the protocol's pub
     subset,
     validation_indices,
 )
+from evaluation.results import val_score  # noqa: F401  (the choice rule; re-exported)
 from evaluation.selectors import SELECTORS, select_for
 from utils.config_schema import Config
 from utils.data import TokenizedSplit
@@ -148,12 +149,6 @@ def train_classifier(ctx: EvalContext, ts: Examples, steps: int, seed: int, desc
     with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
         torch.manual_seed(seed)
         return _train_classifier(ctx, ts, steps, seed, desc, attention_targets)
-
-
-def val_score(point: dict) -> float:
-    """What select_by 'val' maximises: validation accuracy, or micro-F1 for multi-label (subset
-    accuracy of a tiny set's classifier is near 0 on many-topic data and chooses nothing)."""
-    return point.get("val_micro_f1", point["val_accuracy"])
 
 
 def param_groups(model: TextClassifier, ev) -> list:

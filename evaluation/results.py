@@ -156,17 +156,18 @@ def record_eval_curve(path: Path, iteration: int, entry: dict, seconds: float,
     return curve
 
 
-def curve_val_score(point: dict) -> Optional[float]:
-    """What an eval_curve point is chosen by: validation micro-F1 for multi-label (as
-    `evaluation.protocol.val_score` for one classifier), else validation accuracy."""
-    f1 = point.get("val_micro_f1_mean")
-    return f1 if f1 is not None else point.get("val_accuracy_mean")
+def val_score(point: dict, suffix: str = "") -> Optional[float]:
+    """What select_by 'val' maximises: validation micro-F1 for multi-label (subset accuracy of a
+    tiny set's classifier is near 0 on many-topic data and chooses nothing), else validation
+    accuracy. `suffix`: '' for one classifier's evaluated step, '_mean' for an eval_curve point."""
+    f1 = point.get(f"val_micro_f1{suffix}")
+    return f1 if f1 is not None else point.get(f"val_accuracy{suffix}")
 
 
 def best_by_validation(curve: List[dict]) -> Optional[dict]:
-    """The eval_curve point with the best validation score (`curve_val_score`; ties: the
+    """The eval_curve point with the best validation score (`val_score`; ties: the
     earliest), or None when the curve has no validation figures."""
-    scored = [c for c in curve if curve_val_score(c) is not None]
+    scored = [c for c in curve if val_score(c, "_mean") is not None]
     if not scored:
         return None
-    return max(scored, key=lambda c: (curve_val_score(c), -c["iteration"]))
+    return max(scored, key=lambda c: (val_score(c, "_mean"), -c["iteration"]))
