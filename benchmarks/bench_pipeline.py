@@ -18,6 +18,9 @@ Variants (`--variants`, the first is the reference):
 - after: the shipped defaults (dynamic padding: batches cut to their longest row)
 - epochs1: the shipped defaults with 1-epoch experts (`pretrain.epochs=1`)
 - grouped: the shipped defaults with length-grouped expert batches (`pretrain.group_by_length`)
+- bf16: the shipped defaults with every stage under bfloat16 autocast (`pretrain.precision`,
+  `condense.precision`, `evaluate.precision` = bf16: fast on CPUs with AMX/avx512_bf16 and
+  CUDA GPUs, slower where bf16 is emulated; the machine's CPU flags are in the JSON)
 
 `--quick` runs the smoke config (tiny random BERT, one rank, a few iterations) in seconds: the
 tested path. Writes benchmarks/results/perf/pipeline_<dataset>_ipc<ipc>[_quick].json.
@@ -47,6 +50,8 @@ VARIANTS = {
     "after": [],
     "epochs1": ["--set", "pretrain.epochs=1"],
     "grouped": ["--set", "pretrain.group_by_length=true"],
+    "bf16": ["--set", "pretrain.precision=bf16", "--set", "condense.precision=bf16",
+             "--set", "evaluate.precision=bf16"],
 }
 BASELINES = ["random", "herding"]
 

@@ -72,6 +72,7 @@ from utils.model import (
     TextClassifier,
     build_classifier,
 )
+from utils.precision import resolve_precision, uses_bf16
 from utils.seeding import derive_seed
 from utils.synset import check_fits, to_examples
 from utils.training import (
@@ -178,6 +179,7 @@ def _train_classifier(ctx: EvalContext, ts: Examples, steps: int, seed: int, des
     checkpoints = set(eval_steps(steps, ev.eval_every))
     curve_test = curve_subset(ctx.test, ev.curve_rows, derive_seed(ctx.cfg.run.seed, "curve"))
     one = ctx.cfg.dataset.at_least_one_label
+    bf16 = uses_bf16(ev.precision, dev)
     points: List[dict] = []
     timing = {"eval": 0.0, "loss": float("nan")}
 
@@ -189,9 +191,9 @@ def _train_classifier(ctx: EvalContext, ts: Examples, steps: int, seed: int, des
         # the reported step is scored on the whole split: the last one, or any under select_by val
         split = ctx.test if step == steps or ev.select_by == "val" else curve_test
         point = {"step": step, **evaluate_classifier(model, split, ev.eval_batch_size, dev,
-                                                     one)}
+                                                     one, bf16)}
         if ctx.val is not None:
-            val = evaluate_classifier(model, ctx.val, ev.eval_batch_size, dev, one)
+            val = evaluate_classifier(model, ctx.val, ev.eval_batch_size, dev, one, bf16)
             point["val_accuracy"] = val["accuracy"]
             if "micro_f1" in val:                      # multi-label: chosen by micro-F1
                 point["val_micro_f1"] = val["micro_f1"]
@@ -202,7 +204,7 @@ def _train_classifier(ctx: EvalContext, ts: Examples, steps: int, seed: int, des
     start = time.perf_counter()
     train_steps(model, ts, itertools.islice(batches, steps), optimizer, dev,
                 loss_fn, total=steps, show_progress=ctx.env.is_main,
-                desc=desc, on_step=on_step)
+                desc=desc, on_step=on_step, bf16=bf16)
     train_s = time.perf_counter() - start - timing["eval"]
     if ev.select_by == "val":
         chosen = max(points, key=lambda p: (val_score(p), -p["step"]))  # ties: earliest
@@ -259,6 +261,7 @@ def summarize(ctx: EvalContext, method: str, runs: List[dict], ts: Examples, ste
             "n_train": len(ts), "steps": steps, "num_eval": len(runs),
             "select_by": ctx.cfg.evaluate.select_by, "labels": label_protocol(ctx.cfg.evaluate),
             "world_size": ctx.env.world_size,
+            "precision": resolve_precision(ctx.cfg.evaluate.precision, ctx.env.device),
             "mean": metrics["accuracy"]["mean"], "std": metrics["accuracy"]["std"],
             "metrics": metrics,
             "train_seconds": float(np.mean([r["train_seconds"] for r in runs])),

@@ -134,3 +134,80 @@ def test_multi_layer_matching_sums_the_per_layer_losses_with_the_cache(tmp_path,
         first[layers] = json.loads((out / "loss_history.json").read_text())[0]["match_loss"]
     assert first["[-2, -1]"] == pytest.approx(first["[-2]"] + first["[-1]"], rel=1e-5)
     assert first["[-2]"] != pytest.approx(first["[-1]"])
+
+
+def _toy_task(n: int, seed: int):
+    """Token-id rows whose class is whether the first token is in the upper half of the
+    vocabulary (a task a tiny BERT learns in a few dozen steps)."""
+    from utils.training import Examples
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, 45, (n, 8), generator=g)                               # [N, L]
+    labels = (ids[:, 0] >= 25).long()                                              # [N]
+    return Examples(torch.ones_like(ids), labels, input_ids=ids)
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_training_under_bf16_autocast_learns_with_fp32_weights(bf16):
+    """pretrain/evaluate.precision bf16: the linear layers of the training steps and of scoring
+    run in bfloat16 (seen by a hook), weights and gradients stay fp32, and the classifier
+    learns the task as in fp32 (accuracy on held-out rows)."""
+    from utils.config_schema import NetworkConfig
+    from utils.model import build_classifier
+    from utils.training import endless_batches, evaluate_classifier, label_loss_fn, train_steps
+
+    torch.manual_seed(0)
+    net = NetworkConfig(model_path="random", random_layers=1, random_hidden=32, random_heads=2,
+                        dropout=0.0)
+    model = build_classifier(net, 2, vocab_size=50)
+    seen = []
+    linear = next(m for m in model.modules() if isinstance(m, torch.nn.Linear))
+    linear.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    train, test = _toy_task(512, 0), _toy_task(256, 1)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    batches = endless_batches(len(train), 32, torch.Generator().manual_seed(0))
+    cpu = torch.device("cpu")
+    import itertools
+    loss = train_steps(model, train, itertools.islice(batches, 80), opt, cpu,
+                       label_loss_fn(False), bf16=bf16)
+    want = torch.bfloat16 if bf16 else torch.float32
+    assert set(seen) == {want} and len(seen) == 80
+    assert all(p.dtype == torch.float32 and p.grad.dtype == torch.float32
+               for p in model.parameters() if p.grad is not None)
+    seen.clear()
+    scores = evaluate_classifier(model, test, 64, cpu, bf16=bf16)
+    assert set(seen) == {want}
+    assert scores["accuracy"] > 0.9 and loss < 0.6, (scores, loss)
+
+
+def test_expert_precision_shapes_the_fingerprint_and_is_recorded(tmp_path, smoke_experts):
+    """Experts trained under bf16 are another artifact than fp32 ones: another folder (fp32
+    keeps the folder experts had before the key existed; 'auto' is filed under what it resolves
+    to). Stage 1 logs the arithmetic; stage 3 records it with every results entry."""
+    from condense import evaluate_script_text, pretrain_script_text
+    from utils.config import load_config
+    from utils.experts import expert_set_dir, fingerprint
+    from utils.precision import resolve_precision
+
+    def folder(value):
+        return expert_set_dir(load_config(SMOKE, [("pretrain.precision", value)]))
+    assert folder("fp32") == expert_set_dir(load_config(SMOKE))
+    assert "precision" not in fingerprint(load_config(SMOKE))["pretrain"]
+    assert folder("bf16") != folder("fp32")
+    assert folder("auto") == folder(resolve_precision("auto", torch.device("cpu")))
+
+    root = tmp_path / "experts"
+    assert pretrain_script_text.main(["--config_path", SMOKE, "--expert_precision", "bf16",
+                                      "--set", f"pretrain.expert_dir={root}",
+                                      "--set", "pretrain.num_premodel=1",
+                                      "--set", "pretrain.epochs=1"]) == 0
+    manifest = json.loads(next(root.rglob("expert_0/manifest.json")).read_text())
+    assert manifest["fingerprint"]["pretrain"]["precision"] == "bf16" and manifest["complete"]
+    out = tmp_path / "eval"
+    assert evaluate_script_text.main(["--config_path", SMOKE, "--output_dir", str(out),
+                                      "--set", f"pretrain.expert_dir={smoke_experts}",
+                                      "--set", f"evaluate.results_table={out / 'results.md'}",
+                                      "--baseline", "random", "--set", "evaluate.num_eval=1",
+                                      "--set", "evaluate.steps=2", "--eval_precision", "bf16",
+                                      "--set", "condense.ipc=2"]) == 0
+    entries = json.loads((out / "eval" / "results.json").read_text())
+    assert entries and {e["precision"] for e in entries} == {"bf16"}

@@ -36,7 +36,16 @@ def _f(default, help: str, path: bool = False, flag: Optional[str] = None,
 # (utils.experts: existing experts keep their folder) and a checkpoint without it resumes
 # (utils.checkpoint).
 ADDED_LATER = {"network.pooling": "cls", "pretrain.group_by_length": False,
-               "condense.update_fraction": 1.0, "distill.student_path": None}
+               "condense.update_fraction": 1.0, "distill.student_path": None,
+               "pretrain.precision": "fp32"}
+
+
+def _training_precision(default: str, who: str, flag: str):
+    """The `precision` key of a stage that trains classifiers (experts, evaluation classifiers)."""
+    return _f(default, f"Arithmetic of training and scoring the {who}: 'fp32'; "
+              "'bf16' bfloat16 autocast (weights, gradients and optimiser state stay fp32); "
+              "'auto' bf16 where the device runs it natively (a CUDA GPU with bf16, a CPU with "
+              "avx512_bf16/AMX), else fp32.", flag=flag)
 
 
 @dataclass
@@ -144,6 +153,8 @@ class PretrainConfig:
         "seeded shuffle is cut into chunks of 50 batches, sorted by length within a chunk, and "
         "the batches then shuffled), so dynamic padding trims more on short-text data.",
         flag="group_by_length")
+    precision: Literal["fp32", "bf16", "auto"] = _training_precision("fp32", "experts",
+                                                                     "expert_precision")
     expert_dir: str = _f("pretrained_models", "Root folder of expert checkpoints.", path=True)
 
     def check(self):
@@ -437,6 +448,8 @@ class EvaluateConfig:
                                      "attention maps are labels (0 = first, -1 = last).")
     eval_batch_size: int = _f(128, "Batch size for test/validation evaluation and feature "
                               "extraction.")
+    precision: Literal["fp32", "bf16", "auto"] = _training_precision(
+        "fp32", "evaluation classifiers (every method and 'full' alike)", "eval_precision")
 
     def check(self):
         for key in ("num_eval", "steps", "batch_size", "eval_batch_size"):

@@ -41,6 +41,7 @@ from utils.io import (
     safe_torch_load,
 )
 from utils.model import TextClassifier, build_classifier, model_tag, resolve_pooling
+from utils.precision import resolve_precision, this_machine, uses_bf16
 from utils.readers import DataError
 from utils.seeding import rng_state, seed_everything, set_rng_state
 from utils.training import (
@@ -100,6 +101,7 @@ def fingerprint(cfg: Config) -> dict:
     experts with another fingerprint live in another folder and are never mixed."""
     full = config_to_dict(cfg)
     full["network"]["pooling"] = resolve_pooling(cfg.network)      # 'auto' = what it resolves to
+    full["pretrain"]["precision"] = resolve_precision(cfg.pretrain.precision, this_machine())
     out = {section: {k: v for k, v in full[section].items() if k not in skip
                      and ADDED_LATER.get(f"{section}.{k}", object()) != v}
            for section, skip in NOT_SHAPING.items()}
@@ -210,8 +212,10 @@ def train_expert(k: int, cfg: Config, train: TokenizedSplit, test: TokenizedSpli
         set_rng_state(state["rng"])
 
     per_epoch = -(-len(train) // p.batch_size)
-    logger.info("expert %d: %d epochs x %d steps (%d rows, batch %d); progress lines give the rate "
-                "and ETA", k, p.epochs - done, per_epoch, len(train), p.batch_size)
+    bf16 = uses_bf16(p.precision, device)
+    logger.info("expert %d: %d epochs x %d steps (%d rows, batch %d, %s); progress lines give the "
+                "rate and ETA", k, p.epochs - done, per_epoch, len(train), p.batch_size,
+                "bf16 autocast" if bf16 else "fp32")
     for epoch in range(done + 1, p.epochs + 1):
         start = time.time()
         gen = torch.Generator().manual_seed(seed * 1000 + epoch)  # data order of this epoch
@@ -220,9 +224,9 @@ def train_expert(k: int, cfg: Config, train: TokenizedSplit, test: TokenizedSpli
         loss = train_steps(model, examples, batches, optimizer,
                            device, loss_fn, scheduler, total=-(-len(train) // p.batch_size),
                            show_progress=show_progress, desc=f"expert {k} epoch {epoch}/{p.epochs}",
-                           track=f"expert_{k}", track_start=(epoch - 1) * per_epoch)
+                           track=f"expert_{k}", track_start=(epoch - 1) * per_epoch, bf16=bf16)
         scores = evaluate_classifier(model, test, p.eval_batch_size, device,
-                                     cfg.dataset.at_least_one_label)
+                                     cfg.dataset.at_least_one_label, bf16)
         seconds += time.time() - start
         history.append({"epoch": epoch, "train_loss": round(loss, 5),
                         **{name: round(v, 5) for name, v in scores.items()}})

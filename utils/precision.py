@@ -1,4 +1,5 @@
-"""Which arithmetic a device runs fast: `condense.precision: auto` resolves here."""
+"""Which arithmetic a device runs fast: every `precision: auto` key (condensation, experts,
+evaluation classifiers) resolves here; `autocast` is the one bf16 context they all use."""
 from __future__ import annotations
 
 import functools
@@ -35,3 +36,21 @@ def resolve_precision(precision: str, device: torch.device, flags=None) -> str:
     if precision != "auto":
         return precision
     return "bf16" if bf16_is_fast(device, flags) else "fp32"
+
+
+def autocast(device: torch.device, enabled: bool):
+    """bfloat16 autocast on the device's type (a no-op context when not enabled): matmuls and
+    linear layers run in bf16, weights, gradients and optimiser state stay fp32."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+def uses_bf16(precision: str, device: torch.device) -> bool:
+    """Whether a training loop with this precision key ('fp32', 'bf16', 'auto') runs under bf16
+    autocast on `device`."""
+    return resolve_precision(precision, device) != "fp32"
+
+
+def this_machine() -> torch.device:
+    """The kind of device this process trains on (CUDA when present, else CPU), for resolving
+    'auto' where no device is at hand (the expert fingerprint)."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -21,6 +21,7 @@ from sklearn.metrics import f1_score
 
 from utils import tracking
 from utils.logging_utils import progress
+from utils.precision import autocast
 
 # ------------------------------------------------------------------------------------ examples
 
@@ -112,7 +113,9 @@ def label_loss(logits: torch.Tensor, labels: torch.Tensor, multilabel: bool,
     labels [B] long: cross-entropy. labels [B, C] in a single-label task: soft cross-entropy
     against the normalised label vector (soft labels). labels [B, C] in a multi-label task: BCE,
     averaged over classes. `reduction` 'mean' averages over examples, 'sum' adds them up.
+    Computed in fp32 whatever the logits' dtype (bf16 under autocast).
     """
+    logits = logits.float()
     if labels.dim() == 1:
         return F.cross_entropy(logits, labels, reduction=reduction)
     if multilabel:
@@ -131,6 +134,7 @@ def attention_kl(target: torch.Tensor, attn: torch.Tensor, mask: torch.Tensor) -
     target, attn  # [B, heads, L, L] (rows sum to 1); mask  # [B, L] 1 = real token"""
     if target.shape[1] != attn.shape[1]:
         target, attn = target.mean(1, keepdim=True), attn.mean(1, keepdim=True)
+    target, attn = target.float(), attn.float()              # bf16 under autocast: compared in fp32
     kl = (target * (target.clamp_min(1e-12).log() - attn.clamp_min(1e-12).log())).sum(-1)  # [B, h, L]
     m = mask.to(kl.dtype)                                                                  # [B, L]
     return (kl.mean(1) * m).sum() / m.sum().clamp_min(1.0)
@@ -222,7 +226,7 @@ def train_steps(model: torch.nn.Module, examples: Examples, batches: Iterable[to
                 show_progress: bool = False, desc: str = "train",
                 on_step: Optional[Callable[[int, float], Optional[dict]]] = None,
                 after_backward: Optional[Callable[[], None]] = None,
-                track: Optional[str] = None, track_start: int = 0) -> float:
+                track: Optional[str] = None, track_start: int = 0, bf16: bool = False) -> float:
     """One optimiser step per batch of `batches` (indices into `examples`); returns the mean loss
     per example. `after_backward()` runs between the backward pass and gradient clipping (data
     parallelism averages the gradients over ranks there). `on_step(step, loss)` runs after each
@@ -235,7 +239,8 @@ def train_steps(model: torch.nn.Module, examples: Examples, batches: Iterable[to
     bar = progress(batches, enabled=show_progress, total=total, desc=desc)
     for step, idx in enumerate(bar, start=1):
         model.train()
-        loss = loss_fn(model, examples.inputs(idx, device), examples.labels[idx].to(device), idx)
+        with autocast(device, bf16):
+            loss = loss_fn(model, examples.inputs(idx, device), examples.labels[idx].to(device), idx)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if after_backward is not None:
@@ -259,11 +264,14 @@ def train_steps(model: torch.nn.Module, examples: Examples, batches: Iterable[to
 # ---------------------------------------------------------------------------------- evaluation
 
 @torch.no_grad()
-def predict_logits(model, examples: Examples, batch_size: int, device: torch.device) -> torch.Tensor:
-    """Logits of every example, in order  # [N, C] (CPU); batches of similar length."""
+def predict_logits(model, examples: Examples, batch_size: int, device: torch.device,
+                   bf16: bool = False) -> torch.Tensor:
+    """Logits of every example, in order  # [N, C] (CPU, fp32); batches of similar length; with
+    `bf16`, the forward passes run under bfloat16 autocast."""
     model.eval()
     batches = list(by_length(examples.attention_mask, batch_size))
-    out = [model(**examples.inputs(idx, device)).logits.float().cpu() for idx in batches]
+    with autocast(device, bf16):
+        out = [model(**examples.inputs(idx, device)).logits.float().cpu() for idx in batches]
     if not out:
         return torch.zeros(0, 0)
     logits = torch.empty(len(examples), out[0].shape[1])
@@ -298,9 +306,9 @@ def scores_from_logits(logits: torch.Tensor, labels: torch.Tensor,
 
 
 def evaluate_classifier(model, split, batch_size: int, device: torch.device,
-                        at_least_one: bool = False) -> dict:
+                        at_least_one: bool = False, bf16: bool = False) -> dict:
     """Scores of `model` on a tokenised split (or `Examples`); `at_least_one`: see
-    `multilabel_predictions` (dataset.at_least_one_label)."""
+    `multilabel_predictions` (dataset.at_least_one_label); `bf16`: see `predict_logits`."""
     examples = split if isinstance(split, Examples) else Examples.of(split)
-    return scores_from_logits(predict_logits(model, examples, batch_size, device), examples.labels,
-                              at_least_one)
+    return scores_from_logits(predict_logits(model, examples, batch_size, device, bf16),
+                              examples.labels, at_least_one)

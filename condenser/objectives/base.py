@@ -23,6 +23,7 @@ from condenser.expert_pool import ExpertChoice, ExpertPool, choose_expert
 from condenser.synthetic import SyntheticShard
 from utils.data import TokenizedSplit
 from utils.distributed import DistEnv
+from utils.precision import autocast  # noqa: F401 (re-exported: the objectives use it from here)
 from utils.registry import NoOptions, Registry
 from utils.synset import decode
 
@@ -123,6 +124,3 @@ def cls_features(model, layer_index, **inputs) -> torch.Tensor:
     return F.normalize(model(layer_index=layer_index, **inputs).features.float(), dim=-1)
 
 
-def autocast(device: torch.device, enabled: bool):
-    """bfloat16 autocast on the device's type (a no-op context when not enabled)."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
