@@ -39,6 +39,7 @@ from utils.config_schema import Config, KDLossSpec
 from utils.distributed import DistEnv, all_gather_objects, gather_objects_to_main, main_then_broadcast
 from utils.errors import UserError
 from utils.model import ClassifierOutput
+from utils.precision import uses_bf16
 from utils.seeding import derive_seed, rng_state, seed_everything, set_rng_state
 from utils.training import linear_warmup_decay, train_steps
 
@@ -63,6 +64,14 @@ class DistillModule(nn.Module):
         """(total loss, each term's value [K], detached; 0 for a term that is off)."""
         ctx.student = self.student(**inputs, output_hidden_states=self.need_hidden,
                                    output_attentions=self.need_attention)
+        if torch.is_autocast_enabled(ctx.student.logits.device.type):   # distill.precision bf16
+            ctx.student, ctx.teacher = as_fp32(ctx.student), as_fp32(ctx.teacher)
+            if ctx.trajectory_logits is not None:
+                ctx.trajectory_logits = ctx.trajectory_logits.float()
+        with torch.autocast(ctx.student.logits.device.type, enabled=False):  # the terms in fp32
+            return self._terms(ctx, active)
+
+    def _terms(self, ctx: KDContext, active: Active) -> Tuple[torch.Tensor, torch.Tensor]:
         ctx.student_model, ctx.projections = self.student, self.projections
         total = ctx.student.logits.new_zeros(())
         values = []
@@ -74,6 +83,20 @@ class DistillModule(nn.Module):
             total = total + weight * value
             values.append(value.detach())
         return total, torch.stack(values)
+
+
+def as_fp32(out: Optional[ClassifierOutput]) -> Optional[ClassifierOutput]:
+    """Every tensor of a model's outputs in fp32 (bf16 under autocast), so that the loss terms
+    compare in full precision."""
+    if out is None:
+        return None
+
+    def f(t):
+        if t is None or isinstance(t, torch.Tensor):
+            return None if t is None else t.float()
+        return tuple(x.float() for x in t)
+    return ClassifierOutput(f(out.logits), f(out.features), f(out.attentions),
+                            f(out.hidden_states))
 
 
 class TrajectoryTeacher:
@@ -251,6 +274,9 @@ class Distiller:
         if self.step >= self.d.steps:
             logger.info("%s: already trained (%d steps)", desc, self.step)
             return
+        bf16 = uses_bf16(self.d.precision, self.env.device)
+        logger.info("%s: steps %d-%d, %s", desc, self.step + 1, self.d.steps,
+                    "bf16 autocast (loss terms in fp32)" if bf16 else "fp32")
         batches = global_batches(self.sources, self.d.batch_size, derive_seed(self.cfg.run.seed, desc))
         batches = rank_slice(itertools.islice(batches, self.step, self.d.steps), self.env.rank,
                              self.env.world_size)
@@ -270,7 +296,7 @@ class Distiller:
 
         train_steps(self.wrapped(), self.sources, batches, self.optimizer, self.env.device,
                     self.loss_fn, self.scheduler, total=self.d.steps - self.step,
-                    show_progress=self.env.is_main, desc=desc, on_step=on_step)
+                    show_progress=self.env.is_main, desc=desc, on_step=on_step, bf16=bf16)
 
     # --------------------------------------------------------------------------------- state
     def state_dict(self) -> dict:

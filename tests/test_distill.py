@@ -224,6 +224,53 @@ def test_gradients_flow_to_the_student_only(models):
     assert all(g is not None for g in grads) and sum(float(g.abs().sum()) for g in grads) > 0
 
 
+def test_bf16_student_runs_its_forward_in_bf16_and_every_loss_in_fp32():
+    """distill.precision bf16: under autocast the student's (and teacher's) linear layers run in
+    bf16, every loss term is computed from fp32 copies (values near the fp32 run's), and the
+    student's gradients stay fp32."""
+    from distiller.distill import DistillModule
+    from distiller.losses import build_terms
+    from utils.config_schema import KDLossSpec
+    from utils.precision import autocast
+    net = NetworkConfig(model_path="random", random_layers=LAYERS, random_hidden=H,
+                        random_heads=HEADS)
+    torch.manual_seed(0)
+    teacher = freeze(build_classifier(net, C, vocab_size=50, eager_attention=True))
+    student = build_student(teacher, C, DistillConfig(student_layers=1, dropout=0.0),
+                            eager_attention=True)
+    module = DistillModule(student, torch.nn.ModuleDict(), True, True)
+    terms = build_terms([KDLossSpec(n, 1.0) for n in BUILTIN], LAYERS, 1)
+    active = [(t, t.pairs, t.weight) for t in terms]
+    ids = torch.randint(5, 50, (B, L), generator=torch.Generator().manual_seed(1))
+    inputs = {"input_ids": ids, "attention_mask": torch.ones(B, L, dtype=torch.long)}
+    seen = []
+    hook = student.model.bert.encoder.layer[0].attention.self.query.register_forward_hook(
+        lambda m, i, o: seen.append(o.dtype))
+
+    def run(bf16: bool):
+        student.zero_grad()
+        with autocast(torch.device("cpu"), bf16):
+            with torch.no_grad():
+                t_out = teacher(**inputs, output_hidden_states=True, output_attentions=True)
+            centroids = t_out.hidden_states[-1][:, 0].float().clone()
+            ctx = KDContext(None, t_out, torch.tensor([0, 1, 2, 0]), inputs["attention_mask"],
+                            False, None, teacher, None, CentroidMemory(centroids, H),
+                            t_out.logits)
+            total, values = module(inputs, ctx, active)
+        total.backward()
+        return total, values, [p.grad.clone() for p in student.parameters() if p.grad is not None]
+
+    ref_total, ref_values, _ = run(False)
+    total, values, grads = run(True)
+    hook.remove()
+    assert seen == [torch.float32, torch.bfloat16]
+    assert total.dtype == values.dtype == torch.float32
+    torch.testing.assert_close(values, ref_values, rtol=0.1, atol=0.02)
+    assert grads and all(g.dtype == torch.float32 for g in grads)
+    assert sum(float(g.abs().sum()) for g in grads) > 0
+    assert all(p.dtype == torch.float32 for p in student.parameters())
+
+
 def test_interrupted_run_equals_uninterrupted(tmp_path, smoke_experts):
     """Kill after the step-3 checkpoint (simulated: delete later checkpoints and the student),
     re-run: bit-identical student."""
@@ -292,9 +339,10 @@ def test_synthetic_and_both_with_a_smaller_student(tmp_path, smoke_experts):
     assert condense_script_text.main(["--config_path", SMOKE, "--output_dir", str(cond), "--set",
                                       f"pretrain.expert_dir={smoke_experts}"]) == 0
     syn = str(cond / "distilled_data" / "syn_data_6.pth")
-    for data in ("synthetic", "both"):
+    for data, precision in (("synthetic", "fp32"), ("both", "bf16")):
         out = tmp_path / data
         assert distill(out, smoke_experts, "--load_path", syn, "--set", f"distill.data={data}",
+                       "--student_precision", precision,
                        "--set", "distill.student_hidden=16", "--set", "distill.init=scratch",
                        "--set", f"distill.int8_backend={INT8}",
                        "--set", "distill.losses=[{name: logit_kd}, {name: hidden_mse}]") == 0
@@ -310,6 +358,7 @@ def test_synthetic_and_both_with_a_smaller_student(tmp_path, smoke_experts):
     n_real = len(load_data(load_config(SMOKE, [("pretrain.expert_dir", smoke_experts)])).train)
     assert "data synthetic (10 examples)" in (tmp_path / "synthetic" / "print.log").read_text()
     assert f"data both ({10 + n_real} examples)" in (tmp_path / "both" / "print.log").read_text()
+    assert "distill: steps 1-6, bf16 autocast" in (tmp_path / "both" / "print.log").read_text()
     a, b = student_weights(tmp_path / "synthetic"), student_weights(tmp_path / "both")
     assert any(not torch.equal(a[k], b[k]) for k in a)
 

@@ -37,12 +37,13 @@ def _f(default, help: str, path: bool = False, flag: Optional[str] = None,
 # (utils.checkpoint).
 ADDED_LATER = {"network.pooling": "cls", "pretrain.group_by_length": False,
                "condense.update_fraction": 1.0, "distill.student_path": None,
-               "pretrain.precision": "fp32"}
+               "pretrain.precision": "fp32", "distill.precision": "fp32"}
 
 
-def _training_precision(default: str, who: str, flag: str):
-    """The `precision` key of a stage that trains classifiers (experts, evaluation classifiers)."""
-    return _f(default, f"Arithmetic of training and scoring the {who}: 'fp32'; "
+def _training_precision(default: str, who: str, flag: str, what: str = "training and scoring"):
+    """The `precision` key of a stage that trains classifiers (experts, evaluation classifiers,
+    distillation students)."""
+    return _f(default, f"Arithmetic of {what} the {who}: 'fp32'; "
               "'bf16' bfloat16 autocast (weights, gradients and optimiser state stay fp32); "
               "'auto' bf16 where the device runs it natively (a CUDA GPU with bf16, a CPU with "
               "avx512_bf16/AMX), else fp32.", flag=flag)
@@ -579,6 +580,9 @@ class DistillConfig:
     progressive_fraction: float = _f(0.5, "progressive 'layerwise': fraction of the steps over "
                                      "which the layers are switched on.")
     dropout: float = _f(0.1, "Dropout of the student (hidden, attention, head).")
+    precision: Literal["fp32", "bf16", "auto"] = _training_precision(
+        "fp32", "student (and the teacher's forward passes; the loss terms are computed in fp32, "
+        "the report scores and times every model in fp32)", "student_precision", "training")
     save_every: int = _f(100, "Checkpoint every N steps (and at the end); re-running resumes.")
     baseline: bool = _f(True, "Also train the same student without a teacher (label_ce only, same "
                         "steps, seeds and data) for the report.")
