@@ -164,18 +164,22 @@ def compare(variants: dict, reference: str) -> dict:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--datasets", nargs="+", default=["trec", "bbc"])
-    p.add_argument("--ipc", type=int, default=10)
-    p.add_argument("--variants", nargs="+", default=["before", "after"], choices=list(VARIANTS))
-    p.add_argument("--num_eval", type=int, default=5)
-    p.add_argument("--nproc", type=int, default=2)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--datasets", nargs="+", default=["trec", "bbc"],
+                   help="shipped dataset configs (config/ipc<ipc>/<name>.yaml), one run each")
+    p.add_argument("--ipc", type=int, default=10, help="synthetic sequences per class")
+    p.add_argument("--variants", nargs="+", default=["before", "after"], choices=list(VARIANTS),
+                   help="the runs to compare, side by side; the first is the reference of the "
+                        "ratios (see the list above)")
+    p.add_argument("--num_eval", type=int, default=5,
+                   help="classifiers trained per method (the set, random, herding)")
+    p.add_argument("--nproc", type=int, default=2, help="torchrun processes per stage")
     p.add_argument("--set", dest="extra", action="append", default=[],
                    help="key=value for every stage of every variant")
     p.add_argument("--quick", action="store_true", help="the smoke config, one rank, seconds")
     p.add_argument("--work", type=Path, default=ROOT / "results" / "bench" / "pipeline",
                    help="where the runs go (each variant's folder is made afresh)")
-    p.add_argument("--out", type=Path, default=PERF)
+    p.add_argument("--out", type=Path, default=PERF, help="folder of the JSON")
     a = p.parse_args(argv)
     extra = [x for s in a.extra for x in ("--set", s)]
     if a.quick:
