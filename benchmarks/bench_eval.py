@@ -125,12 +125,16 @@ def main() -> None:
     p.add_argument("--config", default=None,
                    help="a dataset config of your own instead of config/ipc<N>/<dataset>.yaml; "
                         "each ipc applies the shipped per-ipc layer (condense.ipc=N)")
-    p.add_argument("--ipc", type=int, nargs="+", default=[1, 10])
+    p.add_argument("--ipc", type=int, nargs="+", default=[1, 10],
+                   help="synthetic sequences per class; one whole run per value")
     p.add_argument("--niter", type=int, default=None, help="default: the config's condense.niter")
-    p.add_argument("--method", default="ncfm", choices=["ncfm", "trajectory", "combined"])
-    p.add_argument("--num_eval", type=int, default=5)
-    p.add_argument("--nproc", type=int, default=2)
-    p.add_argument("--no-full", dest="full", action="store_false")
+    p.add_argument("--method", default="ncfm", choices=["ncfm", "trajectory", "combined"],
+                   help="condense.method of the condensation")
+    p.add_argument("--num_eval", type=int, default=5,
+                   help="classifiers trained per method (the same seeds for every method)")
+    p.add_argument("--nproc", type=int, default=2, help="torchrun processes per stage")
+    p.add_argument("--no-full", dest="full", action="store_false",
+                   help="skip the full-data baseline (the slowest row)")
     p.add_argument("--no-set", dest="with_set", action="store_false",
                    help="no condensation: evaluate the --baselines (and full) alone, written to "
                         "<dataset>_baselines_ipc<ipc><suffix>.json (e.g. a baseline added after "
