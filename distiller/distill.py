@@ -39,7 +39,7 @@ from utils.config_schema import Config, KDLossSpec
 from utils.distributed import DistEnv, all_gather_objects, gather_objects_to_main, main_then_broadcast
 from utils.errors import UserError
 from utils.model import ClassifierOutput
-from utils.precision import uses_bf16
+from utils.precision import at_least_fp32, uses_bf16
 from utils.seeding import derive_seed, rng_state, seed_everything, set_rng_state
 from utils.training import linear_warmup_decay, train_steps
 
@@ -67,7 +67,7 @@ class DistillModule(nn.Module):
         if torch.is_autocast_enabled(ctx.student.logits.device.type):   # distill.precision bf16
             ctx.student, ctx.teacher = as_fp32(ctx.student), as_fp32(ctx.teacher)
             if ctx.trajectory_logits is not None:
-                ctx.trajectory_logits = ctx.trajectory_logits.float()
+                ctx.trajectory_logits = at_least_fp32(ctx.trajectory_logits)
         with torch.autocast(ctx.student.logits.device.type, enabled=False):  # the terms in fp32
             return self._terms(ctx, active)
 
@@ -93,8 +93,8 @@ def as_fp32(out: Optional[ClassifierOutput]) -> Optional[ClassifierOutput]:
 
     def f(t):
         if t is None or isinstance(t, torch.Tensor):
-            return None if t is None else t.float()
-        return tuple(x.float() for x in t)
+            return None if t is None else at_least_fp32(t)
+        return tuple(at_least_fp32(x) for x in t)
     return ClassifierOutput(f(out.logits), f(out.features), f(out.attentions),
                             f(out.hidden_states))
 

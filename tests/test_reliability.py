@@ -109,6 +109,7 @@ def test_a_checkpoint_without_a_later_added_setting_resumes_at_its_old_value(tmp
     state = load_checkpoint(path)
     assert set(ADDED_LATER) & set(state["settings"]) == {"condense.update_fraction",
                                                           "pretrain.group_by_length",
+                                                          "pretrain.precision",
                                                           "network.pooling"}
     for key in ADDED_LATER:
         state["settings"].pop(key, None)          # as an older version wrote it

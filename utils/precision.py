@@ -54,3 +54,9 @@ def this_machine() -> torch.device:
     """The kind of device this process trains on (CUDA when present, else CPU), for resolving
     'auto' where no device is at hand (the expert fingerprint)."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def at_least_fp32(t: torch.Tensor) -> torch.Tensor:
+    """`t` in fp32 when it is in a half type (bf16 under autocast); fp32 and fp64 unchanged (a
+    float64 check, such as a finite-difference test, keeps its precision)."""
+    return t.float() if t.is_floating_point() and t.element_size() < 4 else t

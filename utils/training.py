@@ -21,7 +21,7 @@ from sklearn.metrics import f1_score
 
 from utils import tracking
 from utils.logging_utils import progress
-from utils.precision import autocast
+from utils.precision import at_least_fp32, autocast
 
 # ------------------------------------------------------------------------------------ examples
 
@@ -115,14 +115,14 @@ def label_loss(logits: torch.Tensor, labels: torch.Tensor, multilabel: bool,
     averaged over classes. `reduction` 'mean' averages over examples, 'sum' adds them up.
     Computed in fp32 whatever the logits' dtype (bf16 under autocast).
     """
-    logits = logits.float()
+    logits = at_least_fp32(logits)
     if labels.dim() == 1:
         return F.cross_entropy(logits, labels, reduction=reduction)
     if multilabel:
         per_example = F.binary_cross_entropy_with_logits(
-            logits, labels.float(), reduction="none").mean(1)                   # [B]
+            logits, labels.to(logits.dtype), reduction="none").mean(1)          # [B]
     else:
-        target = labels.float().clamp_min(0)
+        target = labels.to(logits.dtype).clamp_min(0)
         target = target / target.sum(1, keepdim=True).clamp_min(1e-12)
         per_example = -(target * F.log_softmax(logits, dim=1)).sum(1)            # [B]
     return per_example.mean() if reduction == "mean" else per_example.sum()
@@ -134,7 +134,7 @@ def attention_kl(target: torch.Tensor, attn: torch.Tensor, mask: torch.Tensor) -
     target, attn  # [B, heads, L, L] (rows sum to 1); mask  # [B, L] 1 = real token"""
     if target.shape[1] != attn.shape[1]:
         target, attn = target.mean(1, keepdim=True), attn.mean(1, keepdim=True)
-    target, attn = target.float(), attn.float()              # bf16 under autocast: compared in fp32
+    target, attn = at_least_fp32(target), at_least_fp32(attn)  # bf16 under autocast: in fp32
     kl = (target * (target.clamp_min(1e-12).log() - attn.clamp_min(1e-12).log())).sum(-1)  # [B, h, L]
     m = mask.to(kl.dtype)                                                                  # [B, L]
     return (kl.mean(1) * m).sum() / m.sum().clamp_min(1.0)
