@@ -21,6 +21,8 @@ Variants (`--variants`, the first is the reference):
 - bf16: the shipped defaults with every stage under bfloat16 autocast (`pretrain.precision`,
   `condense.precision`, `evaluate.precision` = bf16: fast on CPUs with AMX/avx512_bf16 and
   CUDA GPUs, slower where bf16 is emulated; the machine's CPU flags are in the JSON)
+- fp32: the shipped defaults with experts and evaluation classifiers in fp32 (the defaults until
+  `precision: auto` shipped for them)
 
 `--quick` runs the smoke config (tiny random BERT, one rank, a few iterations) in seconds: the
 tested path. Writes benchmarks/results/perf/pipeline_<dataset>_ipc<ipc>[_quick].json.
@@ -52,6 +54,7 @@ VARIANTS = {
     "grouped": ["--set", "pretrain.group_by_length=true"],
     "bf16": ["--set", "pretrain.precision=bf16", "--set", "condense.precision=bf16",
              "--set", "evaluate.precision=bf16"],
+    "fp32": ["--set", "pretrain.precision=fp32", "--set", "evaluate.precision=fp32"],
 }
 BASELINES = ["random", "herding"]
 
