@@ -41,7 +41,7 @@ from utils.errors import UserError
 from utils.model import ClassifierOutput
 from utils.precision import at_least_fp32, uses_bf16
 from utils.seeding import derive_seed, rng_state, seed_everything, set_rng_state
-from utils.training import linear_warmup_decay, train_steps
+from utils.training import adamw, linear_warmup_decay, train_steps
 
 logger = logging.getLogger(__name__)
 
@@ -172,8 +172,7 @@ class Distiller:
         self.teacher_forward = needs("needs_hidden") or needs("needs_attention")
         self.cache = self._cache_logits() if needs("needs_teacher_logits") and \
             not self.teacher_forward else None
-        self.optimizer = torch.optim.AdamW(self.module.parameters(), lr=d.lr,
-                                           weight_decay=d.weight_decay)
+        self.optimizer = adamw(self.module.parameters(), lr=d.lr, weight_decay=d.weight_decay)
         self.scheduler = linear_warmup_decay(self.optimizer, d.steps, d.warmup_ratio)
         self.step = 0
         self.history: List[dict] = []

@@ -77,6 +77,7 @@ from utils.seeding import derive_seed
 from utils.synset import check_fits, to_examples
 from utils.training import (
     Examples,
+    adamw,
     attention_label_loss_fn,
     endless_batches,
     evaluate_classifier,
@@ -173,7 +174,7 @@ def _train_classifier(ctx: EvalContext, ts: Examples, steps: int, seed: int, des
     loss_fn = (attention_label_loss_fn(ctx.multilabel, attention_targets, ev.attention_layers,
                                        ev.attention_weight)
                if with_attention else label_loss_fn(ctx.multilabel))
-    optimizer = torch.optim.AdamW(param_groups(model, ev), lr=ev.lr, weight_decay=ev.weight_decay)
+    optimizer = adamw(param_groups(model, ev), lr=ev.lr, weight_decay=ev.weight_decay)
     gen = torch.Generator().manual_seed(derive_seed(seed, "batches"))
     batches = endless_batches(len(ts), min(ev.batch_size, len(ts)), gen)
     checkpoints = set(eval_steps(steps, ev.eval_every))

@@ -211,3 +211,39 @@ def test_expert_precision_shapes_the_fingerprint_and_is_recorded(tmp_path, smoke
                                       "--set", "condense.ipc=2"]) == 0
     entries = json.loads((out / "eval" / "results.json").read_text())
     assert entries and {e["precision"] for e in entries} == {"bf16"}
+
+
+def test_the_classifiers_adamw_is_torchs_fused_kernel_with_the_same_updates():
+    """utils.training.adamw: fused on CPU (one kernel, not a loop over tensors), and ten steps of
+    it move the weights as ten steps of the default AdamW do (param groups kept)."""
+    from utils.config_schema import NetworkConfig
+    from utils.model import build_classifier
+    from utils.training import adamw
+
+    def trained(make):
+        torch.manual_seed(0)
+        model = build_classifier(NetworkConfig(model_path="random", random_layers=1,
+                                               random_hidden=16, random_heads=2), 3, vocab_size=40)
+        head = [p for n, p in model.named_parameters() if "classifier" in n]
+        rest = [p for n, p in model.named_parameters() if "classifier" not in n]
+        opt = make([{"params": rest}, {"params": head, "lr": 1e-2}])
+        start = {n: p.detach().clone() for n, p in model.named_parameters()}
+        gen = torch.Generator().manual_seed(1)
+        for _ in range(10):
+            ids = torch.randint(1, 40, (4, 6), generator=gen)
+            loss = torch.nn.functional.cross_entropy(
+                model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits,
+                torch.tensor([0, 1, 2, 0]))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        moved = max(float((p.detach() - start[n]).abs().max()) for n, p in model.named_parameters())
+        assert moved > 1e-3                       # the steps did move the weights
+        return opt, {n: p.detach().clone() for n, p in model.named_parameters()}
+
+    fused, a = trained(lambda groups: adamw(groups, lr=1e-3, weight_decay=0.01))
+    plain, b = trained(lambda groups: torch.optim.AdamW(groups, lr=1e-3, weight_decay=0.01))
+    assert all(g["fused"] for g in fused.param_groups) and not plain.param_groups[0]["fused"]
+    assert fused.param_groups[1]["lr"] == 1e-2
+    for n in a:
+        torch.testing.assert_close(a[n], b[n], atol=1e-5, rtol=1e-4)

@@ -46,6 +46,7 @@ from utils.readers import DataError
 from utils.seeding import rng_state, seed_everything, set_rng_state
 from utils.training import (
     Examples,
+    adamw,
     epoch_batches,
     evaluate_classifier,
     label_loss_fn,
@@ -197,7 +198,7 @@ def train_expert(k: int, cfg: Config, train: TokenizedSplit, test: TokenizedSpli
     examples = Examples.of(train)
     loss_fn = label_loss_fn(multilabel=train.labels.dim() == 2)   # 2-D real labels: multi-label
     model: TextClassifier = build_classifier(cfg.network, nclass, pretrained=done == 0).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=p.lr, weight_decay=p.weight_decay)
+    optimizer = adamw(model.parameters(), lr=p.lr, weight_decay=p.weight_decay)
     steps = p.epochs * -(-len(train) // p.batch_size)
     scheduler = linear_warmup_decay(optimizer, steps, p.warmup_ratio)
     if done == 0:
