@@ -322,8 +322,10 @@ def evaluate_baseline(ctx: EvalContext, method: str, features: Optional[torch.Te
         steps = cfg.evaluate.steps
         extra = {"source": f"train split, seed {cfg.run.seed}",
                  "selected": {ctx.class_names[c]: sel[c].tolist() for c in sorted(sel)}}
-        logger.info("%s: %d training samples selected (%s per class)", method, len(idx),
-                    cfg.condense.ipc)
+        short = sum(1 for c in sel if len(sel[c]) < cfg.condense.ipc)
+        logger.info("%s: %d training samples selected (%s per class%s)", method, len(idx),
+                    cfg.condense.ipc, f"; {short} classes have fewer and give all theirs"
+                    if short else "")
     ts = Examples.of(ctx.train, idx)
     runs = evaluate_runs(ctx, method, ts, steps, num_eval)
     return summarize(ctx, method, runs, ts, steps, cfg.condense.ipc, **extra)
