@@ -81,6 +81,17 @@ def stage_config(a, ipc: int, shared: list) -> tuple:
     return str(Path(a.config).resolve()), [*shared, "--set", f"condense.ipc={ipc}"]
 
 
+VALIDATION_KEYS = ("evaluate.select_by", "evaluate.val_fraction")
+
+
+def condense_overrides(a) -> list:
+    """The --set overrides of the condensation: --set, led by the validation keys of --eval_set,
+    so that the validation slice the evaluation selects on is held out of the condensation too
+    and the set never sees a row the baselines may not pick (evaluation.protocol, select_by 'val')."""
+    held = [s for s in a.eval_set if s.split("=")[0] in VALIDATION_KEYS]
+    return [*held, *a.extra]
+
+
 def condense_stage(a, config: str, tag: str, common: list) -> dict:
     """Condense with the config and overrides: the run's timing, the set kept and its curve."""
     cdir = ROOT / "results" / "bench" / "condense" / tag
@@ -88,7 +99,8 @@ def condense_stage(a, config: str, tag: str, common: list) -> dict:
              "--set", f"condense.method={a.method}"]
     if a.niter:
         cargs += ["--set", f"condense.niter={a.niter}"]
-    cargs += common + [x for s in a.extra for x in ("--set", s)]
+    overrides = condense_overrides(a)
+    cargs += common + [x for s in overrides for x in ("--set", s)]
     start = time.time()
     run_script("condense_script_text.py", a.nproc, cargs)
     condense_seconds = time.time() - start
@@ -105,7 +117,7 @@ def condense_stage(a, config: str, tag: str, common: list) -> dict:
                 "wall_seconds": round(condense_seconds, 1),
                 "peak_rss_mb_per_rank": [r["peak_rss_mb"] for r in summary["ranks"]],
                 "world_size": summary["world_size"],
-                "overrides": [f"condense.method={a.method}", *a.extra]},
+                "overrides": [f"condense.method={a.method}", *overrides]},
             "kept": kept_set(cdir, summary, a.keep), "eval_curve": eval_curve(cdir, EVAL / f"{tag}.png"),
             **start_choice(cdir)}
 
@@ -145,7 +157,9 @@ def main() -> None:
     p.add_argument("--set", dest="extra", action="append", default=[],
                    help="extra overrides for condensation (section.key=value)")
     p.add_argument("--eval_set", action="append", default=[],
-                   help="extra overrides for the evaluations (section.key=value)")
+                   help="extra overrides for the evaluations (section.key=value); "
+                        "evaluate.select_by / val_fraction also reach the condensation, which "
+                        "then holds the validation slice out")
     p.add_argument("--all_set", action="append", default=[],
                    help="overrides for every stage, experts included (section.key=value; e.g. "
                         "network.pooling=mean, which retrains the experts and changes every "

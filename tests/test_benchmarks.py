@@ -355,6 +355,17 @@ def test_bench_precision_quick(tmp_path):
         {"fp32": med[0] / med[2], "bf16": med[1] / med[3]}, abs=0.01)
 
 
+def test_bench_eval_holds_the_validation_slice_out_of_the_condensation():
+    """--eval_set evaluate.select_by=val (and val_fraction) reach the condensation, whose
+    condensation_split then leaves the validation rows out; other evaluation keys do not."""
+    from types import SimpleNamespace as A
+    a = A(eval_set=["evaluate.select_by=val", "evaluate.eval_every=100",
+                    "evaluate.val_fraction=0.2"], extra=["condense.niter=5"])
+    assert bench_eval.condense_overrides(a) == ["evaluate.select_by=val",
+                                                "evaluate.val_fraction=0.2", "condense.niter=5"]
+    assert bench_eval.condense_overrides(A(eval_set=["evaluate.steps=3"], extra=[])) == []
+
+
 def test_bench_eval_baselines_alone_train_experts_only_when_something_needs_them():
     """--no-set with random (and full) under hard labels needs no expert; a feature selector,
     expert labels or a condensation do."""
