@@ -639,8 +639,8 @@ shipped `auto`, so that stage is the control). Experts: the same test accuracy t
 both datasets (BBC 96.24 / 95.54%, TREC 96.2 / 96.4%), in half the time or less; evaluation about
 twice as fast; the set, random and herding within one std of `after` on both datasets. The whole
 run: BBC 1.81x wall and 1.72x CPU seconds, TREC 1.67x and 1.65x. BBC's `after` experts shared the
-cores with a test run for two minutes (its second epoch took 126 s against 96 s for the first), so
-its expert wall ratio (2.66x) is high; the CPU-second ratio is the fairer one. `auto` (bf16 where
+cores with a test run for two minutes, so its expert wall ratio (2.66x) is high; the CPU-second
+ratio is the fairer one. `auto` (bf16 where
 the device runs it natively, fp32 elsewhere) is now the shipped default of both keys
 (`config/base.yaml`). Where the time goes after it: BBC 90 s experts, 198 s condensation, 276 s
 evaluation (of 564 s); TREC 124, 115 and 136 s (of 375 s). Condensation already ran bf16 in both

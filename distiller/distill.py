@@ -91,10 +91,9 @@ def as_fp32(out: Optional[ClassifierOutput]) -> Optional[ClassifierOutput]:
     if out is None:
         return None
 
-    def f(t):
-        if t is None or isinstance(t, torch.Tensor):
-            return None if t is None else at_least_fp32(t)
-        return tuple(at_least_fp32(x) for x in t)
+    def f(t):  # a tensor, a per-layer tuple of tensors, or None
+        return at_least_fp32(t) if isinstance(t, torch.Tensor) else \
+            None if t is None else tuple(at_least_fp32(x) for x in t)
     return ClassifierOutput(f(out.logits), f(out.features), f(out.attentions),
                             f(out.hidden_states))
 

@@ -223,9 +223,9 @@ def linear_warmup_decay(optimizer: torch.optim.Optimizer, total_steps: int, warm
 def adamw(params, lr: float, weight_decay: float) -> torch.optim.AdamW:
     """AdamW for the classifiers (experts, evaluation classifiers, students): torch's fused kernel
     where it has one for the parameters' device (CPU and CUDA), one pass over all parameters
-    instead of a Python loop of small ops per tensor; the same update rule. On the MiniLM
-    classifier on one CPU thread the optimiser step takes about a ninth of the loop's time
-    (benchmarks/results/perf/precision_train_*.json); elsewhere, the default implementation."""
+    instead of a Python loop of small ops per tensor; the same update rule (on the MiniLM
+    classifier on one CPU thread the whole training step takes 0.78x the loop's under bf16:
+    benchmarks/results/perf/precision_train_fused.json); elsewhere, the default implementation."""
     params = list(params)
     try:
         return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=True)

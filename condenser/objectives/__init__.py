@@ -17,7 +17,6 @@ from condenser.objectives.base import (
     OBJECTIVES,
     Objective,
     ObjectiveContext,
-    autocast,
     cls_features,
     register_objective,
 )
@@ -30,6 +29,7 @@ from condenser.objectives.build import (
 from condenser.objectives.calibration import Calibration, CalibrationOptions
 from condenser.objectives.feature_match import FeatureMatching, FeatureMatchOptions, RealFeatureCache
 from condenser.objectives.trajectory import TrajectoryObjective, TrajectoryOptions
+from utils.precision import autocast  # the bf16 context the objectives use (utils.precision)
 
 __all__ = ["OBJECTIVES", "PRESETS", "Calibration", "CalibrationOptions", "FeatureMatchOptions",
            "FeatureMatching", "Objective", "ObjectiveContext", "RealFeatureCache",

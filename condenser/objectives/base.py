@@ -23,7 +23,6 @@ from condenser.expert_pool import ExpertChoice, ExpertPool, choose_expert
 from condenser.synthetic import SyntheticShard
 from utils.data import TokenizedSplit
 from utils.distributed import DistEnv
-from utils.precision import autocast  # noqa: F401 (re-exported: the objectives use it from here)
 from utils.registry import NoOptions, Registry
 from utils.synset import decode
 

@@ -6,8 +6,9 @@ from dataclasses import dataclass
 
 import torch
 
-from condenser.objectives.base import Objective, ObjectiveContext, autocast, register_objective, zero
+from condenser.objectives.base import Objective, ObjectiveContext, register_objective, zero
 from condenser.synthetic import SyntheticShard
+from utils.precision import autocast
 from utils.registry import opt
 from utils.training import label_loss
 

@@ -12,7 +12,6 @@ from torch.profiler import record_function
 from condenser.objectives.base import (
     Objective,
     ObjectiveContext,
-    autocast,
     cls_features,
     register_objective,
     zero,
@@ -21,6 +20,7 @@ from condenser.synthetic import SyntheticShard
 from NCFM import METRICS, SamplingNet, negate_grads, sample_frequencies
 from utils.distributed import all_reduce_sum
 from utils.errors import UserError
+from utils.precision import autocast
 from utils.registry import opt
 from utils.seeding import derive_seed, seeded_sample
 from utils.training import cut_to_length
